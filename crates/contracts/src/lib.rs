@@ -1,0 +1,15 @@
+//! tillstream event contracts: the Avro schemas (embedded from `schemas/avro/`), the Rust types that
+//! serialize to exactly those schemas, the Confluent wire format, and the schema registry client.
+//!
+//! Everything here is pure except `registry`, which talks HTTP to a Confluent-compatible registry.
+
+pub mod catalog;
+pub mod codec;
+pub mod events;
+pub mod registry;
+pub mod samples;
+
+pub use catalog::EventKind;
+pub use codec::{CodecError, DeviceEvent, WriterSchema};
+pub use events::*;
+pub use registry::{Registry, RegistryConfig, RegistryError};

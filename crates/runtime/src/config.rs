@@ -1,0 +1,163 @@
+//! Configuration loading: built-in defaults, then an optional TOML file, then environment variables.
+//! Owns only parsing; gives no delivery guarantee.
+//!
+//! Precedence (later wins):
+//! 1. the service's `Default` impl,
+//! 2. the TOML file given with `--config`,
+//! 3. stack-wide shortcuts (`TILLSTREAM_KAFKA_BROKERS`, `TILLSTREAM_REGISTRY_URL`, `TILLSTREAM_PG_URL`,
+//!    `TILLSTREAM_MQTT_URL`) written by `scripts/stack env`,
+//! 4. service-scoped variables `TILLSTREAM_<SERVICE>__<SECTION>__<KEY>` (double underscore nests),
+//!    e.g. `TILLSTREAM_DEDUP__KAFKA__BROKERS`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Stack-wide environment shortcuts and the config key each one sets.
+pub const SHORTCUTS: &[(&str, &str)] = &[
+    ("TILLSTREAM_KAFKA_BROKERS", "kafka.brokers"),
+    ("TILLSTREAM_REGISTRY_URL", "registry.url"),
+    ("TILLSTREAM_PG_URL", "database.url"),
+    ("TILLSTREAM_MQTT_URL", "mqtt.url"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    Missing(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl crate::Classify for ConfigError {
+    fn class(&self) -> crate::ErrorClass {
+        crate::ErrorClass::Fatal
+    }
+}
+
+/// Loads `T` for the service named `service` (e.g. `dedup`, `store-bridge`).
+///
+/// Shortcut variables only apply to keys the service's config actually has.
+pub fn load<T>(service: &str, file: Option<&Path>) -> Result<T, ConfigError>
+where
+    T: Serialize + for<'de> Deserialize<'de> + Default,
+{
+    let mut fig = Figment::from(Serialized::defaults(T::default()));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(ConfigError::Missing(path.display().to_string()));
+        }
+        fig = fig.merge(Toml::file(path));
+    }
+    let defaults = serde_json::to_value(T::default()).unwrap_or_default();
+    for (var, key) in SHORTCUTS {
+        if has_key(&defaults, key) {
+            let key = *key;
+            fig = fig.merge(Env::raw().only(&[var]).map(move |_| key.into()).split("."));
+        }
+    }
+    let prefix = format!(
+        "TILLSTREAM_{}__",
+        service.to_ascii_uppercase().replace('-', "_")
+    );
+    fig = fig.merge(Env::prefixed(&prefix).split("__"));
+    fig.extract()
+        .map_err(|e| ConfigError::Invalid(e.to_string().replace('\n', "; ")))
+}
+
+fn has_key(value: &serde_json::Value, dotted: &str) -> bool {
+    let mut cur = value;
+    for part in dotted.split('.') {
+        match cur.get(part) {
+            Some(v) => cur = v,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Where a service serves `/metrics`, `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OpsConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        OpsConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+    #[serde(default)]
+    struct Kafka {
+        brokers: String,
+        batch: u32,
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+    #[serde(default)]
+    struct Cfg {
+        kafka: Kafka,
+        name: String,
+    }
+
+    #[test]
+    fn file_then_shortcut_then_service_env() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("svc.toml", "name = \"from-file\"\n[kafka]\nbrokers = \"file:1\"\nbatch = 7\n")?;
+            let cfg: Cfg = load("my-svc", Some(Path::new("svc.toml"))).unwrap();
+            assert_eq!(cfg.kafka.brokers, "file:1");
+            assert_eq!(cfg.kafka.batch, 7);
+
+            jail.set_env("TILLSTREAM_KAFKA_BROKERS", "shortcut:2");
+            let cfg: Cfg = load("my-svc", Some(Path::new("svc.toml"))).unwrap();
+            assert_eq!(cfg.kafka.brokers, "shortcut:2");
+
+            jail.set_env("TILLSTREAM_MY_SVC__KAFKA__BROKERS", "scoped:3");
+            jail.set_env("TILLSTREAM_MY_SVC__KAFKA__BATCH", "9");
+            let cfg: Cfg = load("my-svc", Some(Path::new("svc.toml"))).unwrap();
+            assert_eq!(cfg.kafka.brokers, "scoped:3");
+            assert_eq!(cfg.kafka.batch, 9);
+            assert_eq!(cfg.name, "from-file");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_and_bad_types_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            let err = load::<Cfg>("x", Some(Path::new("nope.toml"))).unwrap_err();
+            assert!(matches!(err, ConfigError::Missing(_)));
+            jail.create_file("bad.toml", "[kafka]\nbatch = \"many\"\n")?;
+            let err = load::<Cfg>("x", Some(Path::new("bad.toml"))).unwrap_err();
+            assert!(err.to_string().contains("batch"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn shortcut_ignored_when_service_lacks_key() {
+        #[derive(Debug, Default, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        struct NoKafka {
+            name: String,
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TILLSTREAM_KAFKA_BROKERS", "x:1");
+            let cfg: NoKafka = load("y", None).unwrap();
+            assert_eq!(cfg.name, "");
+            Ok(())
+        });
+    }
+}
