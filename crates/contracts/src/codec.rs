@@ -37,13 +37,6 @@ pub enum CodecError {
     },
 }
 
-impl tillstream_runtime::Classify for CodecError {
-    fn class(&self) -> tillstream_runtime::ErrorClass {
-        // Every codec failure is about one input: it can never succeed on retry.
-        tillstream_runtime::ErrorClass::Poison
-    }
-}
-
 /// Magic byte of the Confluent wire format.
 pub const MAGIC: u8 = 0;
 

@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::EventKind;
 use crate::codec::{CodecError, WriterSchema};
-use tillstream_runtime::{Classify, ErrorClass};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -45,19 +44,6 @@ pub enum RegistryError {
         code: i64,
         message: String,
     },
-}
-
-impl Classify for RegistryError {
-    fn class(&self) -> ErrorClass {
-        match self {
-            RegistryError::Unreachable { .. } => ErrorClass::Retryable,
-            RegistryError::Http { status, .. } if *status >= 500 => ErrorClass::Retryable,
-            RegistryError::UnknownId(_) | RegistryError::Unusable { .. } => ErrorClass::Poison,
-            RegistryError::Refused(_)
-            | RegistryError::NotRegistered { .. }
-            | RegistryError::Http { .. } => ErrorClass::Fatal,
-        }
-    }
 }
 
 /// How services find the registry.

@@ -48,3 +48,22 @@ impl Classify for rdkafka::error::KafkaError {
         }
     }
 }
+
+impl Classify for tillstream_contracts::CodecError {
+    fn class(&self) -> ErrorClass {
+        // Every codec failure is about one input: it can never succeed on retry.
+        ErrorClass::Poison
+    }
+}
+
+impl Classify for tillstream_contracts::RegistryError {
+    fn class(&self) -> ErrorClass {
+        use tillstream_contracts::RegistryError as E;
+        match self {
+            E::Unreachable { .. } => ErrorClass::Retryable,
+            E::Http { status, .. } if *status >= 500 => ErrorClass::Retryable,
+            E::UnknownId(_) | E::Unusable { .. } => ErrorClass::Poison,
+            E::Refused(_) | E::NotRegistered { .. } | E::Http { .. } => ErrorClass::Fatal,
+        }
+    }
+}

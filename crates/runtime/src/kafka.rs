@@ -1,0 +1,521 @@
+//! Kafka plumbing shared by every service: client configuration, the idempotent producer, the group
+//! consumer whose context commits stored offsets on revoke, offset bookkeeping for batches, and the
+//! dead-letter publisher.
+//!
+//! Delivery guarantee: at-least-once. Consumers run with `enable.auto.offset.store=false`: an offset is
+//! stored only by [`store_batch_offsets`], which services call after the batch's effects are durable
+//! (delivered to Kafka or committed to the database). Stored offsets are committed by the auto-commit
+//! timer, synchronously on every revoke, and on shutdown ([`commit_on_shutdown`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use serde::{Deserialize, Serialize};
+use tillstream_contracts::{DeadLetter, EventKind, Registry, SourceKind, codec};
+
+/// Connection settings shared by every Kafka client of a service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, e.g. `127.0.0.1:19092`.
+    pub brokers: String,
+    /// Consumer group session timeout. Short in tests; a crashed member's partitions move after this.
+    pub session_timeout_ms: u32,
+    /// Extra librdkafka properties passed through verbatim (security.protocol, sasl.*, ...).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:19092".into(),
+            session_timeout_ms: 10_000,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// A librdkafka config with the brokers, the client id and the pass-through properties.
+    pub fn client_config(&self, client_id: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", client_id)
+            // Fail fast on a wrong address instead of hanging metadata requests forever.
+            .set("socket.connection.setup.timeout.ms", "10000");
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// Standard headers every tillstream record carries.
+pub mod headers {
+    /// Short record name, e.g. `OrderCreated` (lets consumers route without decoding).
+    pub const EVENT_TYPE: &str = "tillstream-event-type";
+    pub const EVENT_ID: &str = "tillstream-event-id";
+    pub const DEVICE_ID: &str = "tillstream-device-id";
+    pub const SEQ: &str = "tillstream-seq";
+    /// Service that wrote the record.
+    pub const PRODUCER: &str = "tillstream-producer";
+}
+
+/// The idempotent producer every service uses: acks=all, idempotence on, retries unbounded within
+/// `delivery.timeout.ms`. A full local queue makes `send` wait (back-pressure), never drop.
+pub fn producer(config: &KafkaConfig, client_id: &str) -> Result<FutureProducer, KafkaError> {
+    let mut c = config.client_config(client_id);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "200000")
+        .set("compression.type", "none");
+    for (k, v) in &config.properties {
+        c.set(k, v);
+    }
+    c.create()
+}
+
+/// Called from inside librdkafka's rebalance callback, before the assignment changes.
+pub trait PartitionHook: Send + Sync + 'static {
+    /// New partitions: may set each partition's starting offset in `tpl` (e.g. from a database).
+    fn on_assign(&self, _tpl: &mut TopicPartitionList) {}
+    /// Partitions about to leave: drop partition-scoped state. Stored offsets are committed after.
+    fn on_revoke(&self, _tpl: &TopicPartitionList) {}
+}
+
+impl PartitionHook for () {}
+
+/// Consumer context: logs rebalances, runs the hook, commits stored offsets on revoke.
+pub struct GroupContext<H> {
+    service: &'static str,
+    hook: H,
+}
+
+impl<H: PartitionHook> ClientContext for GroupContext<H> {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(service = self.service, %error, reason, "kafka client error");
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl<H: PartitionHook> ConsumerContext for GroupContext<H> {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = consumer.rebalance_protocol() == RebalanceProtocol::Cooperative;
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.hook.on_assign(tpl);
+                tracing::info!(service = self.service, partitions = ?partitions(tpl), "partitions assigned");
+                let res = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = res {
+                    tracing::error!(service = self.service, error = %e, "assign failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.hook.on_revoke(tpl);
+                commit_stored(consumer, self.service, "revoke");
+                tracing::info!(service = self.service, partitions = ?partitions(tpl), "partitions revoked");
+                let res = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = res {
+                    tracing::error!(service = self.service, error = %e, "unassign failed");
+                }
+            }
+            other => {
+                tracing::error!(service = self.service, error = ?other, "rebalance error");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => tracing::debug!(service = self.service, ?offsets, "offsets committed"),
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => tracing::warn!(service = self.service, error = %e, "offset commit failed"),
+        }
+    }
+}
+
+fn commit_stored<C: Consumer<GroupContext<H>>, H: PartitionHook>(consumer: &C, service: &str, why: &str) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => tracing::debug!(service, why, "stored offsets committed"),
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(service, why, error = %e, "commit of stored offsets failed"),
+    }
+}
+
+pub type GroupConsumer<H = ()> = StreamConsumer<GroupContext<H>>;
+
+/// Consumer settings that differ between services.
+#[derive(Debug, Clone)]
+pub struct GroupSettings<'a> {
+    pub group_id: &'a str,
+    pub client_id: &'a str,
+    /// `read_committed` when the upstream producer is transactional (Apache Kafka), else `read_uncommitted`.
+    pub isolation_level: &'a str,
+    pub auto_offset_reset: &'a str,
+}
+
+impl<'a> GroupSettings<'a> {
+    pub fn new(group_id: &'a str, client_id: &'a str) -> Self {
+        GroupSettings {
+            group_id,
+            client_id,
+            isolation_level: "read_committed",
+            auto_offset_reset: "earliest",
+        }
+    }
+}
+
+/// A subscribed group consumer with manual offset storage and commit-on-revoke.
+pub fn group_consumer<H: PartitionHook>(
+    config: &KafkaConfig,
+    settings: &GroupSettings<'_>,
+    service: &'static str,
+    hook: H,
+    topics: &[&str],
+) -> Result<GroupConsumer<H>, KafkaError> {
+    let mut c = config.client_config(settings.client_id);
+    c.set("group.id", settings.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", settings.auto_offset_reset)
+        .set("isolation.level", settings.isolation_level)
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (config.session_timeout_ms / 3).max(100).to_string(),
+        )
+        .set("enable.partition.eof", "false");
+    for (k, v) in &config.properties {
+        c.set(k, v);
+    }
+    let consumer: GroupConsumer<H> = c.create_with_context(GroupContext { service, hook })?;
+    consumer.subscribe(topics)?;
+    Ok(consumer)
+}
+
+/// Highest processed offset per (topic, partition) of a batch; `store` stores offset + 1 for each.
+#[derive(Debug, Default, Clone)]
+pub struct BatchOffsets {
+    next: HashMap<(String, i32), i64>,
+}
+
+impl BatchOffsets {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that the message at `offset` has been handled.
+    pub fn done(&mut self, topic: &str, partition: i32, offset: i64) {
+        let e = self
+            .next
+            .entry((topic.to_string(), partition))
+            .or_insert(offset + 1);
+        *e = (*e).max(offset + 1);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.next.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&(String, i32), &i64)> {
+        self.next.iter()
+    }
+
+    pub fn to_tpl(&self) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in &self.next {
+            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+        }
+        tpl
+    }
+
+    pub fn clear(&mut self) {
+        self.next.clear();
+    }
+}
+
+/// Stores the batch's offsets for the next commit. Call only after the batch's effects are durable.
+/// A partition revoked meanwhile fails to store: that is harmless (its new owner re-reads the batch,
+/// and every sink is idempotent), so it is logged, not returned.
+pub fn store_batch_offsets<H: PartitionHook>(consumer: &GroupConsumer<H>, offsets: &BatchOffsets) {
+    if offsets.is_empty() {
+        return;
+    }
+    if let Err(e) = consumer.store_offsets(&offsets.to_tpl()) {
+        tracing::warn!(error = %e, "could not store offsets (partition revoked?): batch will be re-read");
+    }
+}
+
+/// Commits stored offsets synchronously; call once the loop has stopped taking new messages.
+pub fn commit_on_shutdown<H: PartitionHook>(consumer: &GroupConsumer<H>, service: &str) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => tracing::info!(service, "final offsets committed"),
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
+            tracing::info!(service, "no offsets to commit at shutdown")
+        }
+        Err(e) => tracing::warn!(service, error = %e, "final commit failed"),
+    }
+}
+
+/// Kafka headers from (name, value) pairs.
+pub fn make_headers(pairs: &[(&str, &str)]) -> OwnedHeaders {
+    pairs.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+        h.insert(Header {
+            key: k,
+            value: Some(v.as_bytes()),
+        })
+    })
+}
+
+/// Sends one record and waits for its delivery report, retrying transient failures with backoff
+/// until `token` is cancelled. Returns (partition, offset).
+pub async fn send_with_retry(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+    headers: Option<OwnedHeaders>,
+    token: &tokio_util::sync::CancellationToken,
+) -> Result<(i32, i64), KafkaError> {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        if let Some(h) = &headers {
+            record = record.headers(h.clone());
+        }
+        match producer.send(record, rdkafka::util::Timeout::Never).await {
+            Ok(d) => return Ok((d.partition, d.offset)),
+            Err((e, _)) => {
+                use crate::error::{Classify, ErrorClass};
+                if e.class() != ErrorClass::Retryable || token.is_cancelled() {
+                    return Err(e);
+                }
+                tracing::warn!(topic, error = %e, backoff_ms = backoff.as_millis() as u64, "delivery failed, retrying");
+                tokio::select! {
+                    _ = token.cancelled() => return Err(e),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Publishes dead letters: Avro `DeadLetter` records (registered schema), keyed by store when known.
+#[derive(Clone)]
+pub struct DeadLetters {
+    producer: FutureProducer,
+    topic: Arc<str>,
+    registry: Registry,
+    service: &'static str,
+    counter_name: &'static str,
+}
+
+impl std::fmt::Debug for DeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetters")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a bad input came from (for the dead-letter record).
+#[derive(Debug, Clone)]
+pub struct Source<'a> {
+    pub kind: SourceKind,
+    pub topic: &'a str,
+    pub partition: Option<i32>,
+    pub offset: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error("dead-letter schema: {0}")]
+    Registry(#[from] tillstream_contracts::RegistryError),
+    #[error("dead-letter encoding: {0}")]
+    Codec(#[from] tillstream_contracts::CodecError),
+    #[error("dead-letter delivery: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+impl DeadLetters {
+    /// `counter_name` is the service's `tillstream_<service>_dead_letters_total` metric.
+    pub fn new(
+        producer: FutureProducer,
+        topic: &str,
+        registry: Registry,
+        service: &'static str,
+        counter_name: &'static str,
+    ) -> Self {
+        DeadLetters {
+            producer,
+            topic: topic.into(),
+            registry,
+            service,
+            counter_name,
+        }
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Builds the dead-letter record for `payload` (pure; deterministic id from the source coordinates
+    /// and the payload, so a redelivered bad input maps to the same id).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        &self,
+        source: &Source<'_>,
+        payload: &[u8],
+        reason: &str,
+        detail: &str,
+        store_id: Option<&str>,
+        device_id: Option<&str>,
+        event_id: Option<&str>,
+        now_ms: i64,
+    ) -> DeadLetter {
+        let identity = format!(
+            "{}|{}|{:?}|{:?}|{:x}",
+            self.service,
+            source.topic,
+            source.partition,
+            source.offset,
+            xxhash_rust::xxh3::xxh3_64(payload)
+        );
+        DeadLetter {
+            dead_letter_id: uuid_v5(&identity),
+            service: self.service.to_string(),
+            reason: reason.to_string(),
+            detail: detail.to_string(),
+            source_kind: source.kind,
+            source_topic: source.topic.to_string(),
+            source_partition: source.partition,
+            source_offset: source.offset,
+            key: source.key.map(<[u8]>::to_vec),
+            payload: payload.to_vec(),
+            headers: source.headers.clone(),
+            store_id: store_id.map(str::to_string),
+            device_id: device_id.map(str::to_string),
+            event_id: event_id.map(str::to_string),
+            failed_at: now_ms,
+        }
+    }
+
+    /// Writes a dead letter and waits until Kafka holds it (retrying transient failures).
+    pub async fn publish(
+        &self,
+        record: &DeadLetter,
+        token: &tokio_util::sync::CancellationToken,
+    ) -> Result<(), DeadLetterError> {
+        let id = self.registry.schema_id(EventKind::DeadLetter, 1).await?;
+        let datum = codec::encode_record(EventKind::DeadLetter, record)?;
+        let payload = codec::frame(id, datum);
+        let key = record.store_id.as_deref().unwrap_or("_unknown");
+        let headers = make_headers(&[
+            (headers::EVENT_TYPE, EventKind::DeadLetter.name()),
+            (headers::PRODUCER, self.service),
+            ("tillstream-dead-letter-reason", &record.reason),
+        ]);
+        send_with_retry(
+            &self.producer,
+            &self.topic,
+            key.as_bytes(),
+            &payload,
+            Some(headers),
+            token,
+        )
+        .await?;
+        metrics::counter!(self.counter_name, "reason" => record.reason.clone()).increment(1);
+        tracing::warn!(
+            service = self.service,
+            reason = %record.reason,
+            detail = %record.detail,
+            topic = %record.source_topic,
+            "input dead-lettered"
+        );
+        Ok(())
+    }
+
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+}
+
+/// A deterministic UUIDv5 (OID namespace) of `name`.
+pub fn uuid_v5(name: &str) -> String {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).to_string()
+}
+
+/// Milliseconds since the Unix epoch by the local clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Flushes the producer, waiting at most `timeout`.
+pub fn flush(producer: &FutureProducer, timeout: Duration) {
+    if let Err(e) = producer.flush(timeout) {
+        tracing::warn!(error = %e, "producer flush incomplete");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_offsets_keep_the_highest_plus_one() {
+        let mut b = BatchOffsets::new();
+        b.done("t", 0, 5);
+        b.done("t", 0, 3);
+        b.done("t", 1, 0);
+        let mut v: Vec<_> = b.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
+        v.sort();
+        assert_eq!(v, vec![("t".into(), 0, 6), ("t".into(), 1, 1)]);
+        assert_eq!(b.to_tpl().count(), 2);
+    }
+
+    #[test]
+    fn uuid_v5_is_deterministic() {
+        assert_eq!(uuid_v5("a"), uuid_v5("a"));
+        assert_ne!(uuid_v5("a"), uuid_v5("b"));
+    }
+}
