@@ -1,0 +1,38 @@
+//! The service's configuration (defaults, TOML file, environment; see `tillstream_runtime::config`).
+//! Owns only parsing; no delivery guarantee.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tillstream_runtime::config::OpsConfig;
+
+use crate::compat::Level;
+
+/// Port Confluent's registry uses is 8081; ours defaults to 18081 so both can run side by side.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 18081);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where the REST API listens.
+    pub listen: SocketAddr,
+    /// Directory holding the registry's log (created if missing).
+    pub data_dir: PathBuf,
+    /// Global compatibility level until one is set with `PUT /config`.
+    pub default_compatibility: Level,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub ops: OpsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN,
+            data_dir: PathBuf::from("data/schema-registry"),
+            default_compatibility: Level::Backward,
+            ops: OpsConfig::default(),
+        }
+    }
+}
