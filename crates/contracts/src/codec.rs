@@ -168,6 +168,20 @@ impl WriterSchema {
         self.schema
     }
 
+    /// Decodes a datum into JSON (resolved to the kind's latest schema), for inspection tools.
+    pub fn decode_json(&self, datum: &[u8]) -> Result<serde_json::Value, CodecError> {
+        let kind = self.kind;
+        let dec = |source| CodecError::Decode { kind, source };
+        let reader = self
+            .resolving
+            .as_ref()
+            .or(self.direct.as_ref())
+            .expect("one reader is always built");
+        let mut input = datum;
+        let value = reader.read_value(&mut input).map_err(dec)?;
+        serde_json::Value::try_from(value).map_err(dec)
+    }
+
     /// Decodes a datum into the Rust type of this schema's kind (its latest version).
     pub fn decode<T: DeserializeOwned>(&self, datum: &[u8]) -> Result<T, CodecError> {
         let kind = self.kind;

@@ -35,7 +35,7 @@ impl Classify for rdkafka::error::KafkaError {
             return ErrorClass::Fatal;
         }
         match self.rdkafka_error_code() {
-            Some(C::MessageSizeTooLarge | C::InvalidRecord | C::CorruptMessage) => ErrorClass::Poison,
+            Some(C::MessageSizeTooLarge | C::InvalidRecord | C::InvalidMessage) => ErrorClass::Poison,
             Some(
                 C::Fenced
                 | C::ProducerFenced

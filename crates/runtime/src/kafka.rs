@@ -124,7 +124,7 @@ impl<H: PartitionHook> ConsumerContext for GroupContext<H> {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let cooperative = consumer.rebalance_protocol() == RebalanceProtocol::Cooperative;
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.hook.on_assign(tpl);
