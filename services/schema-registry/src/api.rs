@@ -56,7 +56,10 @@ impl AppState {
     }
 
     /// Runs a read-only query (in memory, never blocks on I/O).
-    fn read<T>(&self, f: impl FnOnce(&Registry) -> Result<T, RegistryError>) -> Result<T, RegistryError> {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Registry) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
         let guard = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
         f(&guard)
     }
@@ -188,7 +191,9 @@ fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, RegistryError> {
 struct Flags(HashMap<String, String>);
 
 impl Flags {
-    fn parse(q: Result<Query<HashMap<String, String>>, QueryRejection>) -> Result<Self, RegistryError> {
+    fn parse(
+        q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    ) -> Result<Self, RegistryError> {
         q.map(|Query(m)| Flags(m))
             .map_err(|e| RegistryError::BadRequest(format!("Invalid query string: {e}")))
     }
@@ -438,10 +443,7 @@ async fn delete_version(
     Ok(json_response(&version))
 }
 
-fn compatibility_response(
-    result: crate::store::CompatibilityResult,
-    verbose: bool,
-) -> Response {
+fn compatibility_response(result: crate::store::CompatibilityResult, verbose: bool) -> Response {
     if verbose {
         json_response(&json!({
             "is_compatible": result.is_compatible,
@@ -524,8 +526,6 @@ async fn delete_subject_config(
     subject: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     let subject = path(subject)?;
-    let before = app
-        .write(move |r| r.delete_subject_level(&subject))
-        .await?;
+    let before = app.write(move |r| r.delete_subject_level(&subject)).await?;
     Ok(json_response(&json!({ "compatibilityLevel": before })))
 }

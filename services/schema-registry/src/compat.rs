@@ -187,7 +187,11 @@ mod tests {
         assert!(ok(Level::Backward, &rec(&format!("{A},{B_DEF}")), &[&v1]));
         assert!(!ok(Level::Backward, &rec(&format!("{A},{B}")), &[&v1]));
         // Removing a field is backward compatible (the new reader ignores it).
-        assert!(ok(Level::Backward, &rec(B_DEF), &[&rec(&format!("{A},{B_DEF}"))]));
+        assert!(ok(
+            Level::Backward,
+            &rec(B_DEF),
+            &[&rec(&format!("{A},{B_DEF}"))]
+        ));
     }
 
     #[test]

@@ -140,7 +140,10 @@ mod tests {
 
     #[test]
     fn statuses_follow_codes() {
-        assert_eq!(RegistryError::SubjectNotFound("s".into()).http_status(), 404);
+        assert_eq!(
+            RegistryError::SubjectNotFound("s".into()).http_status(),
+            404
+        );
         assert_eq!(RegistryError::InvalidVersion("x".into()).http_status(), 422);
         assert_eq!(
             RegistryError::Incompatible {

@@ -41,7 +41,7 @@ pub enum PersistError {
     },
 }
 
-fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> PersistError + 'a {
     move |source| PersistError::Io {
         op,
         path: path.to_path_buf(),
@@ -83,7 +83,8 @@ impl Log {
                 dropped_bytes = bytes.len() - good_len,
                 "cutting off a torn (never acknowledged) last log entry"
             );
-            file.set_len(good_len as u64).map_err(io("truncate", &path))?;
+            file.set_len(good_len as u64)
+                .map_err(io("truncate", &path))?;
             file.sync_all().map_err(io("fsync", &path))?;
         }
         Ok((Log { file, path }, entries))
@@ -215,8 +216,15 @@ mod tests {
     #[test]
     fn corruption_in_the_middle_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(LOG_FILE), b"{\"n\":1}\ngarbage\n{\"n\":2}\n").unwrap();
+        std::fs::write(
+            dir.path().join(LOG_FILE),
+            b"{\"n\":1}\ngarbage\n{\"n\":2}\n",
+        )
+        .unwrap();
         let err = Log::open::<E>(dir.path()).unwrap_err();
-        assert!(matches!(err, PersistError::Corrupt { line: 2, .. }), "{err}");
+        assert!(
+            matches!(err, PersistError::Corrupt { line: 2, .. }),
+            "{err}"
+        );
     }
 }

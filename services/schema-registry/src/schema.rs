@@ -169,7 +169,14 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
-        for text in ["", "   ", "not json", "{", r#"{"type":"record"}"#, r#"{"type":"nope"}"#] {
+        for text in [
+            "",
+            "   ",
+            "not json",
+            "{",
+            r#"{"type":"record"}"#,
+            r#"{"type":"nope"}"#,
+        ] {
             assert!(parse_avro(text, &[]).is_err(), "{text}");
         }
         assert!(SchemaType::parse(Some("PROTOBUF")).is_err());

@@ -52,7 +52,10 @@ impl SubjectState {
         self.versions.is_empty() && self.level.is_none()
     }
 
-    fn visible(&self, include_deleted: bool) -> impl DoubleEndedIterator<Item = (u32, VersionEntry)> {
+    fn visible(
+        &self,
+        include_deleted: bool,
+    ) -> impl DoubleEndedIterator<Item = (u32, VersionEntry)> {
         self.versions
             .iter()
             .filter(move |(_, e)| include_deleted || !e.deleted)
@@ -341,8 +344,9 @@ impl State {
     fn parse_stored(&self, id: u32) -> Result<Schema, RegistryError> {
         let s = self.stored(id)?;
         let texts = self.referenced_texts(&s.references)?;
-        parse_avro(&s.schema, &texts)
-            .map_err(|e| RegistryError::Internal(format!("stored schema {id} no longer parses: {e}")))
+        parse_avro(&s.schema, &texts).map_err(|e| {
+            RegistryError::Internal(format!("stored schema {id} no longer parses: {e}"))
+        })
     }
 
     /// Live (not soft-deleted) versions of `subject`, oldest first, parsed: only the latest
@@ -367,8 +371,7 @@ impl State {
         for (name, st) in &self.subjects {
             for (v, e) in st.visible(false) {
                 if let Some(s) = self.schemas.get(&e.id)
-                    && s
-                        .references
+                    && s.references
                         .iter()
                         .any(|r| r.subject == subject && r.version == version)
                 {
@@ -593,7 +596,11 @@ impl Registry {
             .collect()
     }
 
-    pub fn versions(&self, subject: &str, include_deleted: bool) -> Result<Vec<u32>, RegistryError> {
+    pub fn versions(
+        &self,
+        subject: &str,
+        include_deleted: bool,
+    ) -> Result<Vec<u32>, RegistryError> {
         let st = self.state.subject(subject, include_deleted)?;
         Ok(st.visible(include_deleted).map(|(v, _)| v).collect())
     }
@@ -710,11 +717,17 @@ impl Registry {
         match self.subject_level(subject) {
             Some(l) => Ok(l),
             None if default_to_global => Ok(self.global_level()),
-            None => Err(RegistryError::SubjectLevelNotConfigured(subject.to_string())),
+            None => Err(RegistryError::SubjectLevelNotConfigured(
+                subject.to_string(),
+            )),
         }
     }
 
-    pub fn set_subject_level(&mut self, subject: &str, level: Level) -> Result<Level, RegistryError> {
+    pub fn set_subject_level(
+        &mut self,
+        subject: &str,
+        level: Level,
+    ) -> Result<Level, RegistryError> {
         validate_subject(subject)?;
         if self.subject_level(subject) != Some(level) {
             self.commit(vec![Event::SubjectLevel {
@@ -746,7 +759,11 @@ impl Registry {
 
     /// Soft-deletes every live version of `subject` (or, with `permanent`, removes every version of
     /// an already soft-deleted subject together with its level). Returns the affected versions.
-    pub fn delete_subject(&mut self, subject: &str, permanent: bool) -> Result<Vec<u32>, RegistryError> {
+    pub fn delete_subject(
+        &mut self,
+        subject: &str,
+        permanent: bool,
+    ) -> Result<Vec<u32>, RegistryError> {
         let st = self.state.subject(subject, true)?;
         let live: Vec<u32> = st.visible(false).map(|(v, _)| v).collect();
         if permanent {
@@ -808,7 +825,10 @@ impl Registry {
         }
         if permanent {
             if !entry.deleted {
-                return Err(RegistryError::VersionNotSoftDeleted(subject.to_string(), version));
+                return Err(RegistryError::VersionNotSoftDeleted(
+                    subject.to_string(),
+                    version,
+                ));
             }
             self.state.ensure_unreferenced(subject, version)?;
             self.commit(vec![Event::HardDelete {
@@ -828,7 +848,10 @@ impl Registry {
         entry: VersionEntry,
     ) -> Result<u32, RegistryError> {
         if entry.deleted {
-            return Err(RegistryError::VersionSoftDeleted(subject.to_string(), version));
+            return Err(RegistryError::VersionSoftDeleted(
+                subject.to_string(),
+                version,
+            ));
         }
         self.state.ensure_unreferenced(subject, version)?;
         self.commit(vec![Event::SoftDelete {

@@ -112,7 +112,8 @@ impl Reg {
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        self.send(self.http.get(format!("{}{path}", self.url))).await
+        self.send(self.http.get(format!("{}{path}", self.url)))
+            .await
     }
 
     async fn delete(&self, path: &str) -> (u16, Value) {
@@ -211,11 +212,8 @@ async fn converter_encodes_registers_and_decodes() {
     let schema = record(&ns, &format!("{STORE},{AMOUNT}"));
     let topic = format!("conf-enc-{u}");
     let encoder = AvroEncoder::new(reg.settings());
-    let supplied = SuppliedSchema::new(
-        Some(format!("{ns}.Sale")),
-        SchemaType::Avro,
-        schema.clone(),
-    );
+    let supplied =
+        SuppliedSchema::new(Some(format!("{ns}.Sale")), SchemaType::Avro, schema.clone());
 
     // TopicNameStrategy with a supplied schema registers it under "<topic>-value".
     let bytes = encoder
@@ -224,7 +222,11 @@ async fn converter_encodes_registers_and_decodes() {
                 ("store", Avro::String("s42".into())),
                 ("amount", Avro::Long(1999)),
             ],
-            SubjectNameStrategy::TopicNameStrategyWithSchema(topic.clone(), false, supplied.clone()),
+            SubjectNameStrategy::TopicNameStrategyWithSchema(
+                topic.clone(),
+                false,
+                supplied.clone(),
+            ),
         )
         .await
         .unwrap();
@@ -361,8 +363,8 @@ async fn register_is_idempotent_and_ids_are_global() {
     let id = reg.register(&s1, &schema).await;
     assert_eq!(reg.register(&s1, &schema).await, id);
     // Whitespace differences are the same schema.
-    let pretty = serde_json::to_string_pretty(&serde_json::from_str::<Value>(&schema).unwrap())
-        .unwrap();
+    let pretty =
+        serde_json::to_string_pretty(&serde_json::from_str::<Value>(&schema).unwrap()).unwrap();
     assert_eq!(reg.register(&s1, &pretty).await, id);
     let (_, versions) = reg.get(&format!("/subjects/{s1}/versions")).await;
     assert_eq!(versions, json!([1]));
@@ -473,7 +475,10 @@ async fn error_codes() {
     let (s, b) = reg.get(&format!("/subjects/{missing}/versions/1")).await;
     assert_error(s, &b, 404, 40401);
     let (s, b) = reg
-        .post(&format!("/subjects/{missing}"), json!({ "schema": record(&ns, STORE) }))
+        .post(
+            &format!("/subjects/{missing}"),
+            json!({ "schema": record(&ns, STORE) }),
+        )
         .await;
     assert_error(s, &b, 404, 40401);
     let (s, b) = reg.delete(&format!("/subjects/{missing}")).await;
@@ -566,7 +571,10 @@ async fn subject_config() {
     assert_eq!(b["compatibilityLevel"], "FULL_TRANSITIVE");
 
     let (s, b) = reg
-        .put(&format!("/config/{subject}"), json!({ "compatibility": "SIDEWAYS" }))
+        .put(
+            &format!("/config/{subject}"),
+            json!({ "compatibility": "SIDEWAYS" }),
+        )
         .await;
     assert_error(s, &b, 422, 42203);
 
@@ -603,7 +611,9 @@ async fn global_config() {
         )
         .await;
     assert_error(s, &b, 409, 409);
-    let (s, _) = reg.put("/config", json!({ "compatibility": "FORWARD" })).await;
+    let (s, _) = reg
+        .put("/config", json!({ "compatibility": "FORWARD" }))
+        .await;
     assert_eq!(s, 200);
     reg.register(&subject, &record(&ns, &format!("{STORE},{QTY}")))
         .await;
@@ -625,15 +635,24 @@ async fn compatibility_endpoints() {
 
     // Unknown subject: compatible for the no-version and `latest` forms...
     let (s, b) = reg
-        .post(&format!("/compatibility/subjects/{missing}/versions"), good.clone())
+        .post(
+            &format!("/compatibility/subjects/{missing}/versions"),
+            good.clone(),
+        )
         .await;
     assert_eq!((s, &b["is_compatible"]), (200, &json!(true)), "{b}");
     // ...not found for a numbered version (Confluent versions differ on 40401/40402 here).
     let (s, b) = reg
-        .post(&format!("/compatibility/subjects/{missing}/versions/1"), good.clone())
+        .post(
+            &format!("/compatibility/subjects/{missing}/versions/1"),
+            good.clone(),
+        )
         .await;
     assert_eq!(s, 404, "{b}");
-    assert!(matches!(b["error_code"].as_u64(), Some(40401 | 40402)), "{b}");
+    assert!(
+        matches!(b["error_code"].as_u64(), Some(40401 | 40402)),
+        "{b}"
+    );
 
     reg.set_level(&subject, "BACKWARD").await;
     reg.register(&subject, &record(&ns, STORE)).await;
@@ -642,7 +661,11 @@ async fn compatibility_endpoints() {
         let (s, b) = reg.post(&url, good.clone()).await;
         assert_eq!((s, &b["is_compatible"]), (200, &json!(true)), "{path}: {b}");
         let (s, b) = reg.post(&url, bad.clone()).await;
-        assert_eq!((s, &b["is_compatible"]), (200, &json!(false)), "{path}: {b}");
+        assert_eq!(
+            (s, &b["is_compatible"]),
+            (200, &json!(false)),
+            "{path}: {b}"
+        );
         let (s, b) = reg.post(&format!("{url}?verbose=true"), bad.clone()).await;
         assert_eq!(s, 200, "{b}");
         assert_eq!(b["is_compatible"], false);
@@ -652,11 +675,17 @@ async fn compatibility_endpoints() {
         );
     }
     let (s, b) = reg
-        .post(&format!("/compatibility/subjects/{subject}/versions/7"), good.clone())
+        .post(
+            &format!("/compatibility/subjects/{subject}/versions/7"),
+            good.clone(),
+        )
         .await;
     assert_error(s, &b, 404, 40402);
     let (s, b) = reg
-        .post(&format!("/compatibility/subjects/{subject}/versions/x"), good.clone())
+        .post(
+            &format!("/compatibility/subjects/{subject}/versions/x"),
+            good.clone(),
+        )
         .await;
     assert_error(s, &b, 422, 42202);
     let (s, b) = reg
@@ -703,7 +732,8 @@ async fn transitive_levels_check_every_version() {
     // FORWARD: removing a field the old schema needs is rejected; NONE lets anything through.
     let fw = format!("conf-fw-{u}");
     reg.set_level(&fw, "FORWARD").await;
-    reg.register(&fw, &record(&ns, &format!("{STORE},{QTY}"))).await;
+    reg.register(&fw, &record(&ns, &format!("{STORE},{QTY}")))
+        .await;
     let (s, b) = reg
         .post(&format!("/subjects/{fw}/versions"), json!({ "schema": v1 }))
         .await;
@@ -758,7 +788,9 @@ async fn deletes() {
     assert!(!b.as_array().unwrap().contains(&json!(subject)));
     let (_, b) = reg.get("/subjects?deleted=true").await;
     assert!(b.as_array().unwrap().contains(&json!(subject)));
-    let (s, b) = reg.delete(&format!("/subjects/{subject}?permanent=true")).await;
+    let (s, b) = reg
+        .delete(&format!("/subjects/{subject}?permanent=true"))
+        .await;
     assert_eq!((s, b), (200, json!([2])));
     let (_, b) = reg.get("/subjects?deleted=true").await;
     assert!(!b.as_array().unwrap().contains(&json!(subject)));
@@ -779,7 +811,11 @@ async fn accepts_plain_json_content_type() {
     let u = uniq();
     let subject = format!("conf-ct-{u}");
     let schema = record(&format!("conf.{u}"), STORE);
-    for ct in ["application/json", CT, "application/vnd.schemaregistry+json"] {
+    for ct in [
+        "application/json",
+        CT,
+        "application/vnd.schemaregistry+json",
+    ] {
         let (s, b) = reg
             .send(
                 reg.http
@@ -811,7 +847,9 @@ async fn restart_keeps_subjects_versions_ids_and_configs() {
     let id2 = reg
         .register(&subject, &record(&ns, &format!("{STORE},{QTY_DEF}")))
         .await;
-    let other = reg.register(&format!("{subject}-b"), &record(&ns, AMOUNT)).await;
+    let other = reg
+        .register(&format!("{subject}-b"), &record(&ns, AMOUNT))
+        .await;
     reg.delete(&format!("/subjects/{subject}-b")).await;
 
     reg.restart().await;
@@ -820,7 +858,9 @@ async fn restart_keeps_subjects_versions_ids_and_configs() {
     assert_eq!(b, json!([1, 2]));
     let (_, b) = reg.get(&format!("/subjects/{subject}/versions/1")).await;
     assert_eq!(id_of(&b), id1);
-    let (_, b) = reg.get(&format!("/subjects/{subject}/versions/latest")).await;
+    let (_, b) = reg
+        .get(&format!("/subjects/{subject}/versions/latest"))
+        .await;
     assert_eq!(id_of(&b), id2);
     let (_, b) = reg.get(&format!("/config/{subject}")).await;
     assert_eq!(b["compatibilityLevel"], "FULL");
@@ -835,7 +875,13 @@ async fn restart_keeps_subjects_versions_ids_and_configs() {
     let id3 = reg
         .register(
             &subject,
-            &record(&ns, &format!("{STORE},{QTY_DEF},{}", r#"{"name":"n","type":"string","default":""}"#)),
+            &record(
+                &ns,
+                &format!(
+                    "{STORE},{QTY_DEF},{}",
+                    r#"{"name":"n","type":"string","default":""}"#
+                ),
+            ),
         )
         .await;
     assert!(id3 > id1.max(id2).max(other), "{id3}");
@@ -865,5 +911,8 @@ async fn ops_endpoint_reports_ready_and_metrics() {
         text.contains("tillstream_schema_registry_requests_total"),
         "{text}"
     );
-    assert!(text.contains("tillstream_schema_registry_schemas"), "{text}");
+    assert!(
+        text.contains("tillstream_schema_registry_schemas"),
+        "{text}"
+    );
 }

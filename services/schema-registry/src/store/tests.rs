@@ -187,7 +187,11 @@ fn transitive_difference_is_only_in_the_versions_checked() {
 fn compatibility_of_unknown_subjects() {
     let r = Registry::in_memory(Level::Full);
     let s = rec("S", A);
-    assert!(r.check_compatibility("nobody", &s, None).unwrap().is_compatible);
+    assert!(
+        r.check_compatibility("nobody", &s, None)
+            .unwrap()
+            .is_compatible
+    );
     assert!(
         r.check_compatibility("nobody", &s, Some(VersionSel::Latest))
             .unwrap()
@@ -229,7 +233,8 @@ fn persistence_round_trip() {
         r.register("other", &rec("S", A)).unwrap();
         r.set_subject_level("s", Level::Full).unwrap();
         r.set_global_level(Level::Forward).unwrap();
-        r.delete_version("other", VersionSel::Number(1), false).unwrap();
+        r.delete_version("other", VersionSel::Number(1), false)
+            .unwrap();
     }
     let mut r = Registry::open(dir.path(), Level::Backward).unwrap();
     assert_eq!(r.subjects(false), vec!["s".to_string()]);
@@ -243,7 +248,13 @@ fn persistence_round_trip() {
     assert_eq!(code(r.versions("other", false)), codes::SUBJECT_NOT_FOUND);
     // The id counter continues after the reload.
     let c = r
-        .register("s", &rec("S", &format!("{A},{B_DEF},{}", r#"{"name":"c","type":"int","default":1}"#)))
+        .register(
+            "s",
+            &rec(
+                "S",
+                &format!("{A},{B_DEF},{}", r#"{"name":"c","type":"int","default":1}"#),
+            ),
+        )
         .unwrap();
     assert_eq!(c, b + 1);
     drop(r);
@@ -256,7 +267,10 @@ fn persistence_round_trip() {
 fn configs() {
     let mut r = Registry::in_memory(Level::Backward);
     assert_eq!(r.global_level(), Level::Backward);
-    assert_eq!(code(r.subject_config("s", false)), codes::SUBJECT_LEVEL_NOT_CONFIGURED);
+    assert_eq!(
+        code(r.subject_config("s", false)),
+        codes::SUBJECT_LEVEL_NOT_CONFIGURED
+    );
     assert_eq!(r.subject_config("s", true).unwrap(), Level::Backward);
     r.set_subject_level("s", Level::None).unwrap();
     assert_eq!(r.subject_config("s", false).unwrap(), Level::None);
@@ -277,30 +291,51 @@ fn deletes() {
     let id = r.register("s", &v1).unwrap();
     r.register("s", &rec("S", &format!("{A},{B_DEF}"))).unwrap();
     // Hard delete needs a soft delete first.
-    assert_eq!(code(r.delete_subject("s", true)), codes::SUBJECT_NOT_SOFT_DELETED);
+    assert_eq!(
+        code(r.delete_subject("s", true)),
+        codes::SUBJECT_NOT_SOFT_DELETED
+    );
     assert_eq!(
         code(r.delete_version("s", VersionSel::Number(1), true)),
         codes::VERSION_NOT_SOFT_DELETED
     );
-    assert_eq!(r.delete_version("s", VersionSel::Number(1), false).unwrap(), 1);
+    assert_eq!(
+        r.delete_version("s", VersionSel::Number(1), false).unwrap(),
+        1
+    );
     assert_eq!(
         code(r.delete_version("s", VersionSel::Number(1), false)),
         codes::VERSION_SOFT_DELETED
     );
-    assert_eq!(code(r.version("s", VersionSel::Number(1), false)), codes::VERSION_NOT_FOUND);
+    assert_eq!(
+        code(r.version("s", VersionSel::Number(1), false)),
+        codes::VERSION_NOT_FOUND
+    );
     assert_eq!(r.version("s", VersionSel::Number(1), true).unwrap().id, id);
     assert_eq!(code(r.lookup("s", &v1, false)), codes::SCHEMA_NOT_FOUND);
     assert_eq!(r.lookup("s", &v1, true).unwrap().version, 1);
-    assert_eq!(r.delete_version("s", VersionSel::Number(1), true).unwrap(), 1);
-    assert_eq!(code(r.version("s", VersionSel::Number(1), true)), codes::VERSION_NOT_FOUND);
+    assert_eq!(
+        r.delete_version("s", VersionSel::Number(1), true).unwrap(),
+        1
+    );
+    assert_eq!(
+        code(r.version("s", VersionSel::Number(1), true)),
+        codes::VERSION_NOT_FOUND
+    );
     assert_eq!(r.delete_subject("s", false).unwrap(), vec![2]);
-    assert_eq!(code(r.delete_subject("s", false)), codes::SUBJECT_SOFT_DELETED);
+    assert_eq!(
+        code(r.delete_subject("s", false)),
+        codes::SUBJECT_SOFT_DELETED
+    );
     assert_eq!(code(r.versions("s", false)), codes::SUBJECT_NOT_FOUND);
     // Registering again after a soft delete continues the numbering and keeps the id.
     assert_eq!(r.register("s", &v1).unwrap(), id);
     assert_eq!(r.versions("s", false).unwrap(), vec![3]);
     assert_eq!(r.versions("s", true).unwrap(), vec![2, 3]);
-    assert_eq!(code(r.delete_subject("nobody", false)), codes::SUBJECT_NOT_FOUND);
+    assert_eq!(
+        code(r.delete_subject("nobody", false)),
+        codes::SUBJECT_NOT_FOUND
+    );
     assert_eq!(
         code(r.delete_version("s", VersionSel::Number(99), false)),
         codes::VERSION_NOT_FOUND
@@ -310,7 +345,13 @@ fn deletes() {
 #[test]
 fn invalid_input_is_rejected_not_panicked_on() {
     let mut r = Registry::in_memory(Level::Backward);
-    for bad in ["", "{", "nope", r#"{"type":"record","name":"X"}"#, r#"{"type":"what"}"#] {
+    for bad in [
+        "",
+        "{",
+        "nope",
+        r#"{"type":"record","name":"X"}"#,
+        r#"{"type":"what"}"#,
+    ] {
         assert_eq!(
             code(r.register("s", &SchemaInput::avro(bad))),
             codes::INVALID_SCHEMA,
@@ -320,13 +361,19 @@ fn invalid_input_is_rejected_not_panicked_on() {
     assert!(r.subjects(true).is_empty());
     assert_eq!(code("0".parse::<VersionSel>()), codes::INVALID_VERSION);
     assert_eq!(code("abc".parse::<VersionSel>()), codes::INVALID_VERSION);
-    assert_eq!(code("2147483648".parse::<VersionSel>()), codes::INVALID_VERSION);
+    assert_eq!(
+        code("2147483648".parse::<VersionSel>()),
+        codes::INVALID_VERSION
+    );
     assert_eq!("latest".parse::<VersionSel>().unwrap(), VersionSel::Latest);
     assert_eq!("-1".parse::<VersionSel>().unwrap(), VersionSel::Latest);
     assert_eq!("7".parse::<VersionSel>().unwrap(), VersionSel::Number(7));
     assert_eq!(code(r.schema_by_id(42)), codes::SCHEMA_NOT_FOUND);
     assert_eq!(code(r.id_versions(42, false)), codes::SCHEMA_NOT_FOUND);
-    assert_eq!(code(r.lookup("nobody", &rec("S", A), false)), codes::SUBJECT_NOT_FOUND);
+    assert_eq!(
+        code(r.lookup("nobody", &rec("S", A), false)),
+        codes::SUBJECT_NOT_FOUND
+    );
 }
 
 #[test]
@@ -348,9 +395,18 @@ fn references() {
     let cust_id = r.register("cust", &customer).unwrap();
     assert_ne!(cust_id, addr_id);
     assert_eq!(r.register("cust", &customer).unwrap(), cust_id);
-    assert_eq!(r.schema_by_id(cust_id).unwrap().references, customer.references);
-    assert_eq!(r.referenced_by("addr", VersionSel::Latest).unwrap(), vec![cust_id]);
-    assert_eq!(code(r.delete_subject("addr", false)), codes::REFERENCE_EXISTS);
+    assert_eq!(
+        r.schema_by_id(cust_id).unwrap().references,
+        customer.references
+    );
+    assert_eq!(
+        r.referenced_by("addr", VersionSel::Latest).unwrap(),
+        vec![cust_id]
+    );
+    assert_eq!(
+        code(r.delete_subject("addr", false)),
+        codes::REFERENCE_EXISTS
+    );
     // Without the reference the type is unknown.
     let unresolved = SchemaInput::avro(customer.schema.clone());
     assert_eq!(code(r.register("x", &unresolved)), codes::INVALID_SCHEMA);
