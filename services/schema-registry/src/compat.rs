@@ -4,18 +4,20 @@
 //! Guarantee (Confluent's meaning): BACKWARD = the candidate can read data written with the
 //! previous schema(s); FORWARD = the previous schema(s) can read data written with the candidate;
 //! FULL = both. Non-transitive levels check only the latest version, `*_TRANSITIVE` ones check every
-//! given version. The reader/writer check itself is apache-avro's `SchemaCompatibility::can_read`.
+//! given version. The reader/writer check itself is apache-avro's `SchemaCompatibility::can_read`,
+//! where a *partial* match (some union branch or enum symbol the writer can produce is unreadable)
+//! counts as incompatible, as in Java Avro's `SchemaCompatibility` that Confluent uses.
 
 use std::fmt;
 use std::str::FromStr;
 
 use apache_avro::Schema;
-use apache_avro::schema_compatibility::SchemaCompatibility;
+use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
 use serde::{Deserialize, Serialize};
 
 use crate::error::RegistryError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Level {
     None,
@@ -81,6 +83,14 @@ impl fmt::Display for Level {
     }
 }
 
+/// Accepts any case (`full`, `FULL`), like the REST API.
+impl<'de> Deserialize<'de> for Level {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for Level {
     type Err = RegistryError;
 
@@ -114,7 +124,7 @@ pub fn check(level: Level, candidate: &Schema, previous: &[Previous<'_>]) -> Vec
     let mut messages = Vec::new();
     for prev in against {
         if level.checks_backward()
-            && let Err(e) = SchemaCompatibility::can_read(prev.schema, candidate)
+            && let Err(e) = can_read(prev.schema, candidate)
         {
             messages.push(format!(
                 "BACKWARD: the new schema cannot read data written with version {}: {e}",
@@ -122,7 +132,7 @@ pub fn check(level: Level, candidate: &Schema, previous: &[Previous<'_>]) -> Vec
             ));
         }
         if level.checks_forward()
-            && let Err(e) = SchemaCompatibility::can_read(candidate, prev.schema)
+            && let Err(e) = can_read(candidate, prev.schema)
         {
             messages.push(format!(
                 "FORWARD: version {} cannot read data written with the new schema: {e}",
@@ -131,6 +141,17 @@ pub fn check(level: Level, candidate: &Schema, previous: &[Previous<'_>]) -> Vec
         }
     }
     messages
+}
+
+/// Can every datum written with `writer` be read with `reader`? A partial match is a no.
+fn can_read(writer: &Schema, reader: &Schema) -> Result<(), String> {
+    match SchemaCompatibility::can_read(writer, reader) {
+        Ok(Compatibility::Full) => Ok(()),
+        Ok(Compatibility::Partial) => Err("only partially compatible: the writer can produce \
+             values (a union branch or an enum symbol) the reader cannot read"
+            .to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -170,6 +191,10 @@ mod tests {
             assert_eq!(l.as_str().to_lowercase().parse::<Level>().unwrap(), l);
         }
         assert!("SIDEWAYS".parse::<Level>().is_err());
+        let l: Level = serde_json::from_str("\"full_transitive\"").unwrap();
+        assert_eq!(l, Level::FullTransitive);
+        assert_eq!(serde_json::to_string(&l).unwrap(), "\"FULL_TRANSITIVE\"");
+        assert!(serde_json::from_str::<Level>("\"sideways\"").is_err());
         assert_eq!(Level::default(), Level::Backward);
     }
 
@@ -241,6 +266,22 @@ mod tests {
         assert!(ok(Level::Full, &v3, &[&v1, &v2]));
         assert!(!ok(Level::FullTransitive, &v3, &[&v1, &v2]));
         assert!(ok(Level::FullTransitive, &v2, &[&v1]));
+    }
+
+    #[test]
+    fn partial_matches_are_incompatible() {
+        let e3 = rec(r#"{"name":"k","type":{"type":"enum","name":"K","symbols":["A","B","C"]}}"#);
+        let e2 = rec(r#"{"name":"k","type":{"type":"enum","name":"K","symbols":["A","B"]}}"#);
+        // Dropping a symbol: the new reader cannot read old "C" data.
+        assert!(!ok(Level::Backward, &e2, &[&e3]));
+        // Adding a symbol: fine backward, not forward.
+        assert!(ok(Level::Backward, &e3, &[&e2]));
+        assert!(!ok(Level::Forward, &e3, &[&e2]));
+        // Narrowing a union: old null values are unreadable.
+        let opt = rec(r#"{"name":"a","type":["null","string"],"default":null}"#);
+        assert!(!ok(Level::Backward, &rec(A), &[&opt]));
+        // Widening to a union is fine.
+        assert!(ok(Level::Backward, &opt, &[&rec(A)]));
     }
 
     #[test]

@@ -36,3 +36,22 @@ impl Default for Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_config_keeps_defaults_and_levels_are_case_insensitive() {
+        let cfg: Config = serde_json::from_value(serde_json::json!({
+            "default_compatibility": "full",
+            "data_dir": "/tmp/x",
+        }))
+        .unwrap();
+        assert_eq!(cfg.default_compatibility, Level::Full);
+        assert_eq!(cfg.listen, DEFAULT_LISTEN);
+        assert_eq!(cfg.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(Config::default().default_compatibility, Level::Backward);
+        assert_eq!(Config::default().listen.to_string(), "127.0.0.1:18081");
+    }
+}

@@ -26,6 +26,7 @@ pub mod codes {
     pub const INVALID_VERSION: u32 = 42202;
     pub const INVALID_COMPATIBILITY_LEVEL: u32 = 42203;
     pub const REFERENCE_EXISTS: u32 = 42206;
+    pub const INVALID_SUBJECT: u32 = 42208;
     pub const STORE_ERROR: u32 = 50001;
 }
 
@@ -69,6 +70,8 @@ pub enum RegistryError {
     InvalidCompatibilityLevel(String),
     #[error("{0}")]
     ReferenceExists(String),
+    #[error("The specified subject '{0}' is not a valid subject name")]
+    InvalidSubject(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("HTTP 404 Not Found")]
@@ -100,6 +103,7 @@ impl RegistryError {
             E::InvalidVersion(_) => INVALID_VERSION,
             E::InvalidCompatibilityLevel(_) => INVALID_COMPATIBILITY_LEVEL,
             E::ReferenceExists(_) => REFERENCE_EXISTS,
+            E::InvalidSubject(_) => INVALID_SUBJECT,
             E::BadRequest(_) => BAD_REQUEST,
             E::RouteNotFound => NOT_FOUND,
             E::MethodNotAllowed => METHOD_NOT_ALLOWED,

@@ -60,7 +60,11 @@ impl Log {
     /// Opens (creating if needed) the log in `dir`, locks it and returns every committed entry in
     /// write order.
     pub fn open<T: DeserializeOwned>(dir: &Path) -> Result<(Log, Vec<T>), PersistError> {
+        let dir_existed = dir.is_dir();
         std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+        if !dir_existed && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
         let path = dir.join(LOG_FILE);
         let existed = path.exists();
         let mut file = OpenOptions::new()

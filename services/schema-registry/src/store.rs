@@ -879,10 +879,9 @@ impl Registry {
 
 fn validate_subject(subject: &str) -> Result<(), RegistryError> {
     if subject.is_empty() || subject.chars().any(char::is_control) {
-        return Err(RegistryError::BadRequest(format!(
-            "Invalid subject name '{}'",
-            subject.escape_debug()
-        )));
+        return Err(RegistryError::InvalidSubject(
+            subject.escape_debug().to_string(),
+        ));
     }
     Ok(())
 }

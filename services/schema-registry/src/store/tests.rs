@@ -359,6 +359,10 @@ fn invalid_input_is_rejected_not_panicked_on() {
         );
     }
     assert!(r.subjects(true).is_empty());
+    assert_eq!(
+        code(r.register("a\u{0}b", &rec("S", A))),
+        codes::INVALID_SUBJECT
+    );
     assert_eq!(code("0".parse::<VersionSel>()), codes::INVALID_VERSION);
     assert_eq!(code("abc".parse::<VersionSel>()), codes::INVALID_VERSION);
     assert_eq!(
