@@ -20,10 +20,15 @@ const SIZE_BUCKETS: &[f64] = &[
 
 /// Installs the tracing subscriber once; later calls are no-ops (tests call `run` many times).
 pub fn init_tracing(service: &str) {
+    init_tracing_with_default(service, "info,rdkafka=warn,rumqttc=warn,sqlx=warn");
+}
+
+/// Like [`init_tracing`], with the filter used when `TILLSTREAM_LOG` is unset (CLIs use `warn`).
+pub fn init_tracing_with_default(service: &str, default_filter: &str) {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         let filter = EnvFilter::try_from_env("TILLSTREAM_LOG")
-            .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,rumqttc=warn,sqlx=warn"));
+            .unwrap_or_else(|_| EnvFilter::new(default_filter));
         let json = std::env::var("TILLSTREAM_LOG_FORMAT").is_ok_and(|v| v == "json");
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)

@@ -1,0 +1,7 @@
+//! tillctl: the operator's command line. The schema evolution gate (`schemas`), topology as code
+//! (`topology`) and topic inspection (`inspect`). Every command is a library function so tests drive
+//! it directly; `main.rs` only parses arguments and prints.
+
+pub mod inspect;
+pub mod schemas;
+pub mod topology;

@@ -1,0 +1,216 @@
+//! tillctl entry point: parses arguments, runs one command, prints its result. Errors are one line on
+//! stderr with a non-zero exit code, never a panic.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tillctl::{inspect, schemas, topology};
+use tillstream_contracts::{Registry, RegistryConfig};
+use tillstream_runtime::kafka::KafkaConfig;
+
+#[derive(Parser)]
+#[command(name = "tillctl", version, about = "tillstream operator CLI")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The schema evolution gate.
+    Schemas {
+        #[command(subcommand)]
+        command: SchemasCmd,
+    },
+    /// Topology as code: plan / apply topics.
+    Topology {
+        #[command(subcommand)]
+        command: TopologyCmd,
+    },
+    /// Print a topic's records as JSON lines (decoded through the registry).
+    Tail {
+        topic: String,
+        #[arg(long, env = "TILLSTREAM_KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
+        brokers: String,
+        #[arg(long, env = "TILLSTREAM_REGISTRY_URL", default_value = "http://127.0.0.1:18081")]
+        registry: String,
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemasCmd {
+    /// Check every version against its predecessors; with --registry, also register them in order.
+    Check {
+        #[arg(long, default_value = "schemas")]
+        dir: PathBuf,
+        /// Registry URL (Confluent-compatible). Without it only the local check runs.
+        #[arg(long, env = "TILLSTREAM_REGISTRY_URL")]
+        registry: Option<String>,
+        /// Skip the registry even if TILLSTREAM_REGISTRY_URL is set.
+        #[arg(long)]
+        offline: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopologyCmd {
+    /// Show the difference between the file and the live cluster (read-only).
+    Plan(TopologyArgs),
+    /// Create missing topics, add partitions, align configs. Never deletes unless --allow-delete.
+    Apply(TopologyArgs),
+    /// Validate the file without a cluster.
+    Validate(TopologyArgs),
+}
+
+#[derive(clap::Args)]
+struct TopologyArgs {
+    #[arg(long, default_value = "topology/topology.toml")]
+    file: PathBuf,
+    #[arg(long, env = "TILLSTREAM_KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
+    brokers: String,
+    #[arg(long, env = "TILLSTREAM_TOPOLOGY_PROFILE", default_value = "local")]
+    profile: String,
+    #[arg(long)]
+    allow_delete: bool,
+    #[arg(long, default_value_t = 15_000)]
+    timeout_ms: u64,
+    /// With `plan`: exit 2 when the cluster differs from the file (for CI drift checks).
+    #[arg(long)]
+    detailed_exitcode: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A CLI prints its results on stdout; only warnings belong on stderr.
+    tillstream_runtime::telemetry::init_tracing_with_default("tillctl", "warn");
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Schemas {
+            command: SchemasCmd::Check {
+                dir,
+                registry,
+                offline,
+            },
+        } => {
+            let registry = if offline { None } else { registry };
+            let reports = schemas::run_gate(&dir, registry.as_deref()).await?;
+            let mut failed = 0;
+            for r in &reports {
+                let status = if r.problems.is_empty() { "ok" } else { "FAIL" };
+                let ids = if r.ids.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ids={:?}", r.ids)
+                };
+                println!(
+                    "{status:4} {:55} {:20} versions={}{ids}",
+                    r.subject, r.level, r.versions
+                );
+                for p in &r.problems {
+                    println!("     - {p}");
+                }
+                failed += usize::from(!r.problems.is_empty());
+            }
+            match (&registry, failed) {
+                (_, 0) => println!(
+                    "schema gate passed: {} subjects{}",
+                    reports.len(),
+                    registry.map(|u| format!(", registered with {u}")).unwrap_or_default()
+                ),
+                _ => anyhow::bail!("schema gate failed: {failed} incompatible subject(s)"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Topology { command } => {
+            let (args, mode) = match command {
+                TopologyCmd::Plan(a) => (a, "plan"),
+                TopologyCmd::Apply(a) => (a, "apply"),
+                TopologyCmd::Validate(a) => (a, "validate"),
+            };
+            let file = topology::load(&args.file)?;
+            let desired = topology::desired(&file, &args.profile)?;
+            if mode == "validate" {
+                println!(
+                    "topology valid: {} topics, {} consumer groups",
+                    desired.len(),
+                    file.consumer_groups.len()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let kafka = KafkaConfig {
+                brokers: args.brokers.clone(),
+                ..KafkaConfig::default()
+            };
+            let timeout = Duration::from_millis(args.timeout_ms);
+            let live = topology::live(&kafka, &topology::managed_keys(&desired), timeout).await?;
+            let changes = topology::plan(&desired, &live, args.allow_delete);
+            for c in &changes {
+                println!("{c}");
+            }
+            let drift = changes.iter().filter(|c| c.is_drift()).count();
+            if mode == "plan" {
+                println!(
+                    "plan: {} change(s) against {} ({} profile)",
+                    drift, args.brokers, args.profile
+                );
+                if args.detailed_exitcode && drift > 0 {
+                    return Ok(ExitCode::from(2));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let actionable: Vec<_> = changes.into_iter().filter(|c| c.is_actionable()).collect();
+            let done = topology::apply(&kafka, &actionable, timeout).await?;
+            for d in &done {
+                println!("{d}");
+            }
+            println!("apply: {} action(s)", done.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tail {
+            topic,
+            brokers,
+            registry,
+            max,
+            timeout_ms,
+        } => {
+            let kafka = KafkaConfig {
+                brokers,
+                ..KafkaConfig::default()
+            };
+            let registry = Registry::new(RegistryConfig {
+                url: registry,
+                auto_register: false,
+                ..RegistryConfig::default()
+            })?;
+            let records =
+                inspect::read_topic(&kafka, &registry, &topic, max, Duration::from_millis(timeout_ms))
+                    .await?;
+            for r in records {
+                println!("{r}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
