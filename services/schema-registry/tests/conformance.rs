@@ -18,7 +18,7 @@ use schema_registry_converter::async_impl::schema_registry::{
     get_schema_by_subject_and_version, is_compatible_schema,
 };
 use schema_registry_converter::schema_registry_common::{
-    SchemaType, SubjectNameStrategy, SuppliedSchema,
+    SchemaType, SubjectNameStrategy, SuppliedReference, SuppliedSchema,
 };
 use serde_json::{Value, json};
 use tillstream_runtime::CancellationToken;
@@ -345,6 +345,83 @@ async fn converter_compatibility_check() {
         .await
         .unwrap()
     );
+}
+
+#[tokio::test]
+async fn converter_registers_and_resolves_references() {
+    let reg = Reg::new().await;
+    let u = uniq();
+    let ns = format!("conf.{u}");
+    let address = format!(
+        r#"{{"type":"record","name":"Address","namespace":"{ns}","fields":[{{"name":"street","type":"string"}}]}}"#
+    );
+    let customer = format!(
+        r#"{{"type":"record","name":"Customer","namespace":"{ns}","fields":[{{"name":"name","type":"string"}},{{"name":"home","type":"Address"}}]}}"#
+    );
+    // (The converter inlines a reference it finds by short name in the same namespace, or by
+    // ".namespace.Name"; a plain full name is left as is and its own parser then fails.)
+    let addr_subject = format!("conf-ref-addr-{u}");
+    let supplied = SuppliedSchema::new(
+        Some(format!("{ns}.Customer")),
+        SchemaType::Avro,
+        customer.clone(),
+    )
+    .with_references(vec![SuppliedReference::new(
+        format!("{ns}.Address"),
+        addr_subject.clone(),
+        address.clone(),
+    )]);
+    let topic = format!("conf-ref-{u}");
+    let value = Avro::Record(vec![
+        ("name".into(), Avro::String("Ada".into())),
+        (
+            "home".into(),
+            Avro::Record(vec![("street".into(), Avro::String("Main St".into()))]),
+        ),
+    ]);
+    let bytes = AvroEncoder::new(reg.settings())
+        .encode_value(
+            value.clone(),
+            &SubjectNameStrategy::TopicNameStrategyWithSchema(topic.clone(), false, supplied),
+        )
+        .await
+        .unwrap();
+    let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+
+    let (s, b) = reg.get(&format!("/schemas/ids/{id}")).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["references"],
+        json!([{ "name": format!("{ns}.Address"), "subject": addr_subject, "version": 1 }])
+    );
+    let (s, b) = reg
+        .get(&format!("/subjects/{addr_subject}/versions/1/referencedby"))
+        .await;
+    assert_eq!((s, b), (200, json!([id])));
+    // A referenced version cannot be deleted.
+    let (s, b) = reg
+        .delete(&format!("/subjects/{addr_subject}/versions/1"))
+        .await;
+    assert_error(s, &b, 422, 42206);
+
+    let decoded = AvroDecoder::new(reg.settings())
+        .decode(Some(&bytes))
+        .await
+        .unwrap();
+    assert_eq!(decoded.value, value);
+}
+
+#[tokio::test]
+async fn concurrent_registrations_of_one_schema_make_one_version() {
+    let reg = Reg::new().await;
+    let u = uniq();
+    let subject = format!("conf-race-{u}");
+    let schema = record(&format!("conf.{u}"), STORE);
+    let calls = (0..16).map(|_| reg.register(&subject, &schema));
+    let ids = futures::future::join_all(calls).await;
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    let (_, versions) = reg.get(&format!("/subjects/{subject}/versions")).await;
+    assert_eq!(versions, json!([1]));
 }
 
 // ------------------------------------------------------------------------------------------------
