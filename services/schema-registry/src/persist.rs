@@ -54,6 +54,8 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Pe
 pub struct Log {
     file: File,
     path: PathBuf,
+    /// Length of the committed prefix: a failed append is cut back to it.
+    len: u64,
 }
 
 impl Log {
@@ -91,10 +93,12 @@ impl Log {
                 .map_err(io("truncate", &path))?;
             file.sync_all().map_err(io("fsync", &path))?;
         }
-        Ok((Log { file, path }, entries))
+        let len = good_len as u64;
+        Ok((Log { file, path, len }, entries))
     }
 
-    /// Appends one entry as one line and fsyncs it.
+    /// Appends one entry as one line and fsyncs it. On failure the log is cut back to its last
+    /// committed entry (best effort), so a half-written line never sits before later entries.
     pub fn append<T: Serialize>(&mut self, entry: &T) -> Result<(), PersistError> {
         let mut line = serde_json::to_vec(entry).map_err(|e| PersistError::Io {
             op: "serialise entry for",
@@ -102,10 +106,27 @@ impl Log {
             source: std::io::Error::other(e),
         })?;
         line.push(b'\n');
-        self.file
+        let written = self
+            .file
             .write_all(&line)
-            .map_err(io("append to", &self.path))?;
-        self.file.sync_data().map_err(io("fsync", &self.path))
+            .map_err(io("append to", &self.path))
+            .and_then(|()| self.file.sync_data().map_err(io("fsync", &self.path)));
+        match written {
+            Ok(()) => {
+                self.len += line.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(cut) = self
+                    .file
+                    .set_len(self.len)
+                    .and_then(|()| self.file.sync_data())
+                {
+                    tracing::error!(path = %self.path.display(), error = %cut, "cannot cut back a failed append");
+                }
+                Err(e)
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
