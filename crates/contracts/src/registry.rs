@@ -22,6 +22,8 @@ use crate::codec::{CodecError, WriterSchema};
 pub enum RegistryError {
     #[error("schema registry unreachable at {url}: {detail}")]
     Unreachable { url: String, detail: String },
+    #[error("subject {0} is not registered")]
+    NoSubject(String),
     #[error("schema registry refused: {0}")]
     Refused(String),
     #[error("schema id {0} is unknown to the registry")]
@@ -337,6 +339,20 @@ impl Registry {
             .as_u64()
             .and_then(|id| u32::try_from(id).ok())
             .ok_or_else(|| RegistryError::Refused(format!("no integer id in {v}")))
+    }
+
+    /// `GET /subjects/{subject}/versions/latest`; an unknown subject is `NoSubject`.
+    pub async fn latest(&self, subject: &str) -> Result<serde_json::Value, RegistryError> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/subjects/{}/versions/latest", enc(subject)),
+            None,
+        )
+        .await
+        .map_err(|e| match e {
+            RegistryError::Http { code: 40401, .. } => RegistryError::NoSubject(subject.to_string()),
+            other => other,
+        })
     }
 
     /// `GET /subjects`.

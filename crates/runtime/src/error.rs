@@ -63,7 +63,9 @@ impl Classify for tillstream_contracts::RegistryError {
             E::Unreachable { .. } => ErrorClass::Retryable,
             E::Http { status, .. } if *status >= 500 => ErrorClass::Retryable,
             E::UnknownId(_) | E::Unusable { .. } => ErrorClass::Poison,
-            E::Refused(_) | E::NotRegistered { .. } | E::Http { .. } => ErrorClass::Fatal,
+            E::Refused(_) | E::NoSubject(_) | E::NotRegistered { .. } | E::Http { .. } => {
+                ErrorClass::Fatal
+            }
         }
     }
 }

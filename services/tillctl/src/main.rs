@@ -56,6 +56,12 @@ enum SchemasCmd {
         #[arg(long)]
         offline: bool,
     },
+    /// Print the latest registered version of a subject.
+    Show {
+        subject: String,
+        #[arg(long, env = "TILLSTREAM_REGISTRY_URL", default_value = "http://127.0.0.1:18081")]
+        registry: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,6 +147,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ),
                 _ => anyhow::bail!("schema gate failed: {failed} incompatible subject(s)"),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schemas {
+            command: SchemasCmd::Show { subject, registry },
+        } => {
+            let client = Registry::new(RegistryConfig {
+                url: registry,
+                auto_register: false,
+                ..RegistryConfig::default()
+            })?;
+            let latest = client.latest(&subject).await?;
+            println!("{}", serde_json::to_string_pretty(&latest)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Topology { command } => {
