@@ -1,2 +1,344 @@
-//! Helpers for the integration tests: where the local stack is (from `scripts/stack env`) and small
-//! Kafka utilities. The tests themselves live in `tests/`.
+//! The integration-test harness: every test gets its own real servers, started through the project's
+//! own `scripts/stack` (same configs as the local stack) in a private folder on free loopback ports,
+//! and stopped (by PID, through the script) when the test ends. The schema registry runs in-process.
+//!
+//! Nothing here is mocked: tansu, mosquitto and PostgreSQL are the real binaries.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tillstream_runtime::CancellationToken;
+use tillstream_runtime::kafka::KafkaConfig;
+
+pub use tillstream_contracts as contracts;
+
+/// Repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Services of the local stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Svc {
+    Tansu,
+    Mosquitto,
+    Postgres,
+}
+
+impl Svc {
+    fn name(self) -> &'static str {
+        match self {
+            Svc::Tansu => "tansu",
+            Svc::Mosquitto => "mosquitto",
+            Svc::Postgres => "postgres",
+        }
+    }
+}
+
+/// A private instance of the local stack for one test.
+pub struct Stack {
+    dir: tempfile::TempDir,
+    env: BTreeMap<&'static str, String>,
+    started: Vec<Svc>,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack").field("env", &self.env).finish()
+    }
+}
+
+impl Stack {
+    /// Starts `services` on fresh ports in a fresh folder. `fleet` is the device CSV for mosquitto
+    /// (default: `config/fleet/devices.csv`).
+    pub fn start(services: &[Svc], fleet: Option<&Path>) -> anyhow::Result<Stack> {
+        let dir = tempfile::Builder::new().prefix("tillstream-it-").tempdir()?;
+        let mut env = BTreeMap::new();
+        env.insert("TILLSTREAM_STACK_DIR", dir.path().display().to_string());
+        env.insert("TILLSTREAM_KAFKA_PORT", free_port().to_string());
+        env.insert("TILLSTREAM_MQTT_PORT", free_port().to_string());
+        env.insert("TILLSTREAM_PG_PORT", free_port().to_string());
+        env.insert("TILLSTREAM_REGISTRY_PORT", free_port().to_string());
+        env.insert("TILLSTREAM_STACK_NO_BUILD", "1".into());
+        let mut stack = Stack {
+            dir,
+            env,
+            started: Vec::new(),
+        };
+        if let Some(csv) = fleet {
+            stack.script(&["devices", &csv.display().to_string()])?;
+        }
+        for s in services {
+            stack.script(&["up", s.name()])?;
+            stack.started.push(*s);
+        }
+        Ok(stack)
+    }
+
+    fn script(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(repo().join("scripts/stack"))
+            .args(args)
+            .envs(&self.env)
+            .output()
+            .context("running scripts/stack")?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            bail!("scripts/stack {} failed: {text}", args.join(" "));
+        }
+        Ok(text)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.env["TILLSTREAM_KAFKA_PORT"])
+    }
+
+    pub fn kafka(&self) -> KafkaConfig {
+        KafkaConfig {
+            brokers: self.brokers(),
+            session_timeout_ms: 6_000,
+            ..KafkaConfig::default()
+        }
+    }
+
+    pub fn mqtt_port(&self) -> u16 {
+        self.env["TILLSTREAM_MQTT_PORT"].parse().unwrap_or(0)
+    }
+
+    pub fn pg_url(&self) -> String {
+        format!(
+            "postgres://tillstream:tillstream@127.0.0.1:{}/tillstream",
+            self.env["TILLSTREAM_PG_PORT"]
+        )
+    }
+
+    /// `scripts/stack stop <svc>` (SIGTERM, wait).
+    pub fn stop(&self, svc: Svc) -> anyhow::Result<()> {
+        self.script(&["stop", svc.name()]).map(|_| ())
+    }
+
+    /// `scripts/stack stop --kill <svc>` (SIGKILL).
+    pub fn kill(&self, svc: Svc) -> anyhow::Result<()> {
+        self.script(&["stop", "--kill", svc.name()]).map(|_| ())
+    }
+
+    pub fn start_svc(&self, svc: Svc) -> anyhow::Result<()> {
+        self.script(&["start", svc.name()]).map(|_| ())
+    }
+
+    pub fn restart(&self, svc: Svc) -> anyhow::Result<()> {
+        self.script(&["restart", svc.name()]).map(|_| ())
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if !self.started.is_empty()
+            && let Err(e) = self.script(&["down"])
+        {
+            eprintln!("stack down failed: {e}");
+        }
+    }
+}
+
+/// The project's schema registry, in-process on a free port with a private data folder.
+pub struct TestRegistry {
+    pub url: String,
+    token: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl TestRegistry {
+    pub async fn start() -> anyhow::Result<TestRegistry> {
+        let dir = tempfile::tempdir()?;
+        let token = CancellationToken::new();
+        let cfg = tillstream_schema_registry::Config {
+            listen: "127.0.0.1:0".parse()?,
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let running = tillstream_schema_registry::start(cfg, token.clone()).await?;
+        Ok(TestRegistry {
+            url: running.url(),
+            token,
+            _dir: dir,
+        })
+    }
+
+    pub fn config(&self) -> contracts::RegistryConfig {
+        contracts::RegistryConfig {
+            url: self.url.clone(),
+            ..Default::default()
+        }
+    }
+
+    pub fn client(&self) -> contracts::Registry {
+        contracts::Registry::new(self.config()).expect("registry client")
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// Creates every topic of `topology/topology.toml` (local profile) on `brokers`.
+pub async fn apply_topology(kafka: &KafkaConfig) -> anyhow::Result<()> {
+    use tillctl::topology;
+    let file = topology::load(&repo().join("topology/topology.toml"))?;
+    let desired = topology::desired(&file, "local")?;
+    let timeout = Duration::from_secs(15);
+    let live = topology::live(kafka, &topology::managed_keys(&desired), timeout).await?;
+    let changes: Vec<_> = topology::plan(&desired, &live, false)
+        .into_iter()
+        .filter(|c| c.is_actionable())
+        .collect();
+    topology::apply(kafka, &changes, timeout).await?;
+    Ok(())
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Record {
+    pub fn key_str(&self) -> String {
+        self.key
+            .as_deref()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// Reads every record currently in `topic` (all partitions, from the low to the high watermark),
+/// without a consumer group. Fails if the end is not reached within `timeout`.
+pub fn read_all(kafka: &KafkaConfig, topic: &str, timeout: Duration) -> anyhow::Result<Vec<Record>> {
+    let mut cfg = kafka.client_config("it-reader");
+    cfg.set("group.id", "it-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    let consumer: BaseConsumer = cfg.create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .context("topic missing")?;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = BTreeMap::new();
+    for p in t.partitions() {
+        let (lo, hi) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+        if hi > lo {
+            remaining.insert(p.id(), hi);
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo))?;
+        }
+    }
+    let mut out = Vec::new();
+    if remaining.is_empty() {
+        return Ok(out);
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + timeout;
+    while !remaining.is_empty() {
+        if Instant::now() > deadline {
+            bail!("reading {topic}: end not reached in {timeout:?} (still waiting on {remaining:?})");
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m?;
+        if let Some(hi) = remaining.get(&m.partition())
+            && m.offset() + 1 >= *hi
+        {
+            remaining.remove(&m.partition());
+        }
+        out.push(Record {
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp: m.timestamp().to_millis(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            headers: m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| {
+                            (
+                                x.key.to_string(),
+                                x.value
+                                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                                    .unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// Decodes a Confluent-framed store event through the registry.
+pub async fn decode_event(
+    registry: &contracts::Registry,
+    payload: &[u8],
+) -> anyhow::Result<contracts::DeviceEvent> {
+    let (id, datum) = contracts::codec::unframe(payload)?;
+    let writer = registry.writer_schema(id).await?;
+    Ok(contracts::DeviceEvent::decode(&writer, datum)?)
+}
+
+/// Polls `check` every 100 ms until it returns true or `timeout` passes.
+pub async fn eventually<F>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> bool,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -81,7 +81,10 @@ pub fn producer(config: &KafkaConfig, client_id: &str) -> Result<FutureProducer,
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "200000")
-        .set("compression.type", "none");
+        .set("compression.type", "none")
+        // Same key -> partition mapping as the Java client, so Kafka Connect, ksqlDB or a JVM
+        // producer writing the same store id lands in the same partition.
+        .set("partitioner", "murmur2_random");
     for (k, v) in &config.properties {
         c.set(k, v);
     }
@@ -225,6 +228,51 @@ pub fn group_consumer<H: PartitionHook>(
     let consumer: GroupConsumer<H> = c.create_with_context(GroupContext { service, hook })?;
     consumer.subscribe(topics)?;
     Ok(consumer)
+}
+
+/// Waits for the next batch: the first message (or cancellation, which returns `None`), then whatever
+/// else arrives within `linger`, up to `max` messages. Consumer errors (broker down, rebalance in
+/// progress) are logged and retried with backoff: they never end the loop.
+pub async fn next_batch<H: PartitionHook>(
+    consumer: &GroupConsumer<H>,
+    token: &tokio_util::sync::CancellationToken,
+    max: usize,
+    linger: Duration,
+) -> Option<Vec<rdkafka::message::OwnedMessage>> {
+    use rdkafka::Message;
+    let mut batch = Vec::new();
+    let mut backoff = Duration::from_millis(100);
+    // First message: block until one arrives or we are told to stop.
+    while batch.is_empty() {
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => return None,
+            m = consumer.recv() => match m {
+                Ok(m) => batch.push(m.detach()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "consume error; retrying");
+                    tokio::select! {
+                        _ = token.cancelled() => return None,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + linger;
+    while batch.len() < max {
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => break,
+            _ = tokio::time::sleep_until(deadline) => break,
+            m = consumer.recv() => match m {
+                Ok(m) => batch.push(m.detach()),
+                Err(_) => break,
+            }
+        }
+    }
+    Some(batch)
 }
 
 /// Highest processed offset per (topic, partition) of a batch; `store` stores offset + 1 for each.
