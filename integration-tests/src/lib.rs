@@ -71,7 +71,9 @@ impl Stack {
     /// Starts `services` on fresh ports in a fresh folder. `fleet` is the device CSV for mosquitto
     /// (default: `config/fleet/devices.csv`).
     pub fn start(services: &[Svc], fleet: Option<&Path>) -> anyhow::Result<Stack> {
-        let dir = tempfile::Builder::new().prefix("tillstream-it-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("tillstream-it-")
+            .tempdir()?;
         let mut env = BTreeMap::new();
         env.insert("TILLSTREAM_STACK_DIR", dir.path().display().to_string());
         env.insert("TILLSTREAM_KAFKA_PORT", free_port().to_string());
@@ -250,7 +252,11 @@ impl Record {
 
 /// Reads every record currently in `topic` (all partitions, from the low to the high watermark),
 /// without a consumer group. Fails if the end is not reached within `timeout`.
-pub fn read_all(kafka: &KafkaConfig, topic: &str, timeout: Duration) -> anyhow::Result<Vec<Record>> {
+pub fn read_all(
+    kafka: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Record>> {
     let mut cfg = kafka.client_config("it-reader");
     cfg.set("group.id", "it-reader")
         .set("enable.auto.commit", "false")
@@ -279,7 +285,9 @@ pub fn read_all(kafka: &KafkaConfig, topic: &str, timeout: Duration) -> anyhow::
     let deadline = Instant::now() + timeout;
     while !remaining.is_empty() {
         if Instant::now() > deadline {
-            bail!("reading {topic}: end not reached in {timeout:?} (still waiting on {remaining:?})");
+            bail!(
+                "reading {topic}: end not reached in {timeout:?} (still waiting on {remaining:?})"
+            );
         }
         let Some(m) = consumer.poll(Duration::from_millis(200)) else {
             continue;

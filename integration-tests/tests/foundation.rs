@@ -30,7 +30,10 @@ async fn plan_on_empty_tansu_lists_every_topic_then_apply_leaves_no_drift() {
         })
         .collect();
     let all: BTreeSet<String> = file.topics.iter().map(|t| t.name.clone()).collect();
-    assert_eq!(created, all, "plan on an empty broker must create every topic");
+    assert_eq!(
+        created, all,
+        "plan on an empty broker must create every topic"
+    );
 
     let done = topology::apply(&kafka, &plan, timeout).await.unwrap();
     assert_eq!(done.len(), all.len(), "{done:?}");
@@ -48,7 +51,12 @@ async fn plan_on_empty_tansu_lists_every_topic_then_apply_leaves_no_drift() {
     }
     // Applying again is harmless.
     let again = topology::plan(&desired, &live, false);
-    assert!(topology::apply(&kafka, &again, timeout).await.unwrap().is_empty());
+    assert!(
+        topology::apply(&kafka, &again, timeout)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -69,7 +77,8 @@ async fn one_stores_events_land_in_one_partition_in_order() {
             for d in 1..=2 {
                 let store = format!("s{s:03}");
                 let device = format!("{store}-d{d:02}");
-                let kind = [EventKind::OrderCreated, EventKind::InventoryAdjusted][seq as usize % 2];
+                let kind =
+                    [EventKind::OrderCreated, EventKind::InventoryAdjusted][seq as usize % 2];
                 let event = samples::sample(kind, &store, &device, seq).unwrap();
                 let version = event.schema_version() as u32;
                 let id = client.schema_id(kind, version).await.unwrap();
@@ -80,31 +89,49 @@ async fn one_stores_events_land_in_one_partition_in_order() {
                     (headers::DEVICE_ID, &device),
                     (headers::SEQ, &seq_s),
                 ]);
-                kafka::send_with_retry(&producer, topic, store.as_bytes(), &payload, Some(h), &token)
-                    .await
-                    .unwrap();
+                kafka::send_with_retry(
+                    &producer,
+                    topic,
+                    store.as_bytes(),
+                    &payload,
+                    Some(h),
+                    &token,
+                )
+                .await
+                .unwrap();
                 sent += 1;
             }
         }
     }
 
-    let records = tokio::task::spawn_blocking(move || read_all(&kafka_cfg, topic, Duration::from_secs(60)))
-        .await
-        .unwrap()
-        .unwrap();
+    let records =
+        tokio::task::spawn_blocking(move || read_all(&kafka_cfg, topic, Duration::from_secs(60)))
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(records.len(), sent);
     let mut partitions_of: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
     let mut by_partition: BTreeMap<i32, Vec<&Record>> = BTreeMap::new();
     for r in &records {
-        partitions_of.entry(r.key_str()).or_default().insert(r.partition);
+        partitions_of
+            .entry(r.key_str())
+            .or_default()
+            .insert(r.partition);
         by_partition.entry(r.partition).or_default().push(r);
     }
     assert_eq!(partitions_of.len(), 20);
     for (store, parts) in &partitions_of {
-        assert_eq!(parts.len(), 1, "store {store} spread over partitions {parts:?}");
+        assert_eq!(
+            parts.len(),
+            1,
+            "store {store} spread over partitions {parts:?}"
+        );
     }
     let used: BTreeSet<i32> = partitions_of.values().flatten().copied().collect();
-    assert!(used.len() > 1, "20 stores should not all hash to one partition: {used:?}");
+    assert!(
+        used.len() > 1,
+        "20 stores should not all hash to one partition: {used:?}"
+    );
 
     // Within a partition, each device's events come back in the order produced (seq ascending),
     // and the payload decodes to the event that was sent.
@@ -112,10 +139,16 @@ async fn one_stores_events_land_in_one_partition_in_order() {
         recs.sort_by_key(|r| r.offset);
         let mut last: BTreeMap<String, i64> = BTreeMap::new();
         for r in recs.iter() {
-            let event: DeviceEvent = decode_event(&client, r.payload.as_deref().unwrap()).await.unwrap();
+            let event: DeviceEvent = decode_event(&client, r.payload.as_deref().unwrap())
+                .await
+                .unwrap();
             assert_eq!(event.store_id(), r.key_str());
             let prev = last.insert(event.device_id().to_string(), event.seq());
-            assert!(prev.is_none_or(|p| p < event.seq()), "out of order in partition {}", r.partition);
+            assert!(
+                prev.is_none_or(|p| p < event.seq()),
+                "out of order in partition {}",
+                r.partition
+            );
         }
     }
 }

@@ -29,21 +29,81 @@ pub enum EventKind {
 
 /// (kind, version, schema text) for every `.avsc` in the repository.
 const SCHEMA_FILES: &[(EventKind, u32, &str)] = &[
-    (EventKind::OrderCreated, 1, include_str!("../../../schemas/avro/order_created/v1.avsc")),
-    (EventKind::OrderCreated, 2, include_str!("../../../schemas/avro/order_created/v2.avsc")),
-    (EventKind::OrderRefunded, 1, include_str!("../../../schemas/avro/order_refunded/v1.avsc")),
-    (EventKind::InventoryAdjusted, 1, include_str!("../../../schemas/avro/inventory_adjusted/v1.avsc")),
-    (EventKind::StockReservationRequested, 1, include_str!("../../../schemas/avro/stock_reservation_requested/v1.avsc")),
-    (EventKind::StockReservationGranted, 1, include_str!("../../../schemas/avro/stock_reservation_granted/v1.avsc")),
-    (EventKind::StockReservationReleased, 1, include_str!("../../../schemas/avro/stock_reservation_released/v1.avsc")),
-    (EventKind::PriceListApproved, 1, include_str!("../../../schemas/avro/price_list_approved/v1.avsc")),
-    (EventKind::LoyaltyRedeemed, 1, include_str!("../../../schemas/avro/loyalty_redeemed/v1.avsc")),
-    (EventKind::DeviceHealth, 1, include_str!("../../../schemas/avro/device_health/v1.avsc")),
-    (EventKind::StoreDayClosed, 1, include_str!("../../../schemas/avro/store_day_closed/v1.avsc")),
-    (EventKind::ConflictDetected, 1, include_str!("../../../schemas/avro/conflict_detected/v1.avsc")),
-    (EventKind::ConflictResolved, 1, include_str!("../../../schemas/avro/conflict_resolved/v1.avsc")),
-    (EventKind::SequenceGap, 1, include_str!("../../../schemas/avro/sequence_gap/v1.avsc")),
-    (EventKind::DeadLetter, 1, include_str!("../../../schemas/avro/dead_letter/v1.avsc")),
+    (
+        EventKind::OrderCreated,
+        1,
+        include_str!("../../../schemas/avro/order_created/v1.avsc"),
+    ),
+    (
+        EventKind::OrderCreated,
+        2,
+        include_str!("../../../schemas/avro/order_created/v2.avsc"),
+    ),
+    (
+        EventKind::OrderRefunded,
+        1,
+        include_str!("../../../schemas/avro/order_refunded/v1.avsc"),
+    ),
+    (
+        EventKind::InventoryAdjusted,
+        1,
+        include_str!("../../../schemas/avro/inventory_adjusted/v1.avsc"),
+    ),
+    (
+        EventKind::StockReservationRequested,
+        1,
+        include_str!("../../../schemas/avro/stock_reservation_requested/v1.avsc"),
+    ),
+    (
+        EventKind::StockReservationGranted,
+        1,
+        include_str!("../../../schemas/avro/stock_reservation_granted/v1.avsc"),
+    ),
+    (
+        EventKind::StockReservationReleased,
+        1,
+        include_str!("../../../schemas/avro/stock_reservation_released/v1.avsc"),
+    ),
+    (
+        EventKind::PriceListApproved,
+        1,
+        include_str!("../../../schemas/avro/price_list_approved/v1.avsc"),
+    ),
+    (
+        EventKind::LoyaltyRedeemed,
+        1,
+        include_str!("../../../schemas/avro/loyalty_redeemed/v1.avsc"),
+    ),
+    (
+        EventKind::DeviceHealth,
+        1,
+        include_str!("../../../schemas/avro/device_health/v1.avsc"),
+    ),
+    (
+        EventKind::StoreDayClosed,
+        1,
+        include_str!("../../../schemas/avro/store_day_closed/v1.avsc"),
+    ),
+    (
+        EventKind::ConflictDetected,
+        1,
+        include_str!("../../../schemas/avro/conflict_detected/v1.avsc"),
+    ),
+    (
+        EventKind::ConflictResolved,
+        1,
+        include_str!("../../../schemas/avro/conflict_resolved/v1.avsc"),
+    ),
+    (
+        EventKind::SequenceGap,
+        1,
+        include_str!("../../../schemas/avro/sequence_gap/v1.avsc"),
+    ),
+    (
+        EventKind::DeadLetter,
+        1,
+        include_str!("../../../schemas/avro/dead_letter/v1.avsc"),
+    ),
 ];
 
 impl EventKind {
@@ -90,7 +150,9 @@ impl EventKind {
             EventKind::OrderCreated => "com.tillstream.events.OrderCreated",
             EventKind::OrderRefunded => "com.tillstream.events.OrderRefunded",
             EventKind::InventoryAdjusted => "com.tillstream.events.InventoryAdjusted",
-            EventKind::StockReservationRequested => "com.tillstream.events.StockReservationRequested",
+            EventKind::StockReservationRequested => {
+                "com.tillstream.events.StockReservationRequested"
+            }
             EventKind::StockReservationGranted => "com.tillstream.events.StockReservationGranted",
             EventKind::StockReservationReleased => "com.tillstream.events.StockReservationReleased",
             EventKind::PriceListApproved => "com.tillstream.events.PriceListApproved",

@@ -64,7 +64,11 @@ pub fn unframe(bytes: &[u8]) -> Result<(u32, &[u8]), CodecError> {
 ///
 /// The latest version goes through apache-avro's schema-aware serializer (no intermediate `Value`);
 /// older versions go through `Value` + schema resolution so fields added later are dropped.
-pub fn encode<T: Serialize>(kind: EventKind, version: u32, value: &T) -> Result<Vec<u8>, CodecError> {
+pub fn encode<T: Serialize>(
+    kind: EventKind,
+    version: u32,
+    value: &T,
+) -> Result<Vec<u8>, CodecError> {
     let enc = |source| CodecError::Encode { kind, source };
     let (schema, writer) = datum_writer(kind, version)?;
     if version == kind.latest_version() {
@@ -138,7 +142,10 @@ impl WriterSchema {
         let dec = |source| CodecError::Decode { kind, source };
         let latest = kind.latest_schema();
         let (direct, resolving) = if version == Some(kind.latest_version()) {
-            (Some(GenericDatumReader::builder(schema).build().map_err(dec)?), None)
+            (
+                Some(GenericDatumReader::builder(schema).build().map_err(dec)?),
+                None,
+            )
         } else {
             let r = GenericDatumReader::builder(schema)
                 .reader_schema(latest)
@@ -362,6 +369,8 @@ mod tests {
         assert_eq!((id, datum), (258, &[1u8, 2, 3][..]));
         assert!(unframe(&[]).is_err());
         assert!(unframe(&[0, 0, 1]).is_err());
-        assert!(matches!(unframe(b"{\"json\":1}"), Err(CodecError::NotFramed(m)) if m.contains("0x7b")));
+        assert!(
+            matches!(unframe(b"{\"json\":1}"), Err(CodecError::NotFramed(m)) if m.contains("0x7b"))
+        );
     }
 }

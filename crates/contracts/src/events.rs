@@ -55,10 +55,7 @@ impl Money {
     /// Decimal text in major units (e.g. `12.99`), using the currency's own exponent.
     /// Exact: integer arithmetic only.
     pub fn to_decimal_string(&self) -> String {
-        let exp = self
-            .iso_currency()
-            .and_then(|c| c.exponent())
-            .unwrap_or(2) as u32;
+        let exp = self.iso_currency().and_then(|c| c.exponent()).unwrap_or(2) as u32;
         let sign = if self.amount_minor < 0 { "-" } else { "" };
         let abs = self.amount_minor.unsigned_abs();
         if exp == 0 {

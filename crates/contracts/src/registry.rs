@@ -152,17 +152,21 @@ impl Registry {
                 .id
         } else {
             let body = serde_json::json!({ "schema": text }).to_string();
-            let raw = perform_sr_call(&self.inner.settings, SrCall::PostForVersion(&subject, &body))
-                .await
-                .map_err(|e| match self.map_err(e, None) {
-                    RegistryError::Http { status: 404, .. } => RegistryError::NotRegistered {
-                        subject: subject.clone(),
-                        kind,
-                        version,
-                    },
-                    other => other,
-                })?;
-            raw.id.ok_or_else(|| RegistryError::Refused("lookup returned no id".into()))?
+            let raw = perform_sr_call(
+                &self.inner.settings,
+                SrCall::PostForVersion(&subject, &body),
+            )
+            .await
+            .map_err(|e| match self.map_err(e, None) {
+                RegistryError::Http { status: 404, .. } => RegistryError::NotRegistered {
+                    subject: subject.clone(),
+                    kind,
+                    version,
+                },
+                other => other,
+            })?;
+            raw.id
+                .ok_or_else(|| RegistryError::Refused("lookup returned no id".into()))?
         };
         self.inner
             .ids
@@ -214,7 +218,8 @@ impl Registry {
             }
         })?;
         let writer = Arc::new(
-            WriterSchema::new(id, schema).map_err(|source| RegistryError::Unusable { id, source })?,
+            WriterSchema::new(id, schema)
+                .map_err(|source| RegistryError::Unusable { id, source })?,
         );
         self.inner
             .writers
@@ -350,7 +355,9 @@ impl Registry {
         )
         .await
         .map_err(|e| match e {
-            RegistryError::Http { code: 40401, .. } => RegistryError::NoSubject(subject.to_string()),
+            RegistryError::Http { code: 40401, .. } => {
+                RegistryError::NoSubject(subject.to_string())
+            }
             other => other,
         })
     }

@@ -213,12 +213,17 @@ fn money_is_exact_in_avro_and_json() {
         assert_eq!(back, m);
         let json = serde_json::to_string(&m).unwrap();
         let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert!(parsed["amount_minor"].is_i64(), "amount must be a JSON integer: {json}");
+        assert!(
+            parsed["amount_minor"].is_i64(),
+            "amount must be a JSON integer: {json}"
+        );
         let back: Money = serde_json::from_str(&json).unwrap();
         assert_eq!(back, m);
     }
     // A float in JSON is rejected, never rounded.
-    assert!(serde_json::from_str::<Money>(r#"{"amount_minor": 12.99, "currency": "EUR"}"#).is_err());
+    assert!(
+        serde_json::from_str::<Money>(r#"{"amount_minor": 12.99, "currency": "EUR"}"#).is_err()
+    );
     assert_eq!(Money::new(-1299, "EUR").to_decimal_string(), "-12.99");
     assert_eq!(Money::new(5, "JPY").to_decimal_string(), "5");
     assert_eq!(Money::new(1_234_567, "BHD").to_decimal_string(), "1234.567");
@@ -258,7 +263,11 @@ fn v1_producer_and_v2_consumer_interoperate_both_ways() {
         panic!("not a record")
     };
     assert!(fields.iter().all(|(n, _)| n != "loyalty_member_id"));
-    assert!(fields.iter().any(|(n, v)| n == "order_id" && *v == Value::String(event.order_id.clone())));
+    assert!(
+        fields
+            .iter()
+            .any(|(n, v)| n == "order_id" && *v == Value::String(event.order_id.clone()))
+    );
 
     // And the schemas themselves agree: v2 reads v1 and v1 reads v2.
     use apache_avro::schema_compatibility::SchemaCompatibility;

@@ -95,6 +95,7 @@ impl Default for OpsConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
 mod tests {
     use super::*;
 
@@ -115,7 +116,10 @@ mod tests {
     #[test]
     fn file_then_shortcut_then_service_env() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("svc.toml", "name = \"from-file\"\n[kafka]\nbrokers = \"file:1\"\nbatch = 7\n")?;
+            jail.create_file(
+                "svc.toml",
+                "name = \"from-file\"\n[kafka]\nbrokers = \"file:1\"\nbatch = 7\n",
+            )?;
             let cfg: Cfg = load("my-svc", Some(Path::new("svc.toml"))).unwrap();
             assert_eq!(cfg.kafka.brokers, "file:1");
             assert_eq!(cfg.kafka.batch, 7);

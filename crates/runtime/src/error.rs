@@ -31,11 +31,16 @@ pub trait Classify {
 impl Classify for rdkafka::error::KafkaError {
     fn class(&self) -> ErrorClass {
         use rdkafka::error::{KafkaError, RDKafkaErrorCode as C};
-        if matches!(self, KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)) {
+        if matches!(
+            self,
+            KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)
+        ) {
             return ErrorClass::Fatal;
         }
         match self.rdkafka_error_code() {
-            Some(C::MessageSizeTooLarge | C::InvalidRecord | C::InvalidMessage) => ErrorClass::Poison,
+            Some(C::MessageSizeTooLarge | C::InvalidRecord | C::InvalidMessage) => {
+                ErrorClass::Poison
+            }
             Some(
                 C::Fenced
                 | C::ProducerFenced

@@ -127,7 +127,10 @@ impl<H: PartitionHook> ConsumerContext for GroupContext<H> {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.hook.on_assign(tpl);
@@ -161,7 +164,11 @@ impl<H: PartitionHook> ConsumerContext for GroupContext<H> {
         }
     }
 
-    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, offsets: &TopicPartitionList) {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
         match result {
             Ok(()) => tracing::debug!(service = self.service, ?offsets, "offsets committed"),
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
@@ -170,7 +177,11 @@ impl<H: PartitionHook> ConsumerContext for GroupContext<H> {
     }
 }
 
-fn commit_stored<C: Consumer<GroupContext<H>>, H: PartitionHook>(consumer: &C, service: &str, why: &str) {
+fn commit_stored<C: Consumer<GroupContext<H>>, H: PartitionHook>(
+    consumer: &C,
+    service: &str,
+    why: &str,
+) {
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => tracing::debug!(service, why, "stored offsets committed"),
         Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
@@ -239,7 +250,6 @@ pub async fn next_batch<H: PartitionHook>(
     max: usize,
     linger: Duration,
 ) -> Option<Vec<rdkafka::message::OwnedMessage>> {
-    use rdkafka::Message;
     let mut batch = Vec::new();
     let mut backoff = Duration::from_millis(100);
     // First message: block until one arrives or we are told to stop.

@@ -100,7 +100,9 @@ pub async fn read_topic(
                     .map(|x| {
                         (
                             x.key.to_string(),
-                            x.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default(),
+                            x.value
+                                .map(|v| String::from_utf8_lossy(v).into_owned())
+                                .unwrap_or_default(),
                         )
                     })
                     .collect()

@@ -32,9 +32,17 @@ enum Command {
     /// Print a topic's records as JSON lines (decoded through the registry).
     Tail {
         topic: String,
-        #[arg(long, env = "TILLSTREAM_KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
+        #[arg(
+            long,
+            env = "TILLSTREAM_KAFKA_BROKERS",
+            default_value = "127.0.0.1:19092"
+        )]
         brokers: String,
-        #[arg(long, env = "TILLSTREAM_REGISTRY_URL", default_value = "http://127.0.0.1:18081")]
+        #[arg(
+            long,
+            env = "TILLSTREAM_REGISTRY_URL",
+            default_value = "http://127.0.0.1:18081"
+        )]
         registry: String,
         #[arg(long, default_value_t = 100)]
         max: usize,
@@ -59,7 +67,11 @@ enum SchemasCmd {
     /// Print the latest registered version of a subject.
     Show {
         subject: String,
-        #[arg(long, env = "TILLSTREAM_REGISTRY_URL", default_value = "http://127.0.0.1:18081")]
+        #[arg(
+            long,
+            env = "TILLSTREAM_REGISTRY_URL",
+            default_value = "http://127.0.0.1:18081"
+        )]
         registry: String,
     },
 }
@@ -78,7 +90,11 @@ enum TopologyCmd {
 struct TopologyArgs {
     #[arg(long, default_value = "topology/topology.toml")]
     file: PathBuf,
-    #[arg(long, env = "TILLSTREAM_KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
+    #[arg(
+        long,
+        env = "TILLSTREAM_KAFKA_BROKERS",
+        default_value = "127.0.0.1:19092"
+    )]
     brokers: String,
     #[arg(long, env = "TILLSTREAM_TOPOLOGY_PROFILE", default_value = "local")]
     profile: String,
@@ -95,7 +111,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // A CLI prints its results on stdout; only warnings belong on stderr.
     tillstream_runtime::telemetry::init_tracing_with_default("tillctl", "warn");
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start runtime: {e}");
@@ -114,11 +133,12 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Schemas {
-            command: SchemasCmd::Check {
-                dir,
-                registry,
-                offline,
-            },
+            command:
+                SchemasCmd::Check {
+                    dir,
+                    registry,
+                    offline,
+                },
         } => {
             let registry = if offline { None } else { registry };
             let reports = schemas::run_gate(&dir, registry.as_deref()).await?;
@@ -143,7 +163,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (_, 0) => println!(
                     "schema gate passed: {} subjects{}",
                     reports.len(),
-                    registry.map(|u| format!(", registered with {u}")).unwrap_or_default()
+                    registry
+                        .map(|u| format!(", registered with {u}"))
+                        .unwrap_or_default()
                 ),
                 _ => anyhow::bail!("schema gate failed: {failed} incompatible subject(s)"),
             }
@@ -222,9 +244,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 auto_register: false,
                 ..RegistryConfig::default()
             })?;
-            let records =
-                inspect::read_topic(&kafka, &registry, &topic, max, Duration::from_millis(timeout_ms))
-                    .await?;
+            let records = inspect::read_topic(
+                &kafka,
+                &registry,
+                &topic,
+                max,
+                Duration::from_millis(timeout_ms),
+            )
+            .await?;
             for r in records {
                 println!("{r}");
             }

@@ -122,11 +122,8 @@ pub fn load(root: &Path) -> Result<Vec<Subject>, GateError> {
             path: compat_path.display().to_string(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| GateError::Config(format!(
-            "{}: {}",
-            compat_path.display(),
-            e.message()
-        )))?
+        toml::from_str(&text)
+            .map_err(|e| GateError::Config(format!("{}: {}", compat_path.display(), e.message())))?
     };
     let avro = root.join("avro");
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&avro)
@@ -180,7 +177,10 @@ pub fn load(root: &Path) -> Result<Vec<Subject>, GateError> {
             if version != i as u32 + 1 {
                 return Err(GateError::Layout {
                     path: path.display().to_string(),
-                    message: format!("versions must run 1, 2, 3...; found v{version} at position {}", i + 1),
+                    message: format!(
+                        "versions must run 1, 2, 3...; found v{version} at position {}",
+                        i + 1
+                    ),
                 });
             }
             let text = std::fs::read_to_string(&path).map_err(|source| GateError::Io {
@@ -207,11 +207,17 @@ pub fn load(root: &Path) -> Result<Vec<Subject>, GateError> {
             if n.as_deref() != Some(name.as_str()) {
                 return Err(GateError::Layout {
                     path: v.path.display().to_string(),
-                    message: format!("record is named {n:?}, but v1 of this folder is {name}: one subject per folder"),
+                    message: format!(
+                        "record is named {n:?}, but v1 of this folder is {name}: one subject per folder"
+                    ),
                 });
             }
         }
-        let level = compat.subjects.get(&name).copied().unwrap_or(compat.default);
+        let level = compat
+            .subjects
+            .get(&name)
+            .copied()
+            .unwrap_or(compat.default);
         subjects.push(Subject {
             name,
             dir: dir_name,
@@ -309,7 +315,11 @@ pub async fn run_gate(
                 }
                 match client.register(&subject.name, &v.text).await {
                     Ok(id) => report.ids.push(id),
-                    Err(RegistryError::Http { status: 409, message, .. }) => {
+                    Err(RegistryError::Http {
+                        status: 409,
+                        message,
+                        ..
+                    }) => {
                         report.problems.push(format!(
                             "registry refused v{} as incompatible: {message}",
                             v.version
@@ -347,10 +357,12 @@ mod tests {
         }
     }
 
-    const V1: &str = r#"{"type":"record","name":"R","namespace":"t","fields":[{"name":"a","type":"long"}]}"#;
+    const V1: &str =
+        r#"{"type":"record","name":"R","namespace":"t","fields":[{"name":"a","type":"long"}]}"#;
     const V2_OPTIONAL: &str = r#"{"type":"record","name":"R","namespace":"t","fields":[{"name":"a","type":"long"},{"name":"b","type":["null","string"],"default":null}]}"#;
     const V2_REQUIRED: &str = r#"{"type":"record","name":"R","namespace":"t","fields":[{"name":"a","type":"long"},{"name":"b","type":"string"}]}"#;
-    const V_TYPE_CHANGE: &str = r#"{"type":"record","name":"R","namespace":"t","fields":[{"name":"a","type":"string"}]}"#;
+    const V_TYPE_CHANGE: &str =
+        r#"{"type":"record","name":"R","namespace":"t","fields":[{"name":"a","type":"string"}]}"#;
 
     #[test]
     fn optional_field_with_default_is_compatible_everywhere() {
@@ -361,7 +373,10 @@ mod tests {
             Level::Full,
             Level::FullTransitive,
         ] {
-            assert!(check_subject(&subject(level, &[V1, V2_OPTIONAL])).is_empty(), "{level:?}");
+            assert!(
+                check_subject(&subject(level, &[V1, V2_OPTIONAL])).is_empty(),
+                "{level:?}"
+            );
         }
     }
 
@@ -389,6 +404,9 @@ mod tests {
         assert!(check_subject(&subject(Level::Backward, &texts)).is_empty());
         let p = check_subject(&subject(Level::BackwardTransitive, &texts));
         assert_eq!(p.len(), 1, "{p:?}");
-        assert!(p[0].starts_with("v3 cannot read data written with v1"), "{p:?}");
+        assert!(
+            p[0].starts_with("v3 cannot read data written with v1"),
+            "{p:?}"
+        );
     }
 }

@@ -34,7 +34,9 @@ pub enum TopologyError {
     Unreachable { brokers: String, detail: String },
     #[error("Kafka refused {action}: {detail}")]
     Refused { action: String, detail: String },
-    #[error("the broker does not support {action} (tansu lacks it; Apache Kafka has it): change it by hand or recreate the topic")]
+    #[error(
+        "the broker does not support {action} (tansu lacks it; Apache Kafka has it): change it by hand or recreate the topic"
+    )]
     Unsupported { action: String },
 }
 
@@ -116,7 +118,11 @@ pub struct LiveTopic {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Create(DesiredTopic),
-    AddPartitions { topic: String, from: i32, to: i32 },
+    AddPartitions {
+        topic: String,
+        from: i32,
+        to: i32,
+    },
     AlterConfig {
         topic: String,
         key: String,
@@ -124,12 +130,21 @@ pub enum Change {
         to: String,
     },
     /// Cannot be fixed by apply (Kafka cannot shrink partitions; RF changes need a reassignment).
-    Drift { topic: String, what: String },
+    Drift {
+        topic: String,
+        what: String,
+    },
     /// Configs could not be read (broker lacks DescribeConfigs): nothing is known to be wrong.
-    ConfigUnknown { topic: String },
+    ConfigUnknown {
+        topic: String,
+    },
     /// A `tillstream.` topic on the cluster the file does not list.
-    Unmanaged { topic: String },
-    Delete { topic: String },
+    Unmanaged {
+        topic: String,
+    },
+    Delete {
+        topic: String,
+    },
 }
 
 impl Change {
@@ -146,7 +161,10 @@ impl Change {
 
     /// True if the live cluster differs from the file in a way that matters.
     pub fn is_drift(&self) -> bool {
-        !matches!(self, Change::ConfigUnknown { .. } | Change::Unmanaged { .. })
+        !matches!(
+            self,
+            Change::ConfigUnknown { .. } | Change::Unmanaged { .. }
+        )
     }
 }
 
@@ -178,13 +196,18 @@ impl std::fmt::Display for Change {
                 "~ config  {topic}: {key} {} -> {to}",
                 from.as_deref().unwrap_or("(unset)")
             ),
-            Change::Drift { topic, what } => write!(f, "! drift   {topic}: {what} (apply cannot fix this)"),
+            Change::Drift { topic, what } => {
+                write!(f, "! drift   {topic}: {what} (apply cannot fix this)")
+            }
             Change::ConfigUnknown { topic } => write!(
                 f,
                 "? config  {topic}: broker cannot describe topic configs; not compared"
             ),
             Change::Unmanaged { topic } => {
-                write!(f, "? unmanaged {topic}: on the cluster, not in the file (kept)")
+                write!(
+                    f,
+                    "? unmanaged {topic}: on the cluster, not in the file (kept)"
+                )
             }
             Change::Delete { topic } => write!(f, "- delete  {topic}"),
         }
@@ -219,14 +242,23 @@ pub fn validate(file: &TopologyFile) -> Result<(), TopologyError> {
             problems.push(format!("topic {} must start with {MANAGED_PREFIX}", t.name));
         }
         if !["delete", "compact", "compact,delete"].contains(&t.cleanup_policy.as_str()) {
-            problems.push(format!("topic {}: cleanup_policy {:?} is not delete|compact|compact,delete", t.name, t.cleanup_policy));
+            problems.push(format!(
+                "topic {}: cleanup_policy {:?} is not delete|compact|compact,delete",
+                t.name, t.cleanup_policy
+            ));
         }
         if t.cleanup_policy == "delete" && t.retention_ms.is_none() {
-            problems.push(format!("topic {}: a delete-policy topic needs retention_ms", t.name));
+            problems.push(format!(
+                "topic {}: a delete-policy topic needs retention_ms",
+                t.name
+            ));
         }
         for s in &t.value_subjects {
             if EventKind::from_full_name(s).is_none_or(|k| k.subject() != s) {
-                problems.push(format!("topic {}: value subject {s} is not a shipped schema", t.name));
+                problems.push(format!(
+                    "topic {}: value subject {s} is not a shipped schema",
+                    t.name
+                ));
             }
         }
         if t.purpose.trim().is_empty() || t.owner.trim().is_empty() {
@@ -236,14 +268,20 @@ pub fn validate(file: &TopologyFile) -> Result<(), TopologyError> {
     for t in &file.topics {
         if let Some(other) = &t.copartition_with {
             match file.topics.iter().find(|o| &o.name == other) {
-                None => problems.push(format!("topic {}: copartition_with {other} is not in the file", t.name)),
+                None => problems.push(format!(
+                    "topic {}: copartition_with {other} is not in the file",
+                    t.name
+                )),
                 Some(o) => {
                     let (a, b) = (
                         t.partitions.unwrap_or(file.defaults.partitions),
                         o.partitions.unwrap_or(file.defaults.partitions),
                     );
                     if a != b {
-                        problems.push(format!("topic {} has {a} partitions but must match {other} ({b})", t.name));
+                        problems.push(format!(
+                            "topic {} has {a} partitions but must match {other} ({b})",
+                            t.name
+                        ));
                     }
                 }
             }
@@ -252,7 +290,10 @@ pub fn validate(file: &TopologyFile) -> Result<(), TopologyError> {
     for g in &file.consumer_groups {
         for t in &g.topics {
             if !names.contains(t.as_str()) {
-                problems.push(format!("consumer group {} reads {t}, which is not in the file", g.name));
+                problems.push(format!(
+                    "consumer group {} reads {t}, which is not in the file",
+                    g.name
+                ));
             }
         }
     }
@@ -284,7 +325,9 @@ pub fn desired(file: &TopologyFile, profile: &str) -> Result<Vec<DesiredTopic>, 
             for k in &p.drop_config {
                 config.remove(k);
             }
-            let mut rf = t.replication_factor.unwrap_or(file.defaults.replication_factor);
+            let mut rf = t
+                .replication_factor
+                .unwrap_or(file.defaults.replication_factor);
             if let Some(max) = p.max_replication_factor {
                 rf = rf.min(max);
             }
@@ -323,13 +366,19 @@ pub fn plan(
         } else if l.partitions > d.partitions {
             changes.push(Change::Drift {
                 topic: d.name.clone(),
-                what: format!("has {} partitions, file says {} (Kafka cannot shrink)", l.partitions, d.partitions),
+                what: format!(
+                    "has {} partitions, file says {} (Kafka cannot shrink)",
+                    l.partitions, d.partitions
+                ),
             });
         }
         if l.replication_factor != d.replication_factor {
             changes.push(Change::Drift {
                 topic: d.name.clone(),
-                what: format!("replication factor {} != {}", l.replication_factor, d.replication_factor),
+                what: format!(
+                    "replication factor {} != {}",
+                    l.replication_factor, d.replication_factor
+                ),
             });
         }
         match &l.config {
@@ -354,9 +403,13 @@ pub fn plan(
     for name in live.keys() {
         if name.starts_with(MANAGED_PREFIX) && !wanted.contains(name.as_str()) {
             changes.push(if allow_delete {
-                Change::Delete { topic: name.clone() }
+                Change::Delete {
+                    topic: name.clone(),
+                }
             } else {
-                Change::Unmanaged { topic: name.clone() }
+                Change::Unmanaged {
+                    topic: name.clone(),
+                }
             });
         }
     }
@@ -469,7 +522,11 @@ pub async fn apply(
         .iter()
         .map(|d| {
             d.config.iter().fold(
-                NewTopic::new(&d.name, d.partitions, TopicReplication::Fixed(d.replication_factor)),
+                NewTopic::new(
+                    &d.name,
+                    d.partitions,
+                    TopicReplication::Fixed(d.replication_factor),
+                ),
                 |t, (k, v)| t.set(k, v),
             )
         })
@@ -485,7 +542,9 @@ pub async fn apply(
                 Err((name, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
                     done.push(format!("{name} already existed"))
                 }
-                Err((name, code)) => return Err(refused(format!("create {name}"), code.to_string())),
+                Err((name, code)) => {
+                    return Err(refused(format!("create {name}"), code.to_string()));
+                }
             }
         }
     }
@@ -493,7 +552,9 @@ pub async fn apply(
     let parts: Vec<NewPartitions<'_>> = changes
         .iter()
         .filter_map(|c| match c {
-            Change::AddPartitions { topic, to, .. } => Some(NewPartitions::new(topic, *to as usize)),
+            Change::AddPartitions { topic, to, .. } => {
+                Some(NewPartitions::new(topic, *to as usize))
+            }
             _ => None,
         })
         .collect();
@@ -505,7 +566,12 @@ pub async fn apply(
         for r in results {
             match r {
                 Ok(name) => done.push(format!("added partitions to {name}")),
-                Err((name, code)) => return Err(refused(format!("add partitions to {name}"), code.to_string())),
+                Err((name, code)) => {
+                    return Err(refused(
+                        format!("add partitions to {name}"),
+                        code.to_string(),
+                    ));
+                }
             }
         }
     }
@@ -535,7 +601,10 @@ pub async fn apply(
             match r {
                 Ok(spec) => done.push(format!("altered configs of {spec:?}")),
                 Err((spec, code)) => {
-                    return Err(refused(format!("alter configs of {spec:?}"), code.to_string()));
+                    return Err(refused(
+                        format!("alter configs of {spec:?}"),
+                        code.to_string(),
+                    ));
                 }
             }
         }
@@ -556,7 +625,9 @@ pub async fn apply(
         for r in results {
             match r {
                 Ok(name) => done.push(format!("deleted {name}")),
-                Err((name, code)) => return Err(refused(format!("delete {name}"), code.to_string())),
+                Err((name, code)) => {
+                    return Err(refused(format!("delete {name}"), code.to_string()));
+                }
             }
         }
     }
@@ -584,13 +655,23 @@ mod tests {
         let f = file();
         let local = desired(&f, "local").unwrap();
         assert!(local.iter().all(|t| t.replication_factor == 1));
-        assert!(local.iter().all(|t| !t.config.contains_key("min.insync.replicas")));
+        assert!(
+            local
+                .iter()
+                .all(|t| !t.config.contains_key("min.insync.replicas"))
+        );
         let prod = desired(&f, "production").unwrap();
         assert!(prod.iter().all(|t| t.replication_factor == 3));
-        let raw = prod.iter().find(|t| t.name == "tillstream.store-events.raw").unwrap();
+        let raw = prod
+            .iter()
+            .find(|t| t.name == "tillstream.store-events.raw")
+            .unwrap();
         assert_eq!(raw.config["cleanup.policy"], "delete");
         assert_eq!(raw.config["retention.ms"], "1209600000");
-        assert!(matches!(desired(&f, "nope"), Err(TopologyError::UnknownProfile(..))));
+        assert!(matches!(
+            desired(&f, "nope"),
+            Err(TopologyError::UnknownProfile(..))
+        ));
     }
 
     #[test]
@@ -622,7 +703,10 @@ mod tests {
 
         let raw = live.get_mut("tillstream.store-events.raw").unwrap();
         raw.partitions = 4;
-        raw.config.as_mut().unwrap().insert("retention.ms".into(), "1".into());
+        raw.config
+            .as_mut()
+            .unwrap()
+            .insert("retention.ms".into(), "1".into());
         live.insert(
             "tillstream.old".into(),
             LiveTopic {
@@ -651,7 +735,11 @@ mod tests {
         assert!(changes.contains(&Change::Unmanaged {
             topic: "tillstream.old".into()
         }));
-        assert!(!changes.iter().any(|c| format!("{c}").contains("someone.else")));
+        assert!(
+            !changes
+                .iter()
+                .any(|c| format!("{c}").contains("someone.else"))
+        );
         let with_delete = plan(&d, &live, true);
         assert!(with_delete.contains(&Change::Delete {
             topic: "tillstream.old".into()
@@ -661,7 +749,9 @@ mod tests {
     #[test]
     fn validation_catches_mistakes() {
         let mut f = file();
-        f.topics[0].value_subjects.push("com.example.Unknown".into());
+        f.topics[0]
+            .value_subjects
+            .push("com.example.Unknown".into());
         f.topics.push(f.topics[1].clone());
         let last = f.topics.len() - 1;
         f.topics[last].cleanup_policy = "forever".into();

@@ -56,7 +56,13 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn shipped_schemas_pass_the_gate() {
     let dir = repo().join("schemas");
-    let o = tillctl(&["schemas", "check", "--offline", "--dir", dir.to_str().unwrap()]);
+    let o = tillctl(&[
+        "schemas",
+        "check",
+        "--offline",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("schema gate passed"));
 }
@@ -73,10 +79,19 @@ fn incompatible_schema_fails_the_gate() {
     );
     assert_ne!(v2, v3, "the edit must change the schema");
     std::fs::write(dir.path().join("avro/order_created/v3.avsc"), v3).unwrap();
-    let o = tillctl(&["schemas", "check", "--offline", "--dir", dir.path().to_str().unwrap()]);
+    let o = tillctl(&[
+        "schemas",
+        "check",
+        "--offline",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert_clean_failure(&o, "schema gate failed: 1 incompatible subject");
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("FAIL com.tillstream.events.OrderCreated"), "{out}");
+    assert!(
+        out.contains("FAIL com.tillstream.events.OrderCreated"),
+        "{out}"
+    );
     assert!(out.contains("v3 cannot read data written with v1"), "{out}");
 }
 
@@ -94,7 +109,13 @@ fn new_required_field_fails_but_optional_with_default_passes() {
         serde_json::to_string_pretty(&json).unwrap(),
     )
     .unwrap();
-    let ok = tillctl(&["schemas", "check", "--offline", "--dir", dir.path().to_str().unwrap()]);
+    let ok = tillctl(&[
+        "schemas",
+        "check",
+        "--offline",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert!(ok.status.success(), "{}", stderr(&ok));
 
     json["fields"]
@@ -106,15 +127,31 @@ fn new_required_field_fails_but_optional_with_default_passes() {
         serde_json::to_string_pretty(&json).unwrap(),
     )
     .unwrap();
-    let bad = tillctl(&["schemas", "check", "--offline", "--dir", dir.path().to_str().unwrap()]);
+    let bad = tillctl(&[
+        "schemas",
+        "check",
+        "--offline",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert_clean_failure(&bad, "schema gate failed");
 }
 
 #[test]
 fn malformed_schema_file_is_one_clear_line() {
     let dir = schemas_copy();
-    std::fs::write(dir.path().join("avro/order_created/v3.avsc"), "{ \"type\": \"record\", ").unwrap();
-    let o = tillctl(&["schemas", "check", "--offline", "--dir", dir.path().to_str().unwrap()]);
+    std::fs::write(
+        dir.path().join("avro/order_created/v3.avsc"),
+        "{ \"type\": \"record\", ",
+    )
+    .unwrap();
+    let o = tillctl(&[
+        "schemas",
+        "check",
+        "--offline",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert_clean_failure(&o, "v3.avsc: not a valid Avro schema");
 
     std::fs::write(dir.path().join("avro/order_created/v3.avsc"), "{}").unwrap();
@@ -123,7 +160,13 @@ fn malformed_schema_file_is_one_clear_line() {
         dir.path().join("avro/order_created/v5.avsc"),
     )
     .unwrap();
-    let o = tillctl(&["schemas", "check", "--offline", "--dir", dir.path().to_str().unwrap()]);
+    let o = tillctl(&[
+        "schemas",
+        "check",
+        "--offline",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert_clean_failure(&o, "versions must run 1, 2, 3");
 }
 
@@ -156,7 +199,10 @@ fn invalid_topology_is_one_clear_line() {
     let path = dir.path().join("t.toml");
     std::fs::write(&path, text).unwrap();
     let o = tillctl(&["topology", "validate", "--file", path.to_str().unwrap()]);
-    assert_clean_failure(&o, "value subject com.tillstream.events.Nope is not a shipped schema");
+    assert_clean_failure(
+        &o,
+        "value subject com.tillstream.events.Nope is not a shipped schema",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -168,7 +214,9 @@ async fn unknown_subject_and_unreachable_registry_are_one_clear_line() {
         data_dir: data.path().to_path_buf(),
         ..Default::default()
     };
-    let running = tillstream_schema_registry::start(cfg, token.clone()).await.unwrap();
+    let running = tillstream_schema_registry::start(cfg, token.clone())
+        .await
+        .unwrap();
     let url = running.url();
     let o = tokio::task::spawn_blocking({
         let url = url.clone();
@@ -185,7 +233,16 @@ async fn unknown_subject_and_unreachable_registry_are_one_clear_line() {
     let o = tokio::task::spawn_blocking({
         let url = url.clone();
         let dir = dir.clone();
-        move || tillctl(&["schemas", "check", "--dir", dir.to_str().unwrap(), "--registry", &url])
+        move || {
+            tillctl(&[
+                "schemas",
+                "check",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--registry",
+                &url,
+            ])
+        }
     })
     .await
     .unwrap();
@@ -194,7 +251,16 @@ async fn unknown_subject_and_unreachable_registry_are_one_clear_line() {
     assert!(client, "foreign version registered");
     let o = tokio::task::spawn_blocking({
         let url = url.clone();
-        move || tillctl(&["schemas", "check", "--dir", dir.to_str().unwrap(), "--registry", &url])
+        move || {
+            tillctl(&[
+                "schemas",
+                "check",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--registry",
+                &url,
+            ])
+        }
     })
     .await
     .unwrap();
@@ -208,7 +274,13 @@ async fn unknown_subject_and_unreachable_registry_are_one_clear_line() {
     token.cancel();
     running.wait().await.unwrap();
     let o = tokio::task::spawn_blocking(move || {
-        tillctl(&["schemas", "show", "com.example.Nope", "--registry", "http://127.0.0.1:1"])
+        tillctl(&[
+            "schemas",
+            "show",
+            "com.example.Nope",
+            "--registry",
+            "http://127.0.0.1:1",
+        ])
     })
     .await
     .unwrap();
