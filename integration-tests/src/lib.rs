@@ -11,10 +11,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tillstream_runtime::CancellationToken;
 use tillstream_runtime::kafka::KafkaConfig;
 
@@ -250,78 +246,26 @@ impl Record {
     }
 }
 
-/// Reads every record currently in `topic` (all partitions, from the low to the high watermark),
-/// without a consumer group. Fails if the end is not reached within `timeout`.
+/// Reads every record currently in `topic` (see `tillstream_runtime::kafka::read_topic_to_end`).
 pub fn read_all(
     kafka: &KafkaConfig,
     topic: &str,
     timeout: Duration,
 ) -> anyhow::Result<Vec<Record>> {
-    let mut cfg = kafka.client_config("it-reader");
-    cfg.set("group.id", "it-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = cfg.create()?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .context("topic missing")?;
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining = BTreeMap::new();
-    for p in t.partitions() {
-        let (lo, hi) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-        if hi > lo {
-            remaining.insert(p.id(), hi);
-            tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo))?;
-        }
-    }
-    let mut out = Vec::new();
-    if remaining.is_empty() {
-        return Ok(out);
-    }
-    consumer.assign(&tpl)?;
-    let deadline = Instant::now() + timeout;
-    while !remaining.is_empty() {
-        if Instant::now() > deadline {
-            bail!(
-                "reading {topic}: end not reached in {timeout:?} (still waiting on {remaining:?})"
-            );
-        }
-        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let m = m?;
-        if let Some(hi) = remaining.get(&m.partition())
-            && m.offset() + 1 >= *hi
-        {
-            remaining.remove(&m.partition());
-        }
-        out.push(Record {
-            partition: m.partition(),
-            offset: m.offset(),
-            timestamp: m.timestamp().to_millis(),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().map(<[u8]>::to_vec),
-            headers: m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|x| {
-                            (
-                                x.key.to_string(),
-                                x.value
-                                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                                    .unwrap_or_default(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-        });
-    }
-    Ok(out)
+    use rdkafka::Message;
+    Ok(
+        tillstream_runtime::kafka::read_topic_to_end(kafka, topic, timeout)?
+            .into_iter()
+            .map(|m| Record {
+                partition: m.partition(),
+                offset: m.offset(),
+                timestamp: m.timestamp().to_millis(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec),
+                headers: tillstream_runtime::kafka::header_map(&m),
+            })
+            .collect(),
+    )
 }
 
 /// Decodes a Confluent-framed store event through the registry.

@@ -1,0 +1,243 @@
+//! tillstream-sim entry point: `plan` (generate and write the ground truth), `run` (generate, publish
+//! over MQTT, write the truth), `check` (the oracle). Errors are one line and a non-zero exit.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tillstream_contracts::{Registry, RegistryConfig};
+use tillstream_runtime::kafka::KafkaConfig;
+use tillstream_sim::plan::{FleetSpec, Plan, generate};
+use tillstream_sim::truth::Truth;
+use tillstream_sim::{oracle, publish};
+
+#[derive(Parser)]
+#[command(
+    name = "tillstream-sim",
+    version,
+    about = "POS fleet simulator and correctness oracle"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct SpecArgs {
+    /// Fleet spec (TOML, fields of FleetSpec); flags override it.
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    stores: Option<u32>,
+    #[arg(long)]
+    devices_per_store: Option<u32>,
+    #[arg(long)]
+    events: Option<u64>,
+    /// Where truth.json and devices.csv are written.
+    #[arg(long, default_value = ".stack/sim")]
+    out_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate the plan and write its ground truth and fleet CSV (nothing is published).
+    Plan(SpecArgs),
+    /// Generate, write the truth, and publish the fleet's events over MQTT.
+    Run {
+        #[command(flatten)]
+        spec: SpecArgs,
+        #[arg(long, default_value = "127.0.0.1")]
+        mqtt_host: String,
+        #[arg(long, env = "TILLSTREAM_MQTT_PORT", default_value_t = 11883)]
+        mqtt_port: u16,
+        #[arg(
+            long,
+            env = "TILLSTREAM_MQTT_DEVICE_PASSWORD",
+            default_value = "device-dev"
+        )]
+        device_password: String,
+        /// Fleet-wide publish rate (events/s); 0 = as fast as possible.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Real-time length of each offline period.
+        #[arg(long, default_value_t = 500)]
+        offline_ms: u64,
+    },
+    /// Compare the pipeline's outputs with a run's ground truth; prints a pass/fail table.
+    Check {
+        #[arg(long, default_value = ".stack/sim/truth.json")]
+        truth: PathBuf,
+        #[arg(
+            long,
+            env = "TILLSTREAM_KAFKA_BROKERS",
+            default_value = "127.0.0.1:19092"
+        )]
+        brokers: String,
+        #[arg(
+            long,
+            env = "TILLSTREAM_REGISTRY_URL",
+            default_value = "http://127.0.0.1:18081"
+        )]
+        registry: String,
+        /// Projection database (sqlite://... or postgres://...); omit to skip the DB checks.
+        #[arg(long)]
+        db: Option<String>,
+        /// Skip the Kafka checks.
+        #[arg(long)]
+        no_kafka: bool,
+        #[arg(long, default_value_t = 20)]
+        max_listed: usize,
+    },
+}
+
+fn load_spec(a: &SpecArgs) -> anyhow::Result<FleetSpec> {
+    let mut spec: FleetSpec = match &a.spec {
+        Some(p) => toml::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("parsing {}", p.display()))?,
+        None => FleetSpec::default(),
+    };
+    if let Some(v) = a.seed {
+        spec.seed = v;
+    }
+    if let Some(v) = a.stores {
+        spec.stores = v;
+    }
+    if let Some(v) = a.devices_per_store {
+        spec.devices_per_store = v;
+    }
+    if let Some(v) = a.events {
+        spec.events = v;
+    }
+    Ok(spec)
+}
+
+fn write_plan(plan: &Plan, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("truth.json"), serde_json::to_vec(&plan.truth)?)?;
+    std::fs::write(dir.join("devices.csv"), plan.fleet_csv())?;
+    Ok(())
+}
+
+fn summary(plan: &Plan) -> String {
+    let t = &plan.truth;
+    format!(
+        "devices={} store_events={} health={} publishes={} (duplicates={} collisions={} poison={}) gaps={} oversold={}",
+        plan.devices.len(),
+        t.store_event_ids.len(),
+        t.health_events,
+        plan.publishes(),
+        t.published.get("duplicate").copied().unwrap_or(0),
+        t.published.get("collision").copied().unwrap_or(0),
+        t.published.get("poison").copied().unwrap_or(0),
+        t.gaps.len(),
+        t.oversold.len()
+    )
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tillstream_runtime::telemetry::init_tracing_with_default("sim", "warn");
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Plan(a) => {
+            let plan = generate(&load_spec(&a)?);
+            write_plan(&plan, &a.out_dir)?;
+            println!("plan: {}", summary(&plan));
+            println!("wrote {}/truth.json and devices.csv", a.out_dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            spec,
+            mqtt_host,
+            mqtt_port,
+            device_password,
+            rate,
+            offline_ms,
+        } => {
+            let plan = generate(&load_spec(&spec)?);
+            write_plan(&plan, &spec.out_dir)?;
+            println!("plan: {}", summary(&plan));
+            let cfg = publish::PublishConfig {
+                host: mqtt_host,
+                port: mqtt_port,
+                device_password,
+                rate,
+                offline_for: Duration::from_millis(offline_ms),
+                ..Default::default()
+            };
+            let r = publish::publish(&plan, &cfg).await?;
+            println!(
+                "published {} messages ({} acknowledged, {} re-sent after {} reconnects) in {:.1}s = {:.0} msg/s",
+                r.publishes,
+                r.acked,
+                r.resent,
+                r.reconnects,
+                r.elapsed.as_secs_f64(),
+                r.rate()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check {
+            truth,
+            brokers,
+            registry,
+            db,
+            no_kafka,
+            max_listed,
+        } => {
+            let truth: Truth = serde_json::from_slice(
+                &std::fs::read(&truth).with_context(|| format!("reading {}", truth.display()))?,
+            )?;
+            let kafka = if no_kafka {
+                None
+            } else {
+                let registry = Registry::new(RegistryConfig {
+                    url: registry,
+                    auto_register: false,
+                    ..Default::default()
+                })?;
+                let cfg = KafkaConfig {
+                    brokers,
+                    ..Default::default()
+                };
+                Some(oracle::observe_kafka(&cfg, &registry, &oracle::Topics::default()).await?)
+            };
+            let db = match db {
+                Some(url) => Some(oracle::observe_db(&url, &oracle::DbQueries::default()).await?),
+                None => None,
+            };
+            let report = oracle::compare(&truth, kafka.as_ref(), db.as_ref());
+            print!("{}", report.render(max_listed));
+            Ok(if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+    }
+}

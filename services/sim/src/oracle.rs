@@ -1,0 +1,608 @@
+//! The correctness oracle: reads what the pipeline produced (the deduplicated topic, conflicts, gaps,
+//! dead letters from Kafka; stock and sales from the projection's database) and compares it with the
+//! ground truth of a simulated run. Every difference is listed; nothing is sampled. Read-only.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rdkafka::Message;
+use serde::Serialize;
+use tillstream_contracts::{
+    ConflictDetected, ConflictKind, DeadLetter, EventKind, GapStatus, Registry, SequenceGap, codec,
+};
+use tillstream_runtime::kafka::{self, KafkaConfig, headers};
+
+use crate::truth::{Gap, Truth};
+
+/// One line of the oracle's table.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub expected: String,
+    pub observed: String,
+    pub differences: Vec<String>,
+    /// False when the pipeline was not asked to produce this output (e.g. no database given).
+    pub applicable: bool,
+}
+
+impl CheckResult {
+    pub fn passed(&self) -> bool {
+        !self.applicable || self.differences.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub checks: Vec<CheckResult>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(CheckResult::passed)
+    }
+
+    pub fn differences(&self) -> usize {
+        self.checks
+            .iter()
+            .filter(|c| c.applicable)
+            .map(|c| c.differences.len())
+            .sum()
+    }
+
+    /// The pass/fail table, then every difference.
+    pub fn render(&self, max_listed: usize) -> String {
+        let mut s = format!(
+            "{:<28} {:>14} {:>14}  {}\n",
+            "check", "expected", "observed", "result"
+        );
+        for c in &self.checks {
+            let result = if !c.applicable {
+                "n/a".to_string()
+            } else if c.differences.is_empty() {
+                "PASS".to_string()
+            } else {
+                format!("FAIL ({} differences)", c.differences.len())
+            };
+            s.push_str(&format!(
+                "{:<28} {:>14} {:>14}  {result}\n",
+                c.name, c.expected, c.observed
+            ));
+        }
+        for c in self
+            .checks
+            .iter()
+            .filter(|c| c.applicable && !c.differences.is_empty())
+        {
+            s.push_str(&format!("\n{}:\n", c.name));
+            for d in c.differences.iter().take(max_listed) {
+                s.push_str(&format!("  - {d}\n"));
+            }
+            if c.differences.len() > max_listed {
+                s.push_str(&format!(
+                    "  ... and {} more\n",
+                    c.differences.len() - max_listed
+                ));
+            }
+        }
+        s.push_str(&format!(
+            "\noracle: {} ({} differences)\n",
+            if self.passed() { "PASS" } else { "FAIL" },
+            self.differences()
+        ));
+        s
+    }
+}
+
+/// What the pipeline's Kafka outputs hold.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaObserved {
+    /// Event id -> copies on the deduplicated topic.
+    pub deduped: BTreeMap<String, u64>,
+    pub collisions: BTreeSet<String>,
+    /// Gaps still open at the end.
+    pub open_gaps: BTreeSet<Gap>,
+    pub dead_letters: BTreeMap<String, u64>,
+}
+
+/// What the projection's database holds.
+#[derive(Debug, Clone, Default)]
+pub struct DbObserved {
+    pub stock: BTreeMap<String, BTreeMap<String, i64>>,
+    pub sku_sales: BTreeMap<String, BTreeMap<String, (i64, i64)>>,
+    pub ledger_lines: u64,
+}
+
+/// Topics the oracle reads.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub deduped: String,
+    pub conflicts: String,
+    pub gaps: String,
+    pub dead_letter: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            deduped: "tillstream.store-events".into(),
+            conflicts: "tillstream.conflicts".into(),
+            gaps: "tillstream.sequence-gaps".into(),
+            dead_letter: "tillstream.dead-letter".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OracleError {
+    #[error(transparent)]
+    Read(#[from] kafka::ReadError),
+    #[error("decoding {topic}: {detail}")]
+    Decode { topic: String, detail: String },
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+async fn read(
+    kafka_cfg: &KafkaConfig,
+    topic: &str,
+) -> Result<Vec<rdkafka::message::OwnedMessage>, OracleError> {
+    let (cfg, t) = (kafka_cfg.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        kafka::read_topic_to_end(&cfg, &t, Duration::from_secs(300))
+    })
+    .await
+    .map_err(|e| OracleError::Decode {
+        topic: topic.to_string(),
+        detail: e.to_string(),
+    })?
+    .map_err(OracleError::from)
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(
+    registry: &Registry,
+    topic: &str,
+    payload: Option<&[u8]>,
+) -> Result<T, OracleError> {
+    let err = |detail: String| OracleError::Decode {
+        topic: topic.to_string(),
+        detail,
+    };
+    let (id, datum) =
+        codec::unframe(payload.unwrap_or_default()).map_err(|e| err(e.to_string()))?;
+    let writer = registry
+        .writer_schema(id)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    writer.decode(datum).map_err(|e| err(e.to_string()))
+}
+
+/// Reads the pipeline's Kafka outputs.
+pub async fn observe_kafka(
+    kafka_cfg: &KafkaConfig,
+    registry: &Registry,
+    topics: &Topics,
+) -> Result<KafkaObserved, OracleError> {
+    let mut obs = KafkaObserved::default();
+    for m in read(kafka_cfg, &topics.deduped).await? {
+        let id = match kafka::header_map(&m).get(headers::EVENT_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let (sid, datum) =
+                    codec::unframe(m.payload().unwrap_or_default()).map_err(|e| {
+                        OracleError::Decode {
+                            topic: topics.deduped.clone(),
+                            detail: e.to_string(),
+                        }
+                    })?;
+                let w = registry
+                    .writer_schema(sid)
+                    .await
+                    .map_err(|e| OracleError::Decode {
+                        topic: topics.deduped.clone(),
+                        detail: e.to_string(),
+                    })?;
+                tillstream_contracts::DeviceEvent::decode(&w, datum)
+                    .map_err(|e| OracleError::Decode {
+                        topic: topics.deduped.clone(),
+                        detail: e.to_string(),
+                    })?
+                    .event_id()
+                    .to_string()
+            }
+        };
+        *obs.deduped.entry(id).or_default() += 1;
+    }
+    for m in read(kafka_cfg, &topics.conflicts).await.unwrap_or_default() {
+        let h = kafka::header_map(&m);
+        if h.get(headers::EVENT_TYPE).map(String::as_str)
+            != Some(EventKind::ConflictDetected.name())
+        {
+            continue;
+        }
+        let c: ConflictDetected = decode(registry, &topics.conflicts, m.payload()).await?;
+        if c.kind == ConflictKind::IdentityCollision {
+            obs.collisions.extend(c.event_ids.iter().cloned());
+        }
+    }
+    // Replay gap records in order per partition: the last status of each gap wins.
+    let mut gaps: BTreeMap<String, (SequenceGap, i64)> = BTreeMap::new();
+    let mut msgs = read(kafka_cfg, &topics.gaps).await.unwrap_or_default();
+    msgs.sort_by_key(|m| (m.partition(), m.offset()));
+    for m in msgs {
+        let g: SequenceGap = decode(registry, &topics.gaps, m.payload()).await?;
+        let key = g.gap_id.clone();
+        let order = m.offset();
+        gaps.insert(key, (g, order));
+    }
+    for (g, _) in gaps.into_values() {
+        if matches!(g.status, GapStatus::Opened | GapStatus::PartiallyFilled) && g.still_missing > 0
+        {
+            obs.open_gaps.insert(Gap {
+                device_id: g.device_id,
+                store_id: g.store_id,
+                from_seq: g.from_seq,
+                to_seq: g.to_seq,
+            });
+        }
+    }
+    for m in read(kafka_cfg, &topics.dead_letter)
+        .await
+        .unwrap_or_default()
+    {
+        let d: DeadLetter = decode(registry, &topics.dead_letter, m.payload()).await?;
+        *obs.dead_letters.entry(d.reason).or_default() += 1;
+    }
+    Ok(obs)
+}
+
+/// Queries the projection's database (tables of `services/inventory-projection`).
+pub async fn observe_db(url: &str, queries: &DbQueries) -> Result<DbObserved, OracleError> {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await?;
+    let mut obs = DbObserved::default();
+    for row in sqlx::query(sqlx::AssertSqlSafe(queries.stock.clone()))
+        .fetch_all(&pool)
+        .await?
+    {
+        let store: String = row.try_get(0)?;
+        let sku: String = row.try_get(1)?;
+        let qty: i64 = row.try_get(2)?;
+        obs.stock.entry(store).or_default().insert(sku, qty);
+    }
+    for row in sqlx::query(sqlx::AssertSqlSafe(queries.sku_sales.clone()))
+        .fetch_all(&pool)
+        .await?
+    {
+        let store: String = row.try_get(0)?;
+        let sku: String = row.try_get(1)?;
+        let qty: i64 = row.try_get(2)?;
+        let net: i64 = row.try_get(3)?;
+        obs.sku_sales
+            .entry(store)
+            .or_default()
+            .insert(sku, (qty, net));
+    }
+    let row = sqlx::query(sqlx::AssertSqlSafe(queries.ledger_lines.clone()))
+        .fetch_one(&pool)
+        .await?;
+    obs.ledger_lines = row.try_get::<i64, _>(0)? as u64;
+    pool.close().await;
+    Ok(obs)
+}
+
+/// The SQL the oracle runs against the projection (kept here, next to the comparison).
+#[derive(Debug, Clone)]
+pub struct DbQueries {
+    /// (store_id, sku, on_hand)
+    pub stock: String,
+    /// (store_id, sku, qty, net_minor) summed over hours
+    pub sku_sales: String,
+    /// count of stock-movement ledger rows
+    pub ledger_lines: String,
+}
+
+impl Default for DbQueries {
+    fn default() -> Self {
+        DbQueries {
+            stock: "SELECT store_id, sku, on_hand FROM stock_on_hand".into(),
+            sku_sales:
+                "SELECT store_id, sku, CAST(SUM(qty) AS BIGINT), CAST(SUM(net_minor) AS BIGINT) \
+                        FROM sales_hourly GROUP BY store_id, sku"
+                    .into(),
+            ledger_lines: "SELECT CAST(COUNT(*) AS BIGINT) FROM stock_ledger".into(),
+        }
+    }
+}
+
+fn diff_maps<V: PartialEq + std::fmt::Debug>(
+    what: &str,
+    expected: &BTreeMap<String, BTreeMap<String, V>>,
+    observed: &BTreeMap<String, BTreeMap<String, V>>,
+    zero: impl Fn(&V) -> bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let keys: BTreeSet<(&String, &String)> = expected
+        .iter()
+        .flat_map(|(s, m)| m.keys().map(move |k| (s, k)))
+        .chain(
+            observed
+                .iter()
+                .flat_map(|(s, m)| m.keys().map(move |k| (s, k))),
+        )
+        .collect();
+    for (s, k) in keys {
+        let e = expected.get(s).and_then(|m| m.get(k));
+        let o = observed.get(s).and_then(|m| m.get(k));
+        match (e, o) {
+            (Some(e), Some(o)) if e == o => {}
+            (Some(e), None) if zero(e) => {}
+            (None, Some(o)) if zero(o) => {}
+            _ => out.push(format!("{what} {s}/{k}: expected {e:?}, observed {o:?}")),
+        }
+    }
+    out
+}
+
+/// Compares everything observed with the truth (pure).
+pub fn compare(truth: &Truth, kafka: Option<&KafkaObserved>, db: Option<&DbObserved>) -> Report {
+    let mut checks = Vec::new();
+    let na = |name: &str| CheckResult {
+        name: name.into(),
+        expected: "-".into(),
+        observed: "-".into(),
+        differences: vec![],
+        applicable: false,
+    };
+    match kafka {
+        Some(k) => {
+            let observed: BTreeSet<&String> = k.deduped.keys().collect();
+            let mut diffs = Vec::new();
+            for id in truth
+                .store_event_ids
+                .iter()
+                .filter(|id| !observed.contains(id))
+            {
+                diffs.push(format!("missing event {id}"));
+            }
+            for id in observed
+                .iter()
+                .filter(|id| !truth.store_event_ids.contains(**id))
+            {
+                diffs.push(format!("unexpected event {id}"));
+            }
+            checks.push(CheckResult {
+                name: "events (deduplicated)".into(),
+                expected: truth.store_event_ids.len().to_string(),
+                observed: k.deduped.len().to_string(),
+                differences: diffs,
+                applicable: true,
+            });
+            let dups: Vec<String> = k
+                .deduped
+                .iter()
+                .filter(|(_, n)| **n > 1)
+                .map(|(id, n)| format!("event {id} emitted {n} times"))
+                .collect();
+            checks.push(CheckResult {
+                name: "duplicates on dedup topic".into(),
+                expected: "0".into(),
+                observed: dups.len().to_string(),
+                differences: dups,
+                applicable: true,
+            });
+            let mut diffs = Vec::new();
+            for id in truth.collisions.difference(&k.collisions) {
+                diffs.push(format!("collision of {id} not reported"));
+            }
+            for id in k.collisions.difference(&truth.collisions) {
+                diffs.push(format!("collision of {id} reported but not constructed"));
+            }
+            checks.push(CheckResult {
+                name: "identity collisions".into(),
+                expected: truth.collisions.len().to_string(),
+                observed: k.collisions.len().to_string(),
+                differences: diffs,
+                applicable: true,
+            });
+            let mut diffs = Vec::new();
+            for g in truth.gaps.difference(&k.open_gaps) {
+                diffs.push(format!(
+                    "gap {}:{}..{} not reported open",
+                    g.device_id, g.from_seq, g.to_seq
+                ));
+            }
+            for g in k.open_gaps.difference(&truth.gaps) {
+                diffs.push(format!(
+                    "gap {}:{}..{} reported open but nothing is missing",
+                    g.device_id, g.from_seq, g.to_seq
+                ));
+            }
+            checks.push(CheckResult {
+                name: "open sequence gaps".into(),
+                expected: truth.gaps.len().to_string(),
+                observed: k.open_gaps.len().to_string(),
+                differences: diffs,
+                applicable: true,
+            });
+            let mut diffs = Vec::new();
+            let reasons: BTreeSet<&String> = truth
+                .dead_letters
+                .keys()
+                .chain(k.dead_letters.keys())
+                .collect();
+            for r in reasons {
+                let (e, o) = (
+                    truth.dead_letters.get(r).copied().unwrap_or(0),
+                    k.dead_letters.get(r).copied().unwrap_or(0),
+                );
+                if e != o {
+                    diffs.push(format!("dead letters {r}: expected {e}, observed {o}"));
+                }
+            }
+            checks.push(CheckResult {
+                name: "dead letters".into(),
+                expected: truth.dead_letters.values().sum::<u64>().to_string(),
+                observed: k.dead_letters.values().sum::<u64>().to_string(),
+                differences: diffs,
+                applicable: true,
+            });
+        }
+        None => {
+            for n in [
+                "events (deduplicated)",
+                "duplicates on dedup topic",
+                "identity collisions",
+                "open sequence gaps",
+                "dead letters",
+            ] {
+                checks.push(na(n));
+            }
+        }
+    }
+    match db {
+        Some(d) => {
+            let diffs = diff_maps("stock", &truth.stock, &d.stock, |v| *v == 0);
+            checks.push(CheckResult {
+                name: "stock on hand".into(),
+                expected: truth
+                    .stock
+                    .values()
+                    .map(|m| m.len())
+                    .sum::<usize>()
+                    .to_string(),
+                observed: d.stock.values().map(|m| m.len()).sum::<usize>().to_string(),
+                differences: diffs,
+                applicable: true,
+            });
+            let expected_sales: BTreeMap<String, BTreeMap<String, (i64, i64)>> = truth
+                .sku_sales
+                .iter()
+                .map(|(s, m)| {
+                    (
+                        s.clone(),
+                        m.iter().map(|(k, v)| (k.clone(), (v.qty, v.net))).collect(),
+                    )
+                })
+                .collect();
+            let diffs = diff_maps("sales (qty, net)", &expected_sales, &d.sku_sales, |v| {
+                *v == (0, 0)
+            });
+            checks.push(CheckResult {
+                name: "sales by store/sku".into(),
+                expected: expected_sales
+                    .values()
+                    .map(|m| m.len())
+                    .sum::<usize>()
+                    .to_string(),
+                observed: d
+                    .sku_sales
+                    .values()
+                    .map(|m| m.len())
+                    .sum::<usize>()
+                    .to_string(),
+                differences: diffs,
+                applicable: true,
+            });
+            checks.push(CheckResult {
+                name: "ledger lines".into(),
+                expected: truth.ledger_lines.to_string(),
+                observed: d.ledger_lines.to_string(),
+                differences: if truth.ledger_lines == d.ledger_lines {
+                    vec![]
+                } else {
+                    vec![format!(
+                        "ledger has {} rows, expected {} (a doubled or lost stock move)",
+                        d.ledger_lines, truth.ledger_lines
+                    )]
+                },
+                applicable: true,
+            });
+        }
+        None => {
+            for n in ["stock on hand", "sales by store/sku", "ledger lines"] {
+                checks.push(na(n));
+            }
+        }
+    }
+    checks.push(na("finance exports"));
+    Report { checks }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{FleetSpec, generate};
+
+    fn perfect(truth: &Truth) -> (KafkaObserved, DbObserved) {
+        let k = KafkaObserved {
+            deduped: truth
+                .store_event_ids
+                .iter()
+                .map(|id| (id.clone(), 1))
+                .collect(),
+            collisions: truth.collisions.clone(),
+            open_gaps: truth.gaps.clone(),
+            dead_letters: truth.dead_letters.clone(),
+        };
+        let d = DbObserved {
+            stock: truth.stock.clone(),
+            sku_sales: truth
+                .sku_sales
+                .iter()
+                .map(|(s, m)| {
+                    (
+                        s.clone(),
+                        m.iter().map(|(k, v)| (k.clone(), (v.qty, v.net))).collect(),
+                    )
+                })
+                .collect(),
+            ledger_lines: truth.ledger_lines,
+        };
+        (k, d)
+    }
+
+    #[test]
+    fn a_perfect_pipeline_passes() {
+        let plan = generate(&FleetSpec::default());
+        let (k, d) = perfect(&plan.truth);
+        let r = compare(&plan.truth, Some(&k), Some(&d));
+        assert!(r.passed(), "{}", r.render(10));
+        assert_eq!(r.differences(), 0);
+    }
+
+    #[test]
+    fn every_kind_of_wrong_output_is_reported() {
+        let plan = generate(&FleetSpec::default());
+        let (mut k, mut d) = perfect(&plan.truth);
+        // One stock row off by one.
+        let (store, skus) = d.stock.iter_mut().next().unwrap();
+        let (sku, qty) = skus.iter_mut().next().unwrap();
+        *qty += 1;
+        let corrupted = format!("stock {store}/{sku}");
+        // A lost event, a doubled event, a missed collision, a wrong gap, a lost dead letter.
+        let lost = k.deduped.keys().next().unwrap().clone();
+        k.deduped.remove(&lost);
+        let doubled = k.deduped.keys().next().unwrap().clone();
+        k.deduped.insert(doubled, 2);
+        let c = k.collisions.iter().next().unwrap().clone();
+        k.collisions.remove(&c);
+        k.open_gaps.clear();
+        d.ledger_lines += 1;
+        let r = compare(&plan.truth, Some(&k), Some(&d));
+        assert!(!r.passed());
+        let text = r.render(1000);
+        assert!(text.contains(&corrupted), "{text}");
+        assert!(text.contains(&format!("missing event {lost}")), "{text}");
+        assert!(text.contains("emitted 2 times"), "{text}");
+        assert!(
+            text.contains(&format!("collision of {c} not reported")),
+            "{text}"
+        );
+        assert!(text.contains("not reported open"), "{text}");
+        assert!(text.contains("ledger has"), "{text}");
+    }
+}

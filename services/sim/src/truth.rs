@@ -1,0 +1,230 @@
+//! The ground truth of a simulated run: what the fleet really sold and moved, computed from the
+//! unique events it emitted with an independent reference implementation of the event semantics
+//! (deliberately not the projection's code). Pure; written to `truth.json` by the simulator and read
+//! by the oracle.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use tillstream_contracts::{AdjustmentKind, DeviceEvent};
+
+/// Money sums of one store's trading day (minor units; the fleet trades in one currency).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayTotals {
+    pub orders: u64,
+    pub gross: i64,
+    pub discounts: i64,
+    pub tax: i64,
+    pub net: i64,
+    pub refunds: u64,
+    pub refunded: i64,
+}
+
+/// What one (store, sku) sold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkuSales {
+    pub qty: i64,
+    pub gross: i64,
+    pub discounts: i64,
+    pub tax: i64,
+    pub net: i64,
+}
+
+/// A sequence range a device never published (the dedup must report it as a gap).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Gap {
+    pub device_id: String,
+    pub store_id: String,
+    pub from_seq: i64,
+    pub to_seq: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Truth {
+    pub currency: String,
+    /// Stock on hand per store, per sku.
+    pub stock: BTreeMap<String, BTreeMap<String, i64>>,
+    /// Sales per (store, business_date).
+    pub days: BTreeMap<String, BTreeMap<i32, DayTotals>>,
+    /// Sales per store, per sku.
+    pub sku_sales: BTreeMap<String, BTreeMap<String, SkuSales>>,
+    /// Every unique store event that reached the broker (not counting health heartbeats).
+    pub store_event_ids: BTreeSet<String>,
+    /// Stock-moving lines expected in the ledger.
+    pub ledger_lines: u64,
+    pub health_events: u64,
+    /// Event ids published twice with different content (identity collisions).
+    pub collisions: BTreeSet<String>,
+    /// Sequence ranges never published.
+    pub gaps: BTreeSet<Gap>,
+    /// Poison publishes by the dead-letter reason they must produce.
+    pub dead_letters: BTreeMap<String, u64>,
+    /// (store, sku) constructed so two offline devices sold the last unit.
+    pub oversold: BTreeSet<(String, String)>,
+    /// Publishes by kind: events, duplicates, collision variants, poison.
+    pub published: BTreeMap<String, u64>,
+}
+
+impl Truth {
+    pub fn new(currency: &str) -> Self {
+        Truth {
+            currency: currency.to_string(),
+            ..Default::default()
+        }
+    }
+
+    pub fn stock_of(&self, store: &str, sku: &str) -> i64 {
+        self.stock
+            .get(store)
+            .and_then(|m| m.get(sku))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn add_stock(&mut self, store: &str, sku: &str, delta: i64) {
+        *self
+            .stock
+            .entry(store.to_string())
+            .or_default()
+            .entry(sku.to_string())
+            .or_default() += delta;
+    }
+
+    /// Applies one unique event that reached the broker.
+    pub fn apply(&mut self, event: &DeviceEvent) {
+        match event {
+            DeviceEvent::DeviceHealth(_) => {
+                self.health_events += 1;
+                return;
+            }
+            _ => {
+                self.store_event_ids.insert(event.event_id().to_string());
+            }
+        }
+        let store = event.store_id().to_string();
+        match event {
+            DeviceEvent::OrderCreated(o) => {
+                let day = self
+                    .days
+                    .entry(store.clone())
+                    .or_default()
+                    .entry(o.business_date)
+                    .or_default();
+                day.orders += 1;
+                day.gross += o.totals.gross.amount_minor;
+                day.discounts += o.totals.discounts.amount_minor;
+                day.tax += o.totals.tax.amount_minor;
+                day.net += o.totals.net.amount_minor;
+                for l in &o.lines {
+                    let gross = l.unit_price.amount_minor * i64::from(l.qty);
+                    let disc: i64 = l.discounts.iter().map(|d| d.amount.amount_minor).sum();
+                    let s = self
+                        .sku_sales
+                        .entry(store.clone())
+                        .or_default()
+                        .entry(l.sku.clone())
+                        .or_default();
+                    s.qty += i64::from(l.qty);
+                    s.gross += gross;
+                    s.discounts += disc;
+                    s.tax += l.tax.amount_minor;
+                    s.net += gross - disc + l.tax.amount_minor;
+                    self.add_stock(&store, &l.sku, -i64::from(l.qty));
+                    self.ledger_lines += 1;
+                }
+            }
+            DeviceEvent::OrderRefunded(r) => {
+                let day = self
+                    .days
+                    .entry(store.clone())
+                    .or_default()
+                    .entry(r.business_date)
+                    .or_default();
+                day.refunds += 1;
+                day.refunded += r.total.amount_minor;
+                for l in &r.lines {
+                    if l.restock {
+                        self.add_stock(&store, &l.sku, i64::from(l.qty));
+                        self.ledger_lines += 1;
+                    }
+                }
+            }
+            DeviceEvent::InventoryAdjusted(a) => {
+                for l in &a.lines {
+                    let q = i64::from(l.quantity);
+                    let delta = match a.kind {
+                        AdjustmentKind::Receipt | AdjustmentKind::TransferIn => q,
+                        AdjustmentKind::Shrink | AdjustmentKind::TransferOut => -q,
+                        AdjustmentKind::Count => match l.expected_on_hand {
+                            Some(expected) => q - i64::from(expected),
+                            None => q - self.stock_of(&store, &l.sku),
+                        },
+                    };
+                    self.add_stock(&store, &l.sku, delta);
+                    self.ledger_lines += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn count_published(&mut self, what: &str) {
+        *self.published.entry(what.to_string()).or_default() += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tillstream_contracts::samples;
+
+    #[test]
+    fn sale_refund_and_adjustments_move_stock() {
+        let mut t = Truth::new("EUR");
+        let order = samples::order("s1", "d1", 1, 2);
+        let sold: i64 = order.lines.iter().map(|l| i64::from(l.qty)).sum();
+        let sku0 = order.lines[0].sku.clone();
+        t.apply(&order.clone().into());
+        let total_stock: i64 = t.stock["s1"].values().sum();
+        assert_eq!(total_stock, -sold);
+        assert_eq!(t.days["s1"][&order.business_date].orders, 1);
+        assert_eq!(
+            t.days["s1"][&order.business_date].net,
+            order.totals.net.amount_minor
+        );
+        assert_eq!(t.ledger_lines, 2);
+
+        let mut count = match samples::sample(
+            tillstream_contracts::EventKind::InventoryAdjusted,
+            "s1",
+            "d1",
+            3,
+        )
+        .unwrap()
+        {
+            DeviceEvent::InventoryAdjusted(a) => a,
+            _ => unreachable!(),
+        };
+        assert_eq!(count.kind, AdjustmentKind::Count);
+        count.lines[0].sku = sku0.clone();
+        count.lines[0].quantity = 10;
+        count.lines[0].expected_on_hand = Some(12);
+        let before = t.stock_of("s1", &sku0);
+        t.apply(&count.into());
+        assert_eq!(
+            t.stock_of("s1", &sku0),
+            before - 2,
+            "a count moves stock by its variance"
+        );
+    }
+
+    #[test]
+    fn health_is_counted_not_stocked() {
+        let mut t = Truth::new("EUR");
+        let h =
+            samples::sample(tillstream_contracts::EventKind::DeviceHealth, "s1", "d1", 1).unwrap();
+        t.apply(&h);
+        assert_eq!(t.health_events, 1);
+        assert!(t.store_event_ids.is_empty());
+    }
+}
