@@ -1,0 +1,393 @@
+//! Partition ownership and state restore. The [`Hook`] runs inside librdkafka's rebalance callback
+//! (that is, inside the consumer's poll, never while a batch is being processed): on assignment of
+//! input partition p it rebuilds p's state by reading changelog partition p to its end (or only the
+//! records written since, when this instance held p before) and sets p's start offset to
+//! `max(committed offset, first offset the changelog does not cover)`; on revoke it parks p's state
+//! as a standby copy. Messages of p are only processed once p's state is in place.
+//!
+//! Delivery guarantee: the changelog only ever holds batches whose outputs were delivered, so a
+//! restored state never makes the service skip an output; starting after the changelog's coverage
+//! means a batch whose changelog record was written but whose offsets were not committed is not
+//! replayed (no duplicates from that window).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tillstream_contracts::SequenceGap;
+use tillstream_runtime::Health;
+use tillstream_runtime::kafka::{KafkaConfig, PartitionHook};
+
+use crate::changelog::{self, Assembler};
+use crate::core::{CoreConfig, PartitionDedup};
+use crate::metrics as m;
+
+/// Health component name.
+pub const HEALTH: &str = "partitions";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("reading changelog {topic}[{partition}]: {detail}")]
+    Read {
+        topic: String,
+        partition: i32,
+        detail: String,
+    },
+    #[error("changelog {topic}[{partition}]: end {end} not reached within {timeout:?} (at {at})")]
+    Timeout {
+        topic: String,
+        partition: i32,
+        end: i64,
+        at: i64,
+        timeout: Duration,
+    },
+}
+
+/// The state of one owned input partition.
+#[derive(Debug)]
+pub struct Slot {
+    pub dedup: PartitionDedup,
+    /// Offset after the last changelog record this state includes.
+    pub changelog_end: i64,
+}
+
+/// State shared between the rebalance hook and the processing loop.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub owned: Mutex<BTreeMap<i32, Slot>>,
+    standby: Mutex<BTreeMap<i32, Slot>>,
+    republish: Mutex<Vec<(i32, Vec<SequenceGap>)>>,
+    fatal: Mutex<Option<String>>,
+    pub restores: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    pub fn owns(&self, p: i32) -> bool {
+        lock(&self.owned).contains_key(&p)
+    }
+
+    pub fn take_republish(&self) -> Vec<(i32, Vec<SequenceGap>)> {
+        std::mem::take(&mut *lock(&self.republish))
+    }
+
+    pub fn fatal(&self) -> Option<String> {
+        lock(&self.fatal).clone()
+    }
+
+    fn set_fatal(&self, why: String) {
+        lock(&self.fatal).get_or_insert(why);
+    }
+}
+
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reads changelog partitions and committed offsets (its own client: assigned, never subscribed,
+/// never commits).
+pub struct Restorer {
+    consumer: BaseConsumer,
+    input_topic: String,
+    changelog_topic: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Restorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restorer")
+            .field("changelog_topic", &self.changelog_topic)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a restore produced.
+#[derive(Debug)]
+pub struct Restored {
+    pub slot: Slot,
+    pub records: u64,
+    pub incomplete: u64,
+    /// Gap records of the last delta read: published again (their writer may have died before).
+    pub republish: Vec<SequenceGap>,
+}
+
+impl Restorer {
+    pub fn new(
+        kafka: &KafkaConfig,
+        group_id: &str,
+        client_id: &str,
+        input_topic: &str,
+        changelog_topic: &str,
+        timeout: Duration,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
+        let mut c = kafka.client_config(&format!("{client_id}-restore"));
+        c.set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed")
+            .set("fetch.max.bytes", "52428800")
+            .set("max.partition.fetch.bytes", "10485760");
+        Ok(Restorer {
+            consumer: c.create()?,
+            input_topic: input_topic.to_string(),
+            changelog_topic: changelog_topic.to_string(),
+            timeout,
+        })
+    }
+
+    pub fn consumer(&self) -> &BaseConsumer {
+        &self.consumer
+    }
+
+    fn read_err(&self, partition: i32, e: impl std::fmt::Display) -> RestoreError {
+        RestoreError::Read {
+            topic: self.changelog_topic.clone(),
+            partition,
+            detail: e.to_string(),
+        }
+    }
+
+    /// The group's committed offset of input partition `p`, if any.
+    pub fn committed(&self, p: i32) -> Result<Option<i64>, RestoreError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.input_topic, p);
+        let got = self
+            .consumer
+            .committed_offsets(tpl, self.timeout)
+            .map_err(|e| self.read_err(p, e))?;
+        Ok(got
+            .find_partition(&self.input_topic, p)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o),
+                _ => None,
+            }))
+    }
+
+    /// Rebuilds partition `p`'s state: from `base` (a standby copy covering the changelog up to its
+    /// `changelog_end`) when the changelog still holds everything after it, else from scratch.
+    pub fn restore(
+        &self,
+        p: i32,
+        base: Option<Slot>,
+        config: &CoreConfig,
+    ) -> Result<Restored, RestoreError> {
+        let topic = self.changelog_topic.as_str();
+        let (lo, hi) = self
+            .consumer
+            .fetch_watermarks(topic, p, self.timeout)
+            .map_err(|e| self.read_err(p, e))?;
+        let (mut dedup, start) = match base {
+            Some(s) if s.changelog_end >= lo && s.changelog_end <= hi => (s.dedup, s.changelog_end),
+            _ => (PartitionDedup::new(p, config.clone()), lo),
+        };
+        let mut out = Restored {
+            slot: Slot {
+                dedup: PartitionDedup::new(p, config.clone()),
+                changelog_end: hi,
+            },
+            records: 0,
+            incomplete: 0,
+            republish: Vec::new(),
+        };
+        if start < hi {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, p, Offset::Offset(start))
+                .map_err(|e| self.read_err(p, e))?;
+            self.consumer
+                .assign(&tpl)
+                .map_err(|e| self.read_err(p, e))?;
+            let deadline = Instant::now() + self.timeout;
+            let mut asm = Assembler::new();
+            let mut best_next = i64::MIN;
+            let mut at = start;
+            while at < hi {
+                if Instant::now() > deadline {
+                    let _ = self.consumer.unassign();
+                    return Err(RestoreError::Timeout {
+                        topic: topic.to_string(),
+                        partition: p,
+                        end: hi,
+                        at,
+                        timeout: self.timeout,
+                    });
+                }
+                let Some(msg) = self.consumer.poll(Duration::from_millis(200)) else {
+                    continue;
+                };
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(partition = p, error = %e, "changelog read error; retrying");
+                        continue;
+                    }
+                };
+                if msg.partition() != p || msg.offset() < at {
+                    continue;
+                }
+                at = msg.offset() + 1;
+                out.records += 1;
+                let Some(bytes) = msg.payload() else {
+                    continue;
+                };
+                match changelog::decode(bytes) {
+                    Ok(chunk) => {
+                        if let Some(delta) = asm.push(chunk) {
+                            if delta.next_offset >= best_next {
+                                best_next = delta.next_offset;
+                                out.republish = delta.gaps.clone();
+                            }
+                            dedup.apply(&delta);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(partition = p, offset = msg.offset(), error = %e, "unreadable changelog record skipped");
+                        out.incomplete += 1;
+                    }
+                }
+            }
+            asm.finish();
+            out.incomplete += asm.incomplete;
+            let _ = self.consumer.unassign();
+        }
+        dedup.finish_restore();
+        out.slot.dedup = dedup;
+        Ok(out)
+    }
+}
+
+/// The partition hook given to the group consumer.
+pub struct Hook {
+    shared: Arc<Shared>,
+    restorer: Restorer,
+    core: CoreConfig,
+    input_topic: String,
+    health: Health,
+}
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hook").finish_non_exhaustive()
+    }
+}
+
+impl Hook {
+    pub fn new(
+        shared: Arc<Shared>,
+        restorer: Restorer,
+        core: CoreConfig,
+        input_topic: &str,
+        health: Health,
+    ) -> Self {
+        Hook {
+            shared,
+            restorer,
+            core,
+            input_topic: input_topic.to_string(),
+            health,
+        }
+    }
+
+    fn assign_one(&self, p: i32) -> Result<Option<i64>, RestoreError> {
+        let started = Instant::now();
+        let standby = lock(&self.shared.standby).remove(&p);
+        let from_standby = standby.is_some();
+        let restored = self.restorer.restore(p, standby, &self.core)?;
+        let committed = self.restorer.committed(p)?;
+        let next = restored.slot.dedup.next_offset();
+        let start = match (next, committed) {
+            (Some(n), Some(c)) if n > c => Some(n),
+            (Some(n), None) => Some(n),
+            _ => None,
+        };
+        let secs = started.elapsed().as_secs_f64();
+        metrics::histogram!(m::RESTORE_SECONDS).record(secs);
+        metrics::counter!(m::RESTORE_RECORDS).increment(restored.records);
+        metrics::counter!(m::RESTORE_INCOMPLETE).increment(restored.incomplete);
+        tracing::info!(
+            partition = p,
+            from_standby,
+            changelog_records = restored.records,
+            incomplete = restored.incomplete,
+            event_ids = restored.slot.dedup.id_count(),
+            devices = restored.slot.dedup.device_count(),
+            next_offset = ?next,
+            committed = ?committed,
+            start = ?start,
+            seconds = secs,
+            "partition state restored"
+        );
+        if !restored.republish.is_empty() {
+            lock(&self.shared.republish).push((p, restored.republish));
+        }
+        lock(&self.shared.owned).insert(p, restored.slot);
+        self.shared
+            .restores
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(start)
+    }
+}
+
+/// Runs blocking work from inside an async context without stalling the runtime's other tasks
+/// (the rebalance callback runs inside the consumer's `recv` future).
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+impl PartitionHook for Hook {
+    fn on_assign(&self, tpl: &mut TopicPartitionList) {
+        let parts: Vec<i32> = tpl
+            .elements_for_topic(&self.input_topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        if !parts.is_empty() {
+            self.health
+                .not_ready(HEALTH, format!("restoring partitions {parts:?}"));
+        }
+        let results = blocking(|| {
+            parts
+                .iter()
+                .map(|p| (*p, self.assign_one(*p)))
+                .collect::<Vec<_>>()
+        });
+        for (p, r) in results {
+            match r {
+                Ok(Some(start)) => {
+                    if let Err(e) =
+                        tpl.set_partition_offset(&self.input_topic, p, Offset::Offset(start))
+                    {
+                        tracing::error!(partition = p, error = %e, "cannot set start offset");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(partition = p, error = %e, "restore failed: stopping");
+                    self.health.broken(HEALTH, e.to_string());
+                    self.shared.set_fatal(e.to_string());
+                    return;
+                }
+            }
+        }
+        let owned: Vec<i32> = lock(&self.shared.owned).keys().copied().collect();
+        self.health
+            .ready(HEALTH, format!("owning partitions {owned:?}"));
+    }
+
+    fn on_revoke(&self, tpl: &TopicPartitionList) {
+        let mut owned = lock(&self.shared.owned);
+        let mut standby = lock(&self.shared.standby);
+        for e in tpl.elements_for_topic(&self.input_topic) {
+            if let Some(slot) = owned.remove(&e.partition()) {
+                standby.insert(e.partition(), slot);
+            }
+        }
+    }
+}
