@@ -1,0 +1,308 @@
+//! The store bridge's configuration: MQTT connection and session, Kafka, registry, the fleet file,
+//! the topic→Kafka routes (configuration, not code), validation limits, the outbox, dead letters,
+//! the downlink and the ops endpoint. Loaded with `tillstream_runtime::config::load("store-bridge", ..)`.
+//! Owns only parsing and defaults; gives no delivery guarantee.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tillstream_contracts::RegistryConfig;
+use tillstream_runtime::config::OpsConfig;
+use tillstream_runtime::kafka::KafkaConfig;
+
+/// Everything the bridge reads at start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub mqtt: MqttConfig,
+    pub kafka: KafkaConfig,
+    pub registry: RegistryConfig,
+    /// CSV `device_id,store_id`: the store each device is registered to.
+    pub fleet_file: PathBuf,
+    /// MQTT topic pattern → event kind → Kafka topic. First match wins.
+    pub routes: Vec<RouteConfig>,
+    pub limits: LimitsConfig,
+    pub outbox: OutboxConfig,
+    pub dead_letter: DeadLetterConfig,
+    pub downlink: DownlinkConfig,
+    pub ops: OpsConfig,
+}
+
+/// MQTT connection of the uplink (MQTT v5, persistent session).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MqttConfig {
+    /// `mqtt://host:port` (the `TILLSTREAM_MQTT_URL` shortcut sets it).
+    pub url: String,
+    /// Client id of the uplink session. Must be stable across restarts: the broker keeps the
+    /// session (subscriptions + queued messages) under this id.
+    pub client_id: String,
+    pub username: String,
+    pub password: String,
+    /// Session expiry (v5) in seconds: how long the broker keeps our queue while we are away.
+    pub session_expiry_s: u32,
+    pub keep_alive_s: u64,
+    /// Receive Maximum (v5): unacked QoS 1 messages the broker may have in flight to us. This is the
+    /// bridge's unacked window, and with the outbox full, the most it holds in memory.
+    pub receive_maximum: u16,
+    /// Largest MQTT packet we accept. Keep it at least the broker's `max_packet_size`: a v5 broker
+    /// silently skips messages larger than the client's limit, and they must reach us to be
+    /// dead-lettered instead.
+    pub max_packet_bytes: u32,
+    /// Topic filters subscribed at QoS 1. Wider than the routes on purpose: a message on a topic no
+    /// route knows is dead-lettered (`unknown_topic`) rather than never seen.
+    pub subscriptions: Vec<String>,
+    /// Topic filters that match `subscriptions` but are not input (our own catalog downlink):
+    /// acked and skipped.
+    pub ignore: Vec<String>,
+    /// Delay between reconnect attempts after a connection error.
+    pub reconnect_delay_ms: u64,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: "mqtt://127.0.0.1:11883".into(),
+            client_id: "tillstream-store-bridge".into(),
+            username: "bridge".into(),
+            password: "bridge-dev".into(),
+            session_expiry_s: 14 * 24 * 3600,
+            keep_alive_s: 30,
+            receive_maximum: 10_000,
+            max_packet_bytes: 16 * 1024 * 1024,
+            subscriptions: vec!["store/+/#".into(), "fleet/+/#".into()],
+            ignore: vec!["store/+/catalog/#".into()],
+            reconnect_delay_ms: 500,
+        }
+    }
+}
+
+impl MqttConfig {
+    /// (host, port) from `url` (`mqtt://host:port`, `tcp://host:port` or `host:port`).
+    pub fn host_port(&self) -> Result<(String, u16), String> {
+        let rest = self
+            .url
+            .split_once("://")
+            .map(|(_, r)| r)
+            .unwrap_or(&self.url);
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("mqtt url {:?} has no port", self.url))?;
+        let port = port
+            .parse()
+            .map_err(|_| format!("mqtt url {:?} has a bad port", self.url))?;
+        Ok((host.to_string(), port))
+    }
+}
+
+/// One route: which MQTT topics carry which event, and where it goes in Kafka.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Topic pattern with `{store}` and/or `{device}` placeholders (each one whole level).
+    pub topic: String,
+    /// Event kind (short record name, e.g. `OrderCreated`).
+    pub kind: String,
+    /// Kafka topic.
+    pub kafka_topic: String,
+}
+
+impl RouteConfig {
+    fn new(topic: &str, kind: &str, kafka_topic: &str) -> Self {
+        RouteConfig {
+            topic: topic.into(),
+            kind: kind.into(),
+            kafka_topic: kafka_topic.into(),
+        }
+    }
+}
+
+/// Raw store events topic.
+pub const RAW_TOPIC: &str = "tillstream.store-events.raw";
+/// Device health topic.
+pub const HEALTH_TOPIC: &str = "tillstream.device-health.raw";
+
+/// The routes of the semantic topics documented for POS vendors.
+pub fn default_routes() -> Vec<RouteConfig> {
+    vec![
+        RouteConfig::new("store/{store}/pos/order.created", "OrderCreated", RAW_TOPIC),
+        RouteConfig::new(
+            "store/{store}/pos/order.refunded",
+            "OrderRefunded",
+            RAW_TOPIC,
+        ),
+        RouteConfig::new(
+            "store/{store}/inventory/adjusted",
+            "InventoryAdjusted",
+            RAW_TOPIC,
+        ),
+        RouteConfig::new(
+            "store/{store}/inventory/reservation.requested",
+            "StockReservationRequested",
+            RAW_TOPIC,
+        ),
+        RouteConfig::new(
+            "store/{store}/inventory/reservation.granted",
+            "StockReservationGranted",
+            RAW_TOPIC,
+        ),
+        RouteConfig::new(
+            "store/{store}/inventory/reservation.released",
+            "StockReservationReleased",
+            RAW_TOPIC,
+        ),
+        RouteConfig::new(
+            "store/{store}/loyalty/redeemed",
+            "LoyaltyRedeemed",
+            RAW_TOPIC,
+        ),
+        RouteConfig::new("store/{store}/day/closed", "StoreDayClosed", RAW_TOPIC),
+        RouteConfig::new("fleet/{device}/health.status", "DeviceHealth", HEALTH_TOPIC),
+    ]
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LimitsConfig {
+    /// Larger payloads are dead-lettered (`payload_too_large`).
+    pub max_payload_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_payload_bytes: 256 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutboxConfig {
+    /// Folder of the SQLite outbox (`outbox.db`).
+    pub dir: PathBuf,
+    /// Full when the stored records exceed this many bytes: the bridge stops acking MQTT.
+    pub max_bytes: u64,
+    /// Full when the oldest stored record is older than this: the bridge stops acking MQTT.
+    pub max_age_s: u64,
+    /// Largest group commit (records).
+    pub max_batch: usize,
+    /// Records kept in memory for the drainer after their commit (the rest are re-read from disk).
+    pub hot_bytes: usize,
+    /// Records produced to Kafka and not yet confirmed, at most.
+    pub max_in_flight: usize,
+    /// On shutdown, how long to wait for in-flight deliveries (the rest stay in the outbox).
+    pub shutdown_drain_ms: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            dir: PathBuf::from("data/store-bridge"),
+            max_bytes: 2 * 1024 * 1024 * 1024,
+            max_age_s: 7 * 24 * 3600,
+            max_batch: 5_000,
+            hot_bytes: 64 * 1024 * 1024,
+            max_in_flight: 50_000,
+            shutdown_drain_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeadLetterConfig {
+    pub topic: String,
+    /// Raw payload bytes kept in a dead letter (an oversize payload is cut to this, and says so).
+    pub max_payload_bytes: usize,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        DeadLetterConfig {
+            topic: "tillstream.dead-letter".into(),
+            max_payload_bytes: 256 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DownlinkConfig {
+    pub enabled: bool,
+    pub topic: String,
+    pub group_id: String,
+    /// MQTT client id of the downlink connection (its own session, separate from the uplink's).
+    pub client_id: String,
+    /// MQTT topic per document: `{store}` and `{document}` are filled from the Kafka key.
+    pub mqtt_topic: String,
+    /// Documents published per batch before waiting for the broker's PUBACKs.
+    pub batch: usize,
+}
+
+impl Default for DownlinkConfig {
+    fn default() -> Self {
+        DownlinkConfig {
+            enabled: true,
+            topic: "tillstream.catalog.downlink".into(),
+            group_id: "tillstream-store-bridge-downlink".into(),
+            client_id: "tillstream-store-bridge-downlink".into(),
+            mqtt_topic: "store/{store}/catalog/{document}".into(),
+            batch: 500,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mqtt: MqttConfig::default(),
+            kafka: KafkaConfig::default(),
+            registry: RegistryConfig::default(),
+            fleet_file: PathBuf::from("config/fleet/devices.csv"),
+            routes: default_routes(),
+            limits: LimitsConfig::default(),
+            outbox: OutboxConfig::default(),
+            dead_letter: DeadLetterConfig::default(),
+            downlink: DownlinkConfig::default(),
+            ops: OpsConfig::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_forms() {
+        let mut m = MqttConfig {
+            url: "mqtt://127.0.0.1:1883".into(),
+            ..Default::default()
+        };
+        assert_eq!(m.host_port().unwrap(), ("127.0.0.1".into(), 1883));
+        m.url = "127.0.0.1:99".into();
+        assert_eq!(m.host_port().unwrap(), ("127.0.0.1".into(), 99));
+        m.url = "mqtt://nohost".into();
+        assert!(m.host_port().is_err());
+    }
+
+    #[test]
+    fn defaults_load_and_routes_come_from_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("b.toml");
+        std::fs::write(
+            &file,
+            "[[routes]]\ntopic = \"s/{store}/x\"\nkind = \"OrderCreated\"\nkafka_topic = \"t\"\n",
+        )
+        .unwrap();
+        let cfg: Config = tillstream_runtime::config::load("store-bridge", Some(&file)).unwrap();
+        assert_eq!(
+            cfg.routes,
+            vec![RouteConfig::new("s/{store}/x", "OrderCreated", "t")]
+        );
+        assert_eq!(cfg.mqtt.receive_maximum, 10_000);
+        let cfg: Config = tillstream_runtime::config::load("store-bridge", None).unwrap();
+        assert_eq!(cfg.routes.len(), 9);
+    }
+}

@@ -1,0 +1,271 @@
+//! The downlink (selective replication): consumes the compacted `tillstream.catalog.downlink`
+//! (key `{store_id}/{document}`, value a Confluent-framed `PriceListApproved` or other store
+//! document) and publishes each record as a retained QoS 1 MQTT message on
+//! `store/{store}/catalog/{document}` (payload: the event as JSON) — only on that store's topic.
+//! A tombstone (null value) clears the retained message.
+//!
+//! Delivery guarantee: at-least-once. Offsets are stored only after the broker acknowledged every
+//! publish of the batch (PUBACK); a record that cannot be delivered (bad key, undecodable value,
+//! store mismatch) is dead-lettered before its offset is stored. Retained messages are idempotent:
+//! a replay republishes the same latest document.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tillstream_contracts::{DeviceEvent, Registry, SourceKind, codec};
+use tillstream_runtime::Health;
+use tillstream_runtime::kafka::{
+    self, BatchOffsets, DeadLetters, GroupSettings, KafkaConfig, Source, now_ms,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DownlinkConfig, MqttConfig};
+use crate::metrics as m;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownlinkError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("mqtt configuration: {0}")]
+    Config(String),
+}
+
+impl tillstream_runtime::Classify for DownlinkError {
+    fn class(&self) -> tillstream_runtime::ErrorClass {
+        tillstream_runtime::ErrorClass::Fatal
+    }
+}
+
+/// A downlink record's destination, or why it has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub store: String,
+    pub document: String,
+    pub mqtt_topic: String,
+}
+
+/// Parses `{store_id}/{document}` and fills the MQTT topic template. Pure.
+pub fn target(key: Option<&[u8]>, template: &str) -> Result<Target, String> {
+    let key = key.ok_or("record has no key")?;
+    let key = std::str::from_utf8(key).map_err(|_| "key is not UTF-8".to_string())?;
+    let (store, document) = key
+        .split_once('/')
+        .ok_or_else(|| format!("key {key:?} is not store_id/document"))?;
+    let bad =
+        |s: &str| s.is_empty() || s.contains(['+', '#', '\0']) || s.split('/').any(str::is_empty);
+    if bad(store) || store.contains('/') || bad(document) {
+        return Err(format!("key {key:?} does not name a store and a document"));
+    }
+    Ok(Target {
+        store: store.to_string(),
+        document: document.to_string(),
+        mqtt_topic: template
+            .replace("{store}", store)
+            .replace("{document}", document),
+    })
+}
+
+/// Runs the downlink until `token` is cancelled.
+pub async fn run(
+    cfg: DownlinkConfig,
+    mqtt: MqttConfig,
+    kafka_cfg: KafkaConfig,
+    registry: Registry,
+    dead_letters: DeadLetters,
+    health: Health,
+    token: CancellationToken,
+) -> Result<(), DownlinkError> {
+    let (host, port) = mqtt.host_port().map_err(DownlinkError::Config)?;
+    let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
+    o.set_credentials(mqtt.username.clone(), mqtt.password.clone())
+        .set_keep_alive(Duration::from_secs(mqtt.keep_alive_s.max(5)))
+        // Persistent, so publishes unacked at a disconnect are re-sent on the resumed session.
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(24 * 3600))
+        .set_max_packet_size(Some(mqtt.max_packet_bytes));
+    let (client, mut eventloop) = AsyncClient::new(o, cfg.batch * 2 + 16);
+    let acked = Arc::new(AtomicU64::new(0));
+    let acked_notify = Arc::new(tokio::sync::Notify::new());
+    health.register("downlink");
+    let loop_task = {
+        let (acked, notify, token, health) = (
+            acked.clone(),
+            acked_notify.clone(),
+            token.clone(),
+            health.clone(),
+        );
+        let delay = mqtt.reconnect_delay_ms;
+        tokio::spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    _ = token.cancelled() => break,
+                    ev = eventloop.poll() => ev,
+                };
+                match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        health.ready("downlink", "connected");
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(a))) => {
+                        if !matches!(
+                            a.reason,
+                            PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+                        ) {
+                            tracing::error!(reason = ?a.reason, "broker refused a catalog publish");
+                            metrics::counter!(m::DOWNLINK_REJECTED_TOTAL, "reason" => "mqtt_refused")
+                                .increment(1);
+                        }
+                        acked.fetch_add(1, Ordering::SeqCst);
+                        notify.notify_waiters();
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        health.not_ready("downlink", format!("{e}"));
+                        tracing::warn!(error = %e, "downlink mqtt error; reconnecting");
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                    }
+                }
+            }
+        })
+    };
+
+    let settings = GroupSettings {
+        isolation_level: "read_uncommitted",
+        ..GroupSettings::new(&cfg.group_id, "tillstream-store-bridge-downlink")
+    };
+    let consumer = kafka::group_consumer(&kafka_cfg, &settings, "store-bridge", (), &[&cfg.topic])?;
+    let mut sent = 0u64;
+    while let Some(batch) =
+        kafka::next_batch(&consumer, &token, cfg.batch, Duration::from_millis(50)).await
+    {
+        let mut offsets = BatchOffsets::new();
+        for msg in &batch {
+            match document(&cfg, &registry, msg).await {
+                Ok((t, payload)) => {
+                    if client
+                        .publish(t.mqtt_topic.clone(), QoS::AtLeastOnce, true, payload)
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    sent += 1;
+                    metrics::counter!(m::DOWNLINK_PUBLISHED_TOTAL, "store" => t.store).increment(1);
+                }
+                Err((reason, detail, store)) => {
+                    metrics::counter!(m::DOWNLINK_REJECTED_TOTAL, "reason" => reason).increment(1);
+                    let source = Source {
+                        kind: SourceKind::Kafka,
+                        topic: msg.topic(),
+                        partition: Some(msg.partition()),
+                        offset: Some(msg.offset()),
+                        key: msg.key(),
+                        headers: Default::default(),
+                    };
+                    let dl = dead_letters.record(
+                        &source,
+                        msg.payload().unwrap_or_default(),
+                        reason,
+                        &detail,
+                        store.as_deref(),
+                        None,
+                        None,
+                        now_ms(),
+                    );
+                    if let Err(e) = dead_letters.publish(&dl, &token).await {
+                        tracing::error!(error = %e, "downlink dead letter not written; not committing");
+                        return Ok(());
+                    }
+                }
+            }
+            offsets.done(msg.topic(), msg.partition(), msg.offset());
+        }
+        // Offsets only once the broker has every publish of the batch.
+        loop {
+            let wait = acked_notify.notified();
+            if acked.load(Ordering::SeqCst) >= sent {
+                kafka::store_batch_offsets(&consumer, &offsets);
+                break;
+            }
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = wait => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+        if token.is_cancelled() {
+            break;
+        }
+    }
+    kafka::commit_on_shutdown(&consumer, "store-bridge");
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(1), loop_task).await;
+    Ok(())
+}
+
+/// The MQTT target and JSON payload of one downlink record (empty payload for a tombstone), or
+/// (reason, detail, store) for a dead letter.
+async fn document(
+    cfg: &DownlinkConfig,
+    registry: &Registry,
+    msg: &OwnedMessage,
+) -> Result<(Target, Vec<u8>), (&'static str, String, Option<String>)> {
+    let t = target(msg.key(), &cfg.mqtt_topic).map_err(|d| ("bad_key", d, None))?;
+    let store = Some(t.store.clone());
+    let Some(value) = msg.payload() else {
+        return Ok((t, Vec::new()));
+    };
+    let (id, datum) =
+        codec::unframe(value).map_err(|e| ("not_framed", e.to_string(), store.clone()))?;
+    let writer = registry
+        .writer_schema(id)
+        .await
+        .map_err(|e| ("unknown_schema", e.to_string(), store.clone()))?;
+    let event = DeviceEvent::decode(&writer, datum)
+        .map_err(|e| ("undecodable", e.to_string(), store.clone()))?;
+    if event.store_id() != t.store {
+        return Err((
+            "store_mismatch",
+            format!(
+                "key names store {:?}, document is for {:?}",
+                t.store,
+                event.store_id()
+            ),
+            store,
+        ));
+    }
+    let json = serde_json::to_vec(&event.to_json()).unwrap_or_default();
+    Ok((t, json))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_map_to_the_stores_own_topic() {
+        let tpl = "store/{store}/catalog/{document}";
+        let t = target(Some(b"s001/prices"), tpl).unwrap();
+        assert_eq!(t.mqtt_topic, "store/s001/catalog/prices");
+        assert_eq!(t.store, "s001");
+        let t = target(Some(b"s001/range/fresh"), tpl).unwrap();
+        assert_eq!(t.mqtt_topic, "store/s001/catalog/range/fresh");
+        for bad in [
+            &b"s001"[..],
+            b"/prices",
+            b"s001/",
+            b"s+/p",
+            b"s1/#",
+            b"s1//x",
+            b"\xff/x",
+        ] {
+            assert!(target(Some(bad), tpl).is_err(), "{bad:?}");
+        }
+        assert!(target(None, tpl).is_err());
+    }
+}

@@ -1,0 +1,331 @@
+//! The drainer: produces the outbox's records to Kafka in outbox-id order (= arrival order, so
+//! every store's order is kept: one idempotent producer, key = store id, no reordering within a
+//! partition), with up to `max_in_flight` awaiting their delivery report, and tells the writer which
+//! ids Kafka confirmed so it deletes them.
+//!
+//! Delivery guarantee: at-least-once, in order per store. Records are produced with no local
+//! timeout (`message.timeout.ms=0`): while Kafka is away they wait in the producer and the rest wait
+//! in the outbox. Any failed delivery resets the drainer: the producer is rebuilt and everything not
+//! yet confirmed is produced again from the lowest unconfirmed id (duplicates possible, gaps and
+//! reordering not). A record Kafka refuses for good is replaced by a dead letter.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tillstream_runtime::kafka::{self, KafkaConfig, make_headers};
+use tillstream_runtime::{Classify, ErrorClass};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics as m;
+use crate::outbox::{Reader, Record, Row, Shared, WriterMsg};
+
+type Delivery = (u64, Arc<Record>, Instant, Result<(), KafkaError>);
+type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = Delivery> + Send>>>;
+
+/// Builds the Kafka record a dead letter replaces a refused one with.
+pub trait Refused: Send + Sync {
+    fn dead_letter_for(&self, record: &Record, error: &KafkaError) -> Option<Record>;
+}
+
+/// The producer configuration of the drainer: the house idempotent producer, with no local
+/// delivery timeout (the outbox, not librdkafka, decides when to give up: never).
+pub fn producer_config(kafka: &KafkaConfig) -> KafkaConfig {
+    let mut k = kafka.clone();
+    k.properties
+        .entry("message.timeout.ms".into())
+        .or_insert_with(|| "0".into());
+    k
+}
+
+pub struct Drainer<A> {
+    pub kafka: KafkaConfig,
+    pub client_id: String,
+    pub shared: Arc<Shared>,
+    pub reader: Option<Reader>,
+    pub writer: std::sync::mpsc::Sender<WriterMsg<A>>,
+    pub max_in_flight: usize,
+    pub shutdown_drain: Duration,
+    pub refused: Arc<dyn Refused>,
+}
+
+impl<A> std::fmt::Debug for Drainer<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Drainer")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DrainerError {
+    #[error("kafka producer: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("outbox: {0}")]
+    Outbox(#[from] crate::outbox::OutboxError),
+    #[error("outbox writer stopped")]
+    WriterGone,
+}
+
+impl Classify for DrainerError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Fatal
+    }
+}
+
+struct State {
+    producer: FutureProducer,
+    next_id: u64,
+    stash: VecDeque<Row>,
+    in_flight: InFlight,
+    in_flight_ids: BTreeSet<u64>,
+    delivered: Vec<u64>,
+}
+
+impl<A: Send + 'static> Drainer<A> {
+    /// Drains until `stop` is cancelled, then waits up to `shutdown_drain` for in-flight deliveries.
+    pub async fn run(mut self, stop: CancellationToken) -> Result<(), DrainerError> {
+        let pcfg = producer_config(&self.kafka);
+        let mut st = State {
+            producer: kafka::producer(&pcfg, &self.client_id)?,
+            next_id: self.shared.first_id,
+            stash: VecDeque::new(),
+            in_flight: FuturesUnordered::new(),
+            in_flight_ids: BTreeSet::new(),
+            delivered: Vec::new(),
+        };
+        let mut stopping: Option<Instant> = None;
+        let mut queue_full = false;
+        loop {
+            // Fill the window.
+            while stopping.is_none() && !queue_full && st.in_flight.len() < self.max_in_flight {
+                let want = (self.max_in_flight - st.in_flight.len()).min(2_000);
+                let rows = self.next_rows(&mut st, want).await?;
+                if rows.is_empty() {
+                    break;
+                }
+                let mut rows = rows.into_iter();
+                while let Some(row) = rows.next() {
+                    match send(&st.producer, &row) {
+                        Ok(fut) => {
+                            st.in_flight_ids.insert(row.id);
+                            st.in_flight.push(fut);
+                        }
+                        Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                            st.stash.push_back(row);
+                            st.stash.extend(rows.by_ref());
+                            queue_full = true;
+                        }
+                        Err(e) => {
+                            st.stash.push_back(row);
+                            st.stash.extend(rows.by_ref());
+                            self.reset(&mut st, &e, None).await?;
+                        }
+                    }
+                }
+            }
+            self.report(&mut st)?;
+            if let Some(deadline) = stopping
+                && (st.in_flight.is_empty() || Instant::now() >= deadline)
+            {
+                if !st.in_flight.is_empty() {
+                    tracing::warn!(
+                        in_flight = st.in_flight.len(),
+                        "shutdown: deliveries still pending stay in the outbox"
+                    );
+                }
+                break;
+            }
+            let room = st.in_flight.len() < self.max_in_flight && !queue_full;
+            tokio::select! {
+                biased;
+                Some((id, record, started, res)) = st.in_flight.next(), if !st.in_flight.is_empty() => {
+                    queue_full = false;
+                    self.delivered(&mut st, id, &record, started, res).await?;
+                    // Collect whatever else completed without waiting.
+                    while let Some(Some((id, record, started, res))) =
+                        futures::FutureExt::now_or_never(st.in_flight.next())
+                    {
+                        self.delivered(&mut st, id, &record, started, res).await?;
+                    }
+                }
+                _ = self.shared.notify.notified(), if room && stopping.is_none() => {}
+                _ = stop.cancelled(), if stopping.is_none() => {
+                    stopping = Some(Instant::now() + self.shutdown_drain);
+                }
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    queue_full = false;
+                }
+            }
+        }
+        self.report(&mut st)?;
+        let producer = st.producer;
+        drop(st.in_flight);
+        tokio::task::spawn_blocking(move || kafka::flush(&producer, Duration::from_millis(100)))
+            .await
+            .ok();
+        Ok(())
+    }
+
+    /// Tells the writer which ids Kafka has.
+    fn report(&self, st: &mut State) -> Result<(), DrainerError> {
+        if !st.delivered.is_empty() {
+            let ids = std::mem::take(&mut st.delivered);
+            self.writer
+                .send(WriterMsg::Delivered(ids))
+                .map_err(|_| DrainerError::WriterGone)?;
+        }
+        Ok(())
+    }
+
+    async fn delivered(
+        &mut self,
+        st: &mut State,
+        id: u64,
+        record: &Record,
+        started: Instant,
+        res: Result<(), KafkaError>,
+    ) -> Result<(), DrainerError> {
+        if !st.in_flight_ids.remove(&id) {
+            return Ok(()); // from before a reset
+        }
+        match res {
+            Ok(()) => {
+                let now = Instant::now();
+                metrics::histogram!(m::KAFKA_DELIVERY_SECONDS)
+                    .record(now.duration_since(started).as_secs_f64());
+                let inside = (kafka::now_ms() - record.received_at_ms).max(0) as f64 / 1000.0;
+                metrics::histogram!(m::BRIDGE_LATENCY_SECONDS).record(inside);
+                metrics::counter!(m::MESSAGES_OUT_TOTAL,
+                    "kind" => record.kind.clone(), "store" => record.store.clone())
+                .increment(1);
+                st.delivered.push(id);
+                Ok(())
+            }
+            Err(e) => {
+                let poison = e.class() == ErrorClass::Poison;
+                self.reset(st, &e, poison.then_some((id, record))).await
+            }
+        }
+    }
+
+    /// Next rows in id order: from memory when it holds them, else from disk.
+    async fn next_rows(&mut self, st: &mut State, max: usize) -> Result<Vec<Row>, DrainerError> {
+        if !st.stash.is_empty() {
+            let n = st.stash.len().min(max);
+            return Ok(st.stash.drain(..n).collect());
+        }
+        loop {
+            let committed = self.shared.committed_max.load(Ordering::Acquire);
+            if st.next_id > committed {
+                return Ok(Vec::new());
+            }
+            if let Some(rows) = self.shared.take_hot(st.next_id, max) {
+                st.next_id = rows.last().map(|r| r.id + 1).unwrap_or(st.next_id);
+                return Ok(rows);
+            }
+            let upper = match self.shared.hot_front() {
+                Some(front) if front <= st.next_id => continue, // arrived meanwhile
+                Some(front) => (front - 1).min(committed),
+                None => committed,
+            };
+            let mut reader = self.reader.take().ok_or(DrainerError::WriterGone)?;
+            let from = st.next_id;
+            let (reader, rows) = tokio::task::spawn_blocking(move || {
+                let rows = reader.read_range(from, upper, max);
+                (reader, rows)
+            })
+            .await
+            .map_err(|_| DrainerError::WriterGone)?;
+            self.reader = Some(reader);
+            let rows = rows?;
+            match rows.last() {
+                Some(last) => {
+                    st.next_id = last.id + 1;
+                    return Ok(rows);
+                }
+                // Everything up to `upper` was delivered already (ids from before a restart).
+                None => st.next_id = upper + 1,
+            }
+        }
+    }
+
+    /// Rebuilds the producer and re-sends everything unconfirmed from the lowest id, in order.
+    async fn reset(
+        &mut self,
+        st: &mut State,
+        error: &KafkaError,
+        refused: Option<(u64, &Record)>,
+    ) -> Result<(), DrainerError> {
+        metrics::counter!(m::DRAINER_RESETS_TOTAL).increment(1);
+        tracing::warn!(%error, in_flight = st.in_flight_ids.len(), "kafka delivery failed: re-sending unconfirmed records in order");
+        let mut restart = st.next_id;
+        if let Some(first) = st.in_flight_ids.first() {
+            restart = restart.min(*first);
+        }
+        if let Some(first) = st.stash.front() {
+            restart = restart.min(first.id);
+        }
+        if let Some((id, record)) = refused {
+            restart = restart.min(id);
+            if let Some(dl) = self.refused.dead_letter_for(record, error) {
+                tracing::error!(id, %error, topic = %record.topic, "kafka refused a record for good: replacing it with a dead letter");
+                self.writer
+                    .send(WriterMsg::Replace(id, dl))
+                    .map_err(|_| DrainerError::WriterGone)?;
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                self.writer
+                    .send(WriterMsg::Flush(tx))
+                    .map_err(|_| DrainerError::WriterGone)?;
+                let _ = rx.await;
+            }
+        }
+        st.in_flight = FuturesUnordered::new();
+        st.in_flight_ids.clear();
+        st.stash.clear();
+        st.next_id = restart;
+        let old = std::mem::replace(
+            &mut st.producer,
+            kafka::producer(&producer_config(&self.kafka), &self.client_id)?,
+        );
+        // Dropping a producer purges and waits: not on the async threads.
+        tokio::task::spawn_blocking(move || drop(old));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(())
+    }
+}
+
+fn send(
+    producer: &FutureProducer,
+    row: &Row,
+) -> Result<Pin<Box<dyn Future<Output = Delivery> + Send>>, KafkaError> {
+    let r = &row.record;
+    let pairs: Vec<(&str, &str)> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let record = FutureRecord::to(&r.topic)
+        .key(&r.key)
+        .payload(&r.value)
+        .headers(make_headers(&pairs));
+    let started = Instant::now();
+    let fut = producer.send_result(record).map_err(|(e, _)| e)?;
+    let id = row.id;
+    let rec = row.record.clone();
+    Ok(Box::pin(async move {
+        let res = match fut.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => Err(e),
+            Err(_) => Err(KafkaError::Canceled),
+        };
+        (id, rec, started, res)
+    }))
+}

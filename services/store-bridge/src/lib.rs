@@ -1,0 +1,353 @@
+//! tillstream store bridge: carries store events from MQTT (POS devices, JSON) into Kafka (Avro,
+//! Confluent framing, key = store id) through a durable outbox, dead-letters bad input, and
+//! replicates each store's catalog documents back down as retained MQTT messages.
+//!
+//! Delivery guarantee (uplink): an MQTT message is acked only after its record (or its dead letter)
+//! is fsync'd in the outbox; records leave the outbox only after Kafka confirmed them; per-store
+//! order is kept end to end. At-least-once: crashes and reconnects can duplicate, never lose.
+//! Downlink: at-least-once, offsets stored after the broker's PUBACK.
+//!
+//! Components: `uplink` (MQTT session) → `outbox` (SQLite writer thread, group commit) → `drainer`
+//! (idempotent producer); `downlink`; `validate`, `routes`, `fleet` (pure); `json_schema` (the
+//! published device JSON contract, generated from the Avro schemas).
+
+pub mod config;
+pub mod downlink;
+pub mod drainer;
+pub mod fleet;
+pub mod json_schema;
+pub mod metrics;
+pub mod outbox;
+pub mod routes;
+pub mod uplink;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, Producer};
+use tillstream_contracts::{EventKind, Registry, SourceKind};
+use tillstream_runtime::kafka::{self, DeadLetters, Source};
+use tillstream_runtime::{CancellationToken, Classify, ErrorClass, Health, ops};
+
+pub use config::Config;
+
+use crate::drainer::{Drainer, Refused};
+use crate::outbox::{Record, WriterMsg};
+use crate::uplink::{AckTicket, Converter};
+use crate::validate::Classifier;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("fleet: {0}")]
+    Fleet(#[from] fleet::FleetError),
+    #[error("routes: {0}")]
+    Routes(#[from] routes::RouteError),
+    #[error("registry: {0}")]
+    Registry(#[from] tillstream_contracts::RegistryError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("outbox: {0}")]
+    Outbox(#[from] outbox::OutboxError),
+    #[error("uplink: {0}")]
+    Uplink(#[from] uplink::UplinkError),
+    #[error("drainer: {0}")]
+    Drainer(#[from] drainer::DrainerError),
+    #[error("downlink: {0}")]
+    Downlink(#[from] downlink::DownlinkError),
+    #[error("ops endpoint: {0}")]
+    Ops(#[from] std::io::Error),
+    #[error("a component stopped unexpectedly: {0}")]
+    Task(String),
+}
+
+impl Classify for BridgeError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            BridgeError::Registry(e) => e.class(),
+            BridgeError::Kafka(e) => e.class(),
+            _ => ErrorClass::Fatal,
+        }
+    }
+}
+
+/// A started bridge.
+#[derive(Debug)]
+pub struct Running {
+    pub ops_addr: SocketAddr,
+    pub health: Health,
+    done: tokio::task::JoinHandle<Result<(), BridgeError>>,
+}
+
+impl Running {
+    /// Waits until the bridge has stopped (after the token was cancelled, or on a fatal error).
+    pub async fn wait(self) -> Result<(), BridgeError> {
+        self.done
+            .await
+            .map_err(|e| BridgeError::Task(e.to_string()))?
+    }
+}
+
+/// Runs the bridge until `token` is cancelled (SIGTERM), then stops in order.
+pub async fn run(config: Config, token: CancellationToken) -> Result<(), BridgeError> {
+    start(config, token).await?.wait().await
+}
+
+/// Kinds the bridge encodes: every routed kind plus dead letters.
+fn kinds(routes: &routes::Routes) -> Vec<EventKind> {
+    let mut k: Vec<EventKind> = routes.iter().map(|r| r.kind).collect();
+    k.push(EventKind::DeadLetter);
+    k.sort();
+    k.dedup();
+    k
+}
+
+/// Starts every component and returns once the ops endpoint listens.
+pub async fn start(config: Config, token: CancellationToken) -> Result<Running, BridgeError> {
+    let fleet = fleet::Fleet::load(&config.fleet_file)?;
+    let routes = routes::Routes::new(&config.routes)?;
+    tracing::info!(
+        devices = fleet.len(),
+        routes = config.routes.len(),
+        "store bridge starting"
+    );
+    let health = Health::new();
+    health.register("kafka");
+    health.register("registry");
+    let ops_addr = ops::serve(&config.ops, health.clone(), token.clone()).await?;
+
+    let registry = Registry::new(config.registry.clone())?;
+    let kinds = kinds(&routes);
+    // Every schema id up front: the hot path never waits on HTTP.
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match registry.warm_up(&kinds).await {
+            Ok(()) => break,
+            Err(e) if e.class() == ErrorClass::Retryable && !token.is_cancelled() => {
+                health.not_ready("registry", e.to_string());
+                tracing::warn!(error = %e, "schema registry not ready; retrying");
+                tokio::select! {
+                    _ = token.cancelled() => {}
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    health.ready("registry", "schema ids resolved");
+
+    let dl_producer = kafka::producer(&config.kafka, "tillstream-store-bridge-dlq")?;
+    let dead_letters = DeadLetters::new(
+        dl_producer,
+        &config.dead_letter.topic,
+        registry.clone(),
+        uplink::SERVICE,
+        metrics::DEAD_LETTERS_TOTAL,
+    );
+    let converter = Converter {
+        classifier: Arc::new(Classifier {
+            routes,
+            fleet,
+            ignore: config.mqtt.ignore.clone(),
+            max_payload_bytes: config.limits.max_payload_bytes,
+        }),
+        registry: registry.clone(),
+        dead_letters: dead_letters.clone(),
+        dead_letter: config.dead_letter.clone(),
+    };
+
+    let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<AckTicket>>();
+    let ob = outbox::start(&config.outbox, ack_tx)?;
+    let writer_tx = ob.tx.clone();
+    let drainer = Drainer {
+        kafka: config.kafka.clone(),
+        client_id: "tillstream-store-bridge".into(),
+        shared: ob.shared.clone(),
+        reader: Some(ob.reader),
+        writer: ob.tx.clone(),
+        max_in_flight: config.outbox.max_in_flight.max(1),
+        shutdown_drain: Duration::from_millis(config.outbox.shutdown_drain_ms),
+        refused: Arc::new(RefusedToDeadLetter(converter.clone())),
+    };
+    let drainer_stop = CancellationToken::new();
+    let mut drainer_task = tokio::spawn(drainer.run(drainer_stop.clone()));
+
+    // A component failing stops the others (through `internal`), then everything stops in order.
+    let internal = token.child_token();
+    let uplink_task = tokio::spawn(uplink::run(
+        config.mqtt.clone(),
+        converter,
+        ob.tx.clone(),
+        ack_rx,
+        health.clone(),
+        internal.clone(),
+    ));
+    let downlink_task = config.downlink.enabled.then(|| {
+        tokio::spawn(downlink::run(
+            config.downlink.clone(),
+            config.mqtt.clone(),
+            config.kafka.clone(),
+            registry.clone(),
+            dead_letters.clone(),
+            health.clone(),
+            internal.clone(),
+        ))
+    });
+    tokio::spawn(probe_kafka(
+        config.kafka.clone(),
+        health.clone(),
+        internal.clone(),
+    ));
+    let writer_thread = ob.thread;
+
+    let done = tokio::spawn(async move {
+        let mut first_error: Option<BridgeError> = None;
+        let mut drainer_done = false;
+        // Phase 1: run until told to stop, or until the uplink or drainer fails.
+        tokio::select! {
+            _ = internal.cancelled() => {}
+            r = &mut drainer_task => {
+                drainer_done = true;
+                if let Some(e) = joined(r, BridgeError::Drainer) { first_error = Some(e); }
+                internal.cancel();
+            }
+        }
+        // Phase 2: the uplink flushes the outbox, acks and disconnects.
+        if let Some(e) = joined(uplink_task.await, BridgeError::Uplink) {
+            first_error.get_or_insert(e);
+        }
+        if let Some(t) = downlink_task
+            && let Some(e) = joined(t.await, BridgeError::Downlink)
+        {
+            first_error.get_or_insert(e);
+        }
+        // Phase 3: the drainer finishes in-flight deliveries (the rest stays in the outbox).
+        drainer_stop.cancel();
+        if !drainer_done && let Some(e) = joined(drainer_task.await, BridgeError::Drainer) {
+            first_error.get_or_insert(e);
+        }
+        // Phase 4: the writer commits the last deletes and closes the database.
+        let _ = writer_tx.send(WriterMsg::Shutdown);
+        match tokio::task::spawn_blocking(move || writer_thread.join()).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                first_error.get_or_insert(e.into());
+            }
+            _ => {
+                first_error.get_or_insert(BridgeError::Task("outbox writer panicked".into()));
+            }
+        }
+        tracing::info!("store bridge stopped");
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    });
+    Ok(Running {
+        ops_addr,
+        health,
+        done,
+    })
+}
+
+fn joined<E>(
+    r: Result<Result<(), E>, tokio::task::JoinError>,
+    wrap: fn(E) -> BridgeError,
+) -> Option<BridgeError> {
+    match r {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => {
+            let e = wrap(e);
+            tracing::error!(error = %e, "component failed");
+            Some(e)
+        }
+        Err(e) => Some(BridgeError::Task(e.to_string())),
+    }
+}
+
+/// Readiness of Kafka: a metadata request every few seconds.
+async fn probe_kafka(kafka_cfg: kafka::KafkaConfig, health: Health, token: CancellationToken) {
+    let probe: BaseProducer = match kafka_cfg
+        .client_config("tillstream-store-bridge-probe")
+        .create()
+    {
+        Ok(p) => p,
+        Err(e) => {
+            health.broken("kafka", e.to_string());
+            return;
+        }
+    };
+    let probe = Arc::new(probe);
+    loop {
+        let p = probe.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            p.client()
+                .fetch_metadata(None, Duration::from_secs(3))
+                .map(|md| md.brokers().len())
+        })
+        .await;
+        match res {
+            Ok(Ok(n)) if n > 0 => {
+                health.ready("kafka", format!("{n} broker(s)"));
+                ::metrics::gauge!(metrics::KAFKA_REACHABLE).set(1.0);
+            }
+            other => {
+                let detail = match other {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no brokers".into(),
+                };
+                health.not_ready("kafka", detail);
+                ::metrics::gauge!(metrics::KAFKA_REACHABLE).set(0.0);
+            }
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+        }
+    }
+}
+
+/// Turns a record Kafka refused for good into a dead letter carrying its bytes.
+struct RefusedToDeadLetter(Converter);
+
+impl Refused for RefusedToDeadLetter {
+    fn dead_letter_for(&self, record: &Record, error: &KafkaError) -> Option<Record> {
+        let already_dead = record.kind == EventKind::DeadLetter.name();
+        let max = self.0.dead_letter.max_payload_bytes;
+        let payload: &[u8] = if already_dead {
+            &[]
+        } else {
+            &record.value[..record.value.len().min(max)]
+        };
+        let source = Source {
+            kind: SourceKind::Mqtt,
+            topic: &record.topic,
+            partition: None,
+            offset: None,
+            key: Some(&record.key),
+            headers: record.headers.iter().cloned().collect(),
+        };
+        let dl = self.0.dead_letters.record(
+            &source,
+            payload,
+            validate::Reason::KafkaRejected.as_str(),
+            &format!(
+                "Kafka refused the {} record ({} bytes): {error}",
+                record.kind,
+                record.value.len()
+            ),
+            Some(&record.store),
+            None,
+            None,
+            record.received_at_ms,
+        );
+        ::metrics::counter!(metrics::DEAD_LETTERS_TOTAL, "reason" => validate::Reason::KafkaRejected.as_str())
+            .increment(1);
+        self.0
+            .dead_letter_to_record(&dl, record.received_at_ms)
+            .ok()
+    }
+}

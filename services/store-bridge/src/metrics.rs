@@ -1,0 +1,45 @@
+//! Every metric the store bridge emits, by name. Owns no data; guarantee: names and labels are
+//! defined here only, so dashboards and alerts have one place to look.
+
+/// Counter: MQTT messages received, labelled `kind` (event kind, `unknown` or `ignored`) and `store`.
+pub const MESSAGES_IN_TOTAL: &str = "tillstream_store_bridge_messages_in_total";
+/// Counter: records confirmed by Kafka, labelled `kind` (incl. `DeadLetter`) and `store`.
+pub const MESSAGES_OUT_TOTAL: &str = "tillstream_store_bridge_messages_out_total";
+/// Counter: inputs dead-lettered, labelled `reason` (also written by `DeadLetters`' naming rule).
+pub const DEAD_LETTERS_TOTAL: &str = "tillstream_store_bridge_dead_letters_total";
+/// Gauge: records in the outbox (stored, not yet confirmed by Kafka).
+pub const OUTBOX_DEPTH: &str = "tillstream_store_bridge_outbox_depth";
+/// Gauge: bytes the outbox's records count against `outbox.max_bytes`.
+pub const OUTBOX_BYTES: &str = "tillstream_store_bridge_outbox_bytes";
+/// Gauge: age of the oldest record in the outbox (0 when empty).
+pub const OUTBOX_OLDEST_AGE_SECONDS: &str = "tillstream_store_bridge_outbox_oldest_age_seconds";
+/// Gauge, the alarm: 1 while the outbox is full and MQTT messages are not acked.
+pub const OUTBOX_FULL: &str = "tillstream_store_bridge_outbox_full";
+/// Histogram: duration of one outbox group commit (fsync included).
+pub const OUTBOX_COMMIT_SECONDS: &str = "tillstream_store_bridge_outbox_commit_seconds";
+/// Histogram: records per outbox group commit.
+pub const OUTBOX_COMMIT_BATCH_EVENTS: &str = "tillstream_store_bridge_outbox_commit_batch_events";
+/// Histogram: produce call to Kafka delivery report.
+pub const KAFKA_DELIVERY_SECONDS: &str = "tillstream_store_bridge_kafka_delivery_seconds";
+/// Histogram: MQTT receive to Kafka delivery report (time spent inside the bridge).
+pub const BRIDGE_LATENCY_SECONDS: &str = "tillstream_store_bridge_latency_seconds";
+/// Gauge: now − `occurred_at` of the last event received from a store, labelled `store`.
+pub const SYNC_LAG_SECONDS: &str = "tillstream_store_bridge_sync_lag_seconds";
+/// Gauge: when a store was last heard from (epoch seconds), labelled `store`.
+pub const LAST_SEEN_STORE_TIMESTAMP_SECONDS: &str =
+    "tillstream_store_bridge_store_last_seen_timestamp_seconds";
+/// Gauge: when a device was last heard from (epoch seconds), labelled `device` and `store`.
+pub const LAST_SEEN_DEVICE_TIMESTAMP_SECONDS: &str =
+    "tillstream_store_bridge_device_last_seen_timestamp_seconds";
+/// Gauge: 1 while the uplink MQTT session is connected.
+pub const MQTT_CONNECTED: &str = "tillstream_store_bridge_mqtt_connected";
+/// Counter: MQTT connection errors (each is followed by a reconnect).
+pub const MQTT_RECONNECTS_TOTAL: &str = "tillstream_store_bridge_mqtt_reconnects_total";
+/// Gauge: 1 while Kafka answers metadata requests.
+pub const KAFKA_REACHABLE: &str = "tillstream_store_bridge_kafka_reachable";
+/// Counter: drainer resets (producer rebuilt, undelivered records re-sent in order).
+pub const DRAINER_RESETS_TOTAL: &str = "tillstream_store_bridge_drainer_resets_total";
+/// Counter: catalog documents published to stores, labelled `store`.
+pub const DOWNLINK_PUBLISHED_TOTAL: &str = "tillstream_store_bridge_downlink_published_total";
+/// Counter: downlink records that could not be delivered to a store (dead-lettered), by `reason`.
+pub const DOWNLINK_REJECTED_TOTAL: &str = "tillstream_store_bridge_downlink_rejected_total";
