@@ -1,0 +1,69 @@
+//! Kafka record → [`Envelope`]: Confluent unframing, writer schema from the registry (cached),
+//! Avro decoding into a store event. Pure apart from the registry lookup; no delivery guarantee of
+//! its own: the caller dead-letters poison, retries what is retryable and stops on fatal errors.
+
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+use tillstream_contracts::{CodecError, DeviceEvent, Registry, RegistryError, codec};
+use tillstream_runtime::{Classify, ErrorClass};
+
+use crate::model::Envelope;
+
+/// Why a record could not become an event.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// This record can never be decoded: dead-letter it (reason, detail) and move on.
+    #[error("{reason}: {detail}")]
+    Poison {
+        reason: &'static str,
+        detail: String,
+    },
+    /// The registry is unreachable or failing: try the same record again later.
+    #[error("schema registry: {0}")]
+    Registry(RegistryError),
+}
+
+impl Classify for DecodeError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            DecodeError::Poison { .. } => ErrorClass::Poison,
+            DecodeError::Registry(e) => e.class(),
+        }
+    }
+}
+
+fn poison(reason: &'static str, detail: impl ToString) -> DecodeError {
+    DecodeError::Poison {
+        reason,
+        detail: detail.to_string(),
+    }
+}
+
+/// Decodes one record of the store-event topic.
+pub async fn decode(registry: &Registry, msg: &OwnedMessage) -> Result<Envelope, DecodeError> {
+    let payload = msg
+        .payload()
+        .ok_or_else(|| poison("empty_payload", "record has no value"))?;
+    let (id, datum) = codec::unframe(payload).map_err(|e| poison("not_framed", e))?;
+    let writer = match registry.writer_schema(id).await {
+        Ok(w) => w,
+        Err(e @ RegistryError::UnknownId(_)) => return Err(poison("unknown_schema_id", e)),
+        Err(e) if e.class() == ErrorClass::Poison => return Err(poison("unusable_schema", e)),
+        Err(e) => return Err(DecodeError::Registry(e)),
+    };
+    let event = DeviceEvent::decode(&writer, datum).map_err(|e| match e {
+        CodecError::UnknownRecord(_) => poison("not_a_store_event", e),
+        other => poison("undecodable", other),
+    })?;
+    let record_ts = msg
+        .timestamp()
+        .to_millis()
+        .filter(|t| *t >= 0)
+        .unwrap_or_else(|| event.occurred_at());
+    Ok(Envelope {
+        partition: msg.partition(),
+        offset: msg.offset(),
+        record_ts,
+        event,
+    })
+}

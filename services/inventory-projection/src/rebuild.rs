@@ -1,0 +1,403 @@
+//! `rebuild`: replays the store-event topic from offset 0 into the inactive table set (blue/green),
+//! then proves it equals the live set (same offsets, byte-identical canonical dump, compared under
+//! the state-row lock so no live batch interleaves) and switches the analyst views to it.
+//!
+//! Delivery guarantee: the rebuilt set is built with the same batch transaction as the live one
+//! (gate + offsets), so an interrupted rebuild resumes where it stopped when run again with
+//! `--resume`; the live set is never written. The switch is one transaction: views and the active
+//! colour change together, and the live consumer's next batch writes the new set.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tillstream_contracts::Registry;
+use tillstream_runtime::{CancellationToken, Classify, ErrorClass};
+
+use crate::db::{Color, Db, Switch, Target};
+use crate::decode::{DecodeError, decode};
+use crate::model::Envelope;
+use crate::{Config, Error, metrics};
+
+#[derive(Debug, Clone)]
+pub struct RebuildOptions {
+    /// Switch the views when the rebuilt set equals the live one.
+    pub switch: bool,
+    /// Switch even when the sets differ (after a change to the projection function).
+    pub force: bool,
+    /// Keep what an interrupted rebuild already wrote to the inactive set.
+    pub resume: bool,
+    /// Draw a progress bar with ETA on stderr.
+    pub progress: bool,
+    /// How often to catch up with a live set that keeps moving before giving up.
+    pub max_rounds: u32,
+}
+
+impl Default for RebuildOptions {
+    fn default() -> Self {
+        RebuildOptions {
+            switch: true,
+            force: false,
+            resume: false,
+            progress: true,
+            max_rounds: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Compared with the live set under lock: byte-identical (and switched if asked).
+    Equal,
+    /// There was no live projection to compare with.
+    NoLiveSet,
+    /// Switched without comparing (`--force`).
+    Forced,
+    /// Same offsets, different content: the first differing dump lines.
+    Differs { live: String, rebuilt: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct RebuildReport {
+    pub color: Color,
+    pub events: u64,
+    pub records: u64,
+    pub switched: bool,
+    pub verdict: Verdict,
+    pub elapsed: Duration,
+}
+
+fn replay_consumer(cfg: &Config) -> Result<StreamConsumer, Error> {
+    let mut c = cfg
+        .kafka
+        .client_config("tillstream-inventory-projection-rebuild");
+    c.set("group.id", format!("{}-rebuild", cfg.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest");
+    for (k, v) in &cfg.kafka.properties {
+        c.set(k, v);
+    }
+    Ok(c.create()?)
+}
+
+/// (low, high) watermark per partition of the topic.
+async fn watermarks(cfg: &Config) -> Result<BTreeMap<i32, (i64, i64)>, Error> {
+    let cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || -> Result<_, Error> {
+        let consumer = replay_consumer(&cfg)?;
+        let md = consumer.fetch_metadata(Some(&cfg.topic), Duration::from_secs(15))?;
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == cfg.topic)
+            .ok_or_else(|| Error::Other(format!("topic {} not found", cfg.topic)))?;
+        let mut out = BTreeMap::new();
+        for p in t.partitions() {
+            let w = consumer.fetch_watermarks(&cfg.topic, p.id(), Duration::from_secs(15))?;
+            out.insert(p.id(), w);
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("watermarks: {e}")))?
+}
+
+/// Rebuilds the inactive set from the beginning of the topic. See the module docs.
+pub async fn rebuild(
+    cfg: &Config,
+    opts: &RebuildOptions,
+    token: &CancellationToken,
+) -> Result<RebuildReport, Error> {
+    let t0 = Instant::now();
+    let Some(db) = crate::connect_db(cfg, token).await? else {
+        return Err(Error::Other("cancelled".into()));
+    };
+    db.ensure_views().await?;
+    let live = db.active_color().await?;
+    let target = live.other();
+    if !opts.resume {
+        db.clear(target).await?;
+    }
+    let registry = Registry::new(cfg.registry.clone())?;
+    let marks = watermarks(cfg).await?;
+    let live_offsets = db.offsets(live, &cfg.topic).await?;
+    // Replay exactly as far as the live set has got (so the two can be compared); with no live
+    // set, as far as the topic goes now.
+    let mut goal: BTreeMap<i32, i64> = if live_offsets.is_empty() {
+        marks.iter().map(|(p, (_, hi))| (*p, *hi)).collect()
+    } else {
+        live_offsets.clone()
+    };
+    tracing::info!(%live, %target, ?goal, "rebuild starting");
+    let total: u64 = goal
+        .iter()
+        .map(|(p, g)| (g - marks.get(p).map(|m| m.0).unwrap_or(0)).max(0) as u64)
+        .sum();
+    let bar = if opts.progress {
+        ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} rebuild {msg} [{elapsed_precise}] [{wide_bar}] {pos}/{len} records {per_sec} ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("{live}→{target}"));
+
+    let mut stats = Stats::default();
+    let mut rounds = 0;
+    let verdict;
+    let mut switched = false;
+    loop {
+        replay(cfg, &db, &registry, target, &goal, &bar, &mut stats, token).await?;
+        if token.is_cancelled() {
+            return Err(Error::Other("rebuild cancelled".into()));
+        }
+        rounds += 1;
+        let outcome = if opts.switch || opts.force {
+            db.try_switch(target, &cfg.topic, opts.force).await?
+        } else {
+            compare_only(&db, live, target, &cfg.topic).await?
+        };
+        match outcome {
+            Switch::Done { compared } => {
+                switched = opts.switch || opts.force;
+                verdict = if opts.force {
+                    Verdict::Forced
+                } else if compared {
+                    Verdict::Equal
+                } else {
+                    Verdict::NoLiveSet
+                };
+                break;
+            }
+            Switch::LiveAhead(off) if rounds < opts.max_rounds => {
+                tracing::info!(?off, "live set moved on; catching up");
+                bar.inc_length(
+                    off.iter()
+                        .map(|(p, o)| (o - goal.get(p).copied().unwrap_or(0)).max(0) as u64)
+                        .sum(),
+                );
+                goal = off;
+            }
+            Switch::LiveBehind(off) if rounds < opts.max_rounds => {
+                tracing::info!(?off, "live set is behind the rebuild; waiting for it");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Switch::LiveAhead(off) | Switch::LiveBehind(off) => {
+                return Err(Error::Other(format!(
+                    "live set never held still at the rebuild's offsets after {rounds} rounds (live {off:?}); \
+                     stop the live consumer or use --force"
+                )));
+            }
+            Switch::Differs { live, rebuilt } => {
+                verdict = Verdict::Differs { live, rebuilt };
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    metrics::rebuild_progress(stats.events);
+    Ok(RebuildReport {
+        color: target,
+        events: stats.events,
+        records: stats.records,
+        switched,
+        verdict,
+        elapsed: t0.elapsed(),
+    })
+}
+
+/// The comparison `try_switch` does, without switching (`--no-switch`).
+async fn compare_only(db: &Db, live: Color, target: Color, topic: &str) -> Result<Switch, Error> {
+    let live_off = db.offsets(live, topic).await?;
+    let new_off = db.offsets(target, topic).await?;
+    if live_off.is_empty() {
+        return Ok(Switch::Done { compared: false });
+    }
+    if live_off != new_off {
+        let ahead = live_off
+            .iter()
+            .any(|(p, o)| new_off.get(p).is_none_or(|n| o > n));
+        return Ok(if ahead {
+            Switch::LiveAhead(live_off)
+        } else {
+            Switch::LiveBehind(live_off)
+        });
+    }
+    let (a, b) = (db.dump(live).await?, db.dump(target).await?);
+    if a == b {
+        Ok(Switch::Done { compared: true })
+    } else {
+        let (live, rebuilt) = crate::db::first_difference(&a, &b);
+        Ok(Switch::Differs { live, rebuilt })
+    }
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    records: u64,
+    events: u64,
+}
+
+/// Replays every partition of `goal` from the set's stored offset up to (not including) its goal.
+#[allow(clippy::too_many_arguments)]
+async fn replay(
+    cfg: &Config,
+    db: &Db,
+    registry: &Registry,
+    target: Color,
+    goal: &BTreeMap<i32, i64>,
+    bar: &ProgressBar,
+    stats: &mut Stats,
+    token: &CancellationToken,
+) -> Result<(), Error> {
+    let stored = db.offsets(target, &cfg.topic).await?;
+    let mut pending: BTreeMap<i32, i64> = goal
+        .iter()
+        .filter(|(p, g)| stored.get(p).copied().unwrap_or(0) < **g)
+        .map(|(p, g)| (*p, *g))
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let consumer = replay_consumer(cfg)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in pending.keys() {
+        let start = match stored.get(p) {
+            Some(o) => Offset::Offset(*o),
+            None => Offset::Beginning,
+        };
+        tpl.add_partition_offset(&cfg.topic, *p, start)?;
+    }
+    consumer.assign(&tpl)?;
+    let params = cfg.projection.params();
+    let max = cfg.batch.max_events.max(1);
+    let idle = Duration::from_secs(5);
+    while !pending.is_empty() {
+        // Collect a batch: first record (or idle timeout), then up to `max` without waiting long.
+        let mut batch = Vec::with_capacity(max);
+        let first = tokio::select! {
+            _ = token.cancelled() => return Ok(()),
+            r = tokio::time::timeout(idle, consumer.recv()) => r,
+        };
+        match first {
+            Ok(Ok(m)) => batch.push(m.detach()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "replay consume error; retrying");
+                continue;
+            }
+            Err(_) => {
+                // Nothing arrives: a partition whose goal lies past its last record (offsets taken
+                // by transaction markers) is done once the consumer's position reaches the goal.
+                let pos = consumer.position()?;
+                let mut done = BTreeMap::new();
+                for e in pos.elements() {
+                    if let (Offset::Offset(o), Some(g)) = (e.offset(), pending.get(&e.partition()))
+                        && o >= *g
+                    {
+                        done.insert(e.partition(), *g);
+                    }
+                }
+                if !done.is_empty() {
+                    db.apply(
+                        Target::Set(target),
+                        &cfg.topic,
+                        &[],
+                        &done,
+                        &params,
+                        &Default::default(),
+                    )
+                    .await?;
+                    for p in done.keys() {
+                        pending.remove(p);
+                    }
+                }
+                continue;
+            }
+        }
+        while batch.len() < max {
+            match tokio::time::timeout(Duration::from_millis(20), consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(m.detach()),
+                _ => break,
+            }
+        }
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut envs: Vec<Envelope> = Vec::with_capacity(batch.len());
+        let mut records = 0u64;
+        for msg in &batch {
+            let p = msg.partition();
+            let Some(g) = pending.get(&p) else { continue };
+            if msg.offset() >= *g {
+                continue;
+            }
+            records += 1;
+            let mut delay = Duration::from_millis(200);
+            loop {
+                match decode(registry, msg).await {
+                    Ok(env) => envs.push(env),
+                    // The live consumer dead-lettered it; the rebuild skips it the same way.
+                    Err(DecodeError::Poison { .. }) => {}
+                    Err(e) if e.class() == ErrorClass::Retryable => {
+                        tracing::warn!(error = %e, "cannot decode yet; retrying");
+                        tokio::select! {
+                            _ = token.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                    Err(DecodeError::Registry(e)) => return Err(Error::Registry(e)),
+                }
+                break;
+            }
+            let e = next.entry(p).or_insert(0);
+            *e = (*e).max(msg.offset() + 1);
+        }
+        if next.is_empty() {
+            continue;
+        }
+        let mut delay = Duration::from_millis(200);
+        let applied = loop {
+            match db
+                .apply(
+                    Target::Set(target),
+                    &cfg.topic,
+                    &envs,
+                    &next,
+                    &params,
+                    &Default::default(),
+                )
+                .await
+            {
+                Ok(a) => break a,
+                Err(e) if e.class() == ErrorClass::Retryable => {
+                    tracing::warn!(error = %e, "rebuild batch failed; retrying");
+                    tokio::select! {
+                        _ = token.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        stats.records += records;
+        stats.events += applied.new_events as u64;
+        bar.inc(records);
+        metrics::rebuild_progress(stats.events);
+        for (p, o) in &next {
+            if pending.get(p).is_some_and(|g| o >= g) {
+                pending.remove(p);
+            }
+        }
+    }
+    Ok(())
+}
