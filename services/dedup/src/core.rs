@@ -936,3 +936,7 @@ fn publish_changes(device: &str, s: &mut DeviceState, wm: i64, out: &mut Vec<Seq
         }
     }
 }
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;
