@@ -81,7 +81,13 @@ async fn check_views(db: &Db) {
 
 fn dedupe_check(dump: &str) {
     // Sanity: the stream moved stock, booked sales, tracked reservations and stores.
-    for t in ["stock", "stock_movement", "sales_hourly", "reservation", "store_sync"] {
+    for t in [
+        "stock",
+        "stock_movement",
+        "sales_hourly",
+        "reservation",
+        "store_sync",
+    ] {
         let header = dump
             .lines()
             .find(|l| l.starts_with(&format!("## {t} (")))
@@ -125,7 +131,10 @@ async fn sqlite_any_batch_split_and_a_replay_give_byte_identical_tables() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    assert_eq!(strip(&dup_db.dump(Color::Blue).await.unwrap()), strip(&reference));
+    assert_eq!(
+        strip(&dup_db.dump(Color::Blue).await.unwrap()),
+        strip(&reference)
+    );
     check_views(&once).await;
 }
 
@@ -157,16 +166,18 @@ async fn stock_semantics_negative_flag_and_reorder_view_on_sqlite() {
     let db = sqlite(&dir, "semantics.db").await;
     let envs = envelopes(vec![
         adjust(1, AdjustmentKind::Receipt, 10, None),
-        sale(2, 3),                                    // 7
-        adjust(3, AdjustmentKind::Count, 6, Some(7)),  // variance -1 -> 6
-        adjust(4, AdjustmentKind::Count, 20, None),    // blind count -> 20
-        sale(5, 25),                                   // -5: recorded, flagged
+        sale(2, 3),                                   // 7
+        adjust(3, AdjustmentKind::Count, 6, Some(7)), // variance -1 -> 6
+        adjust(4, AdjustmentKind::Count, 20, None),   // blind count -> 20
+        sale(5, 25),                                  // -5: recorded, flagged
     ]);
     // One event per batch, so the blind count meets a stored row (the overwrite path).
     apply_in(&db, &envs, 1).await;
-    let row = sqlx::query("SELECT on_hand, version, below_zero, last_event_id FROM stock_on_hand WHERE sku = 'SKU-A'")
-        .fetch_one(db.pool())
-        .await;
+    let row = sqlx::query(
+        "SELECT on_hand, version, below_zero, last_event_id FROM stock_on_hand WHERE sku = 'SKU-A'",
+    )
+    .fetch_one(db.pool())
+    .await;
     // Views exist only after ensure_views (the live consumer creates them at start).
     assert!(row.is_err());
     db.ensure_views().await.unwrap();
@@ -237,7 +248,9 @@ async fn postgres_and_sqlite_project_the_same_stream_to_the_same_dump() {
     apply_in(&lite, &envs, n).await;
     let reference = lite.dump(Color::Blue).await.unwrap();
 
-    let pg = Db::connect(&common::db_config(&stack.pg_url())).await.unwrap();
+    let pg = Db::connect(&common::db_config(&stack.pg_url()))
+        .await
+        .unwrap();
     assert_eq!(apply_in(&pg, &envs, 11).await, (n, 0));
     assert_eq!(apply_in(&pg, &envs, 500).await, (0, n));
     let dump = pg.dump(Color::Blue).await.unwrap();
@@ -247,6 +260,8 @@ async fn postgres_and_sqlite_project_the_same_stream_to_the_same_dump() {
     }
     check_views(&pg).await;
     // Migrations are idempotent: connecting again changes nothing.
-    let again = Db::connect(&common::db_config(&stack.pg_url())).await.unwrap();
+    let again = Db::connect(&common::db_config(&stack.pg_url()))
+        .await
+        .unwrap();
     assert_eq!(again.dump(Color::Blue).await.unwrap(), reference);
 }

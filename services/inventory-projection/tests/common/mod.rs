@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tillstream_contracts::samples;
 use tillstream_contracts::*;
 use tillstream_inventory_projection::Config;
-use tillstream_inventory_projection::db::{Color, Db, DatabaseConfig};
+use tillstream_inventory_projection::db::{Color, DatabaseConfig, Db};
 use tillstream_runtime::CancellationToken;
 use tillstream_runtime::kafka::{self, KafkaConfig, headers};
 
@@ -73,7 +73,12 @@ pub fn stream(stores: usize, per_device: i64) -> Vec<DeviceEvent> {
                         match (seq / 10) % 3 {
                             0 => {
                                 let Some(DeviceEvent::StockReservationRequested(mut r)) =
-                                    samples::sample(EventKind::StockReservationRequested, &store, &device, seq)
+                                    samples::sample(
+                                        EventKind::StockReservationRequested,
+                                        &store,
+                                        &device,
+                                        seq,
+                                    )
                                 else {
                                     unreachable!()
                                 };
@@ -82,7 +87,12 @@ pub fn stream(stores: usize, per_device: i64) -> Vec<DeviceEvent> {
                             }
                             1 => {
                                 let Some(DeviceEvent::StockReservationGranted(mut r)) =
-                                    samples::sample(EventKind::StockReservationGranted, &store, &device, seq)
+                                    samples::sample(
+                                        EventKind::StockReservationGranted,
+                                        &store,
+                                        &device,
+                                        seq,
+                                    )
                                 else {
                                     unreachable!()
                                 };
@@ -91,7 +101,12 @@ pub fn stream(stores: usize, per_device: i64) -> Vec<DeviceEvent> {
                             }
                             _ => {
                                 let Some(DeviceEvent::StockReservationReleased(mut r)) =
-                                    samples::sample(EventKind::StockReservationReleased, &store, &device, seq)
+                                    samples::sample(
+                                        EventKind::StockReservationReleased,
+                                        &store,
+                                        &device,
+                                        seq,
+                                    )
                                 else {
                                     unreachable!()
                                 };
@@ -121,7 +136,11 @@ pub fn stream(stores: usize, per_device: i64) -> Vec<DeviceEvent> {
 
 /// Produces `events` to the store-event topic (key = store id, standard headers), in order.
 /// Returns the number of records written.
-pub async fn produce(kafka_cfg: &KafkaConfig, registry: &Registry, events: &[DeviceEvent]) -> usize {
+pub async fn produce(
+    kafka_cfg: &KafkaConfig,
+    registry: &Registry,
+    events: &[DeviceEvent],
+) -> usize {
     let producer = kafka::producer(kafka_cfg, "it-projection-producer").unwrap();
     let token = CancellationToken::new();
     let mut futs = Vec::new();

@@ -1,0 +1,288 @@
+//! Exactly-once into the database, end to end on real servers (tansu + PostgreSQL / SQLite):
+//! the same stream applied once, applied twice (database offsets forgotten, every event
+//! redelivered), and applied by the real binary killed with SIGKILL in the middle of a batch
+//! transaction, gives byte-identical tables (canonical dump). Then `rebuild` replays the topic from
+//! offset 0 into the other table set while the live consumer runs, proves it equal and switches.
+//! Poison records are dead-lettered and skipped.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+use tillstream_contracts::codec;
+use tillstream_integration_tests::*;
+use tillstream_inventory_projection::db::{Color, Db};
+use tillstream_inventory_projection::rebuild::{RebuildOptions, Verdict, rebuild};
+use tillstream_runtime::CancellationToken;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tillstream-inventory-projection");
+
+fn spawn_binary(
+    stack: &Stack,
+    registry_url: &str,
+    db_url: &str,
+    group: &str,
+    hold_ms: u64,
+    marker: &Path,
+    log: &Path,
+) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let p = "TILLSTREAM_INVENTORY_PROJECTION__";
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TILLSTREAM_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.arg("run")
+        .env(format!("{p}KAFKA__BROKERS"), stack.brokers())
+        .env(format!("{p}KAFKA__SESSION_TIMEOUT_MS"), "6000")
+        .env(format!("{p}REGISTRY__URL"), registry_url)
+        .env(format!("{p}DATABASE__URL"), db_url)
+        .env(format!("{p}GROUP_ID"), group)
+        .env(format!("{p}BATCH__MAX_EVENTS"), "97")
+        .env(format!("{p}BATCH__LINGER_MS"), "10")
+        .env(format!("{p}FAULT__HOLD_BATCH_OPEN_MS"), hold_ms.to_string())
+        .env(format!("{p}FAULT__MARKER_FILE"), marker)
+        .env("TILLSTREAM_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log);
+    cmd.spawn().unwrap()
+}
+
+async fn wait_for_file(path: &Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for a child to exit (bounded), returning its status.
+async fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit within {timeout:?}", child.id());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn scenario(stack: &Stack, url_for: impl Fn(&str) -> String) {
+    let work = tempfile::tempdir().unwrap();
+    let kafka = stack.kafka();
+    apply_topology(&kafka).await.unwrap();
+    let registry = TestRegistry::start().await.unwrap();
+    let client = registry.client();
+
+    // The stream, with two poison records in the middle.
+    let events = common::stream(8, 40);
+    let (first, second) = events.split_at(events.len() / 2);
+    common::produce(&kafka, &client, first).await;
+    common::produce_raw(&kafka, "s001", b"{\"not\":\"avro\"}").await;
+    common::produce_raw(&kafka, "s002", &codec::frame(999_999, vec![2, 4, 6])).await;
+    common::produce(&kafka, &client, second).await;
+    let goal = common::high_watermarks(&kafka);
+    let total: i64 = goal.values().sum();
+    assert_eq!(total as usize, events.len() + 2);
+
+    // 1. Applied once, by the live projection in-process.
+    let url_a = url_for("once");
+    let token = CancellationToken::new();
+    let cfg_a = common::config(&kafka, &registry.url, &url_a, "it-projection-a");
+    let running = tillstream_inventory_projection::start(cfg_a.clone(), token.clone())
+        .await
+        .unwrap();
+    let db_a = Db::connect(&common::db_config(&url_a)).await.unwrap();
+    common::wait_caught_up(&db_a, &goal, Duration::from_secs(120)).await;
+    let reference = common::live_dump(&db_a).await;
+    assert!(reference.contains(&format!("## applied_event ({} rows)", events.len())));
+    let metrics = reqwest_metrics(running.ops_addr).await;
+    assert!(
+        metrics.contains("tillstream_inventory_projection_events_applied_total"),
+        "{metrics}"
+    );
+
+    // Both poison records reached the dead-letter topic, with their reasons.
+    let dlq = {
+        let k = kafka.clone();
+        tokio::task::spawn_blocking(move || {
+            read_all(&k, "tillstream.dead-letter", Duration::from_secs(30))
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    };
+    let mut reasons: Vec<String> = dlq
+        .iter()
+        .filter_map(|r| {
+            r.header("tillstream-dead-letter-reason")
+                .map(str::to_string)
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons, vec!["not_framed", "unknown_schema_id"]);
+
+    // 2. Applied twice: stop, forget the offsets in the database, start again (another group, so
+    //    Kafka's committed offsets do not help): every event is redelivered and refused.
+    token.cancel();
+    running.task.await.unwrap().unwrap();
+    db_a.reset_offsets(Color::Blue).await.unwrap();
+    let token = CancellationToken::new();
+    let cfg_b = common::config(&kafka, &registry.url, &url_a, "it-projection-b");
+    let running = tillstream_inventory_projection::start(cfg_b.clone(), token.clone())
+        .await
+        .unwrap();
+    common::wait_caught_up(&db_a, &goal, Duration::from_secs(120)).await;
+    assert_eq!(common::live_dump(&db_a).await, reference, "applied twice");
+
+    // 3. kill -9 in the middle of a batch: the binary holds its first batch with new events open
+    //    (after writing every row, before COMMIT) and is killed there.
+    let url_c = url_for("killed");
+    let marker = work.path().join("holding");
+    let log = work.path().join("binary.log");
+    let mut child = spawn_binary(
+        stack,
+        &registry.url,
+        &url_c,
+        "it-projection-c",
+        120_000,
+        &marker,
+        &log,
+    );
+    wait_for_file(&marker, Duration::from_secs(120)).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let db_c = Db::connect(&common::db_config(&url_c)).await.unwrap();
+    let partial = db_c.live_offsets(common::TOPIC).await.unwrap();
+    assert_ne!(partial, goal, "the held batch must not have committed");
+    let applied_rows: i64 = {
+        use sqlx::Row;
+        sqlx::query("SELECT COUNT(*) FROM blue_applied_event")
+            .fetch_one(db_c.pool())
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap()
+    };
+    assert_eq!(applied_rows, 0, "nothing of the killed batch is visible");
+    let _ = std::fs::remove_file(&marker);
+    let mut child = spawn_binary(
+        stack,
+        &registry.url,
+        &url_c,
+        "it-projection-c",
+        0,
+        &marker,
+        &log,
+    );
+    common::wait_caught_up(&db_c, &goal, Duration::from_secs(120)).await;
+    assert_eq!(
+        common::live_dump(&db_c).await,
+        reference,
+        "killed mid-batch"
+    );
+    // SIGTERM: the binary finishes what it holds and exits cleanly.
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(60)).await;
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status:?}; log {}",
+        log.display()
+    );
+
+    // 4. Rebuild from offset 0 while the live consumer (run 2) keeps running: equal, switched.
+    let report = rebuild(
+        &cfg_b,
+        &RebuildOptions {
+            progress: false,
+            ..RebuildOptions::default()
+        },
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.verdict, Verdict::Equal);
+    assert!(report.switched);
+    assert_eq!(report.color, Color::Green);
+    assert_eq!(report.records as usize, events.len() + 2);
+    assert_eq!(db_a.active_color().await.unwrap(), Color::Green);
+    assert_eq!(db_a.dump(Color::Green).await.unwrap(), reference);
+
+    // The live consumer now writes the green set: more events land there, not in blue.
+    let more = common::stream(9, 41);
+    let extra: Vec<_> = more
+        .into_iter()
+        .filter(|e| e.seq() == 41 || e.store_id() == "s008")
+        .take(60)
+        .collect();
+    common::produce(&kafka, &client, &extra).await;
+    let goal2 = common::high_watermarks(&kafka);
+    common::wait_caught_up(&db_a, &goal2, Duration::from_secs(120)).await;
+    assert_eq!(
+        db_a.offsets(Color::Blue, common::TOPIC).await.unwrap(),
+        goal
+    );
+    assert_ne!(db_a.dump(Color::Green).await.unwrap(), reference);
+    token.cancel();
+    running.task.await.unwrap().unwrap();
+}
+
+async fn reqwest_metrics(addr: std::net::SocketAddr) -> String {
+    // Plain HTTP/1.0 over a TCP socket: no HTTP client dependency needed.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_once_on_sqlite() {
+    let stack = Stack::start(&[Svc::Tansu], None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    scenario(&stack, |name| {
+        base.join(format!("{name}.db")).display().to_string()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_once_on_postgres() {
+    let stack = Stack::start(&[Svc::Tansu, Svc::Postgres], None).unwrap();
+    let base = stack.pg_url();
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+    for name in ["once", "killed"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE projection_{name}"
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+    let prefix = base.rsplit_once('/').unwrap().0.to_string();
+    scenario(&stack, |name| format!("{prefix}/projection_{name}")).await;
+}
