@@ -310,10 +310,10 @@ impl Default for DbQueries {
         DbQueries {
             stock: "SELECT store_id, sku, on_hand FROM stock_on_hand".into(),
             sku_sales:
-                "SELECT store_id, sku, CAST(SUM(qty) AS BIGINT), CAST(SUM(net_minor) AS BIGINT) \
+                "SELECT store_id, sku, CAST(SUM(qty_sold) AS BIGINT), CAST(SUM(net_minor) AS BIGINT) \
                         FROM sales_hourly GROUP BY store_id, sku"
                     .into(),
-            ledger_lines: "SELECT CAST(COUNT(*) AS BIGINT) FROM stock_ledger".into(),
+            ledger_lines: "SELECT CAST(COUNT(*) AS BIGINT) FROM stock_movement".into(),
         }
     }
 }
