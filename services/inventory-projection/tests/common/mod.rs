@@ -226,12 +226,14 @@ pub fn db_config(url: &str) -> DatabaseConfig {
 
 /// A live-projection config for tests: small batches (many transactions), short linger.
 pub fn config(kafka_cfg: &KafkaConfig, registry_url: &str, db_url: &str, group: &str) -> Config {
-    let mut cfg = Config::default();
-    cfg.kafka = kafka_cfg.clone();
+    let mut cfg = Config {
+        kafka: kafka_cfg.clone(),
+        group_id: group.to_string(),
+        ..Config::default()
+    };
     cfg.registry.url = registry_url.to_string();
     cfg.database = db_config(db_url);
     cfg.ops.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.group_id = group.to_string();
     cfg.batch.max_events = 97;
     cfg.batch.linger_ms = 10;
     cfg
