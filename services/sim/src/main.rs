@@ -91,6 +91,9 @@ enum Command {
         no_kafka: bool,
         #[arg(long, default_value_t = 20)]
         max_listed: usize,
+        /// First wait up to this many seconds for the pipeline to drain (0 = check at once).
+        #[arg(long, default_value_t = 0)]
+        wait_secs: u64,
     },
 }
 
@@ -209,10 +212,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             db,
             no_kafka,
             max_listed,
+            wait_secs,
         } => {
             let truth: Truth = serde_json::from_slice(
                 &std::fs::read(&truth).with_context(|| format!("reading {}", truth.display()))?,
             )?;
+            if wait_secs > 0 && !no_kafka {
+                let cfg = KafkaConfig {
+                    brokers: brokers.clone(),
+                    ..Default::default()
+                };
+                match oracle::wait_drained(
+                    &cfg,
+                    &oracle::Topics::default(),
+                    db.as_deref(),
+                    &truth,
+                    Duration::from_secs(wait_secs),
+                    Duration::from_secs(3),
+                )
+                .await
+                {
+                    Ok(p) => println!("pipeline drained: {p:?}"),
+                    Err(p) => {
+                        println!("pipeline still busy after {wait_secs}s: {p:?}; checking anyway")
+                    }
+                }
+            }
             let kafka = if no_kafka {
                 None
             } else {

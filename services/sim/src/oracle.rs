@@ -318,6 +318,128 @@ impl Default for DbQueries {
     }
 }
 
+/// Progress of the pipeline, for waiting until it has drained.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Records on the deduplicated topic (sum over partitions).
+    pub deduped: i64,
+    /// Records on the dead-letter topic.
+    pub dead_letters: i64,
+    /// Partitions of the deduplicated topic whose projection offset equals the high watermark.
+    pub projected_partitions: usize,
+    /// Partitions of the deduplicated topic with records.
+    pub partitions: usize,
+}
+
+fn watermarks(kafka_cfg: &KafkaConfig, topic: &str) -> Result<Vec<(i32, i64, i64)>, OracleError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = kafka_cfg
+        .client_config("tillstream-oracle")
+        .create()
+        .map_err(kafka::ReadError::from)?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(kafka::ReadError::from)?;
+    let mut out = Vec::new();
+    for t in md.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            let (lo, hi) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .map_err(kafka::ReadError::from)?;
+            out.push((p.id(), lo, hi));
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the pipeline's progress (cheap: watermarks and the projection's offsets table).
+pub async fn progress(
+    kafka_cfg: &KafkaConfig,
+    topics: &Topics,
+    db_url: Option<&str>,
+) -> Result<Progress, OracleError> {
+    let (cfg, t, dl) = (
+        kafka_cfg.clone(),
+        topics.deduped.clone(),
+        topics.dead_letter.clone(),
+    );
+    let (marks, dl_marks) = tokio::task::spawn_blocking(move || {
+        Ok::<_, OracleError>((watermarks(&cfg, &t)?, watermarks(&cfg, &dl)?))
+    })
+    .await
+    .map_err(|e| OracleError::Decode {
+        topic: topics.deduped.clone(),
+        detail: e.to_string(),
+    })??;
+    let mut p = Progress {
+        deduped: marks.iter().map(|(_, lo, hi)| hi - lo).sum(),
+        dead_letters: dl_marks.iter().map(|(_, lo, hi)| hi - lo).sum(),
+        partitions: marks.iter().filter(|(_, _, hi)| *hi > 0).count(),
+        ..Default::default()
+    };
+    if let Some(url) = db_url {
+        use sqlx::Row;
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT CAST(kafka_partition AS BIGINT), CAST(next_offset AS BIGINT) FROM projection_offsets WHERE topic = $1",
+        )
+        .bind(topics.deduped.clone())
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default();
+        let done: BTreeMap<i64, i64> = rows
+            .iter()
+            .filter_map(|r| Some((r.try_get::<i64, _>(0).ok()?, r.try_get::<i64, _>(1).ok()?)))
+            .collect();
+        p.projected_partitions = marks
+            .iter()
+            .filter(|(part, _, hi)| *hi > 0 && done.get(&i64::from(*part)) == Some(hi))
+            .count();
+        pool.close().await;
+    } else {
+        p.projected_partitions = p.partitions;
+    }
+    Ok(p)
+}
+
+/// Waits until the pipeline has caught up with everything `truth` says was published: the
+/// deduplicated topic holds at least every unique event, the dead letters are all there, the
+/// projection's offsets equal the topic's end, and nothing moved for `settle`.
+pub async fn wait_drained(
+    kafka_cfg: &KafkaConfig,
+    topics: &Topics,
+    db_url: Option<&str>,
+    truth: &Truth,
+    timeout: Duration,
+    settle: Duration,
+) -> Result<Progress, Progress> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = Progress::default();
+    let mut stable_since = tokio::time::Instant::now();
+    loop {
+        let now = tokio::time::Instant::now();
+        if let Ok(p) = progress(kafka_cfg, topics, db_url).await {
+            let complete = p.deduped >= truth.store_event_ids.len() as i64
+                && p.dead_letters >= truth.dead_letters.values().sum::<u64>() as i64
+                && p.projected_partitions == p.partitions;
+            if p != last {
+                last = p.clone();
+                stable_since = now;
+            } else if complete && now - stable_since >= settle {
+                return Ok(p);
+            }
+        }
+        if now > deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 fn diff_maps<V: PartialEq + std::fmt::Debug>(
     what: &str,
     expected: &BTreeMap<String, BTreeMap<String, V>>,

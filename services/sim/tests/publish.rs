@@ -49,7 +49,9 @@ async fn every_planned_publish_reaches_the_broker_in_device_order() {
         while n < expected {
             match tokio::time::timeout(Duration::from_secs(60), events.poll()).await {
                 Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                    got.entry(p.topic.clone()).or_default().push(p.payload.to_vec());
+                    got.entry(p.topic.clone())
+                        .or_default()
+                        .push(p.payload.to_vec());
                     n += 1;
                 }
                 Ok(Ok(_)) => {}
@@ -76,7 +78,9 @@ async fn every_planned_publish_reaches_the_broker_in_device_order() {
     for d in &plan.devices {
         for s in &d.steps {
             if let Step::Publish(p) = s {
-                want.entry(p.topic.clone()).or_default().push(p.payload.clone());
+                want.entry(p.topic.clone())
+                    .or_default()
+                    .push(p.payload.clone());
             }
         }
     }
