@@ -1,0 +1,231 @@
+"""Checks that docker-compose.yml and k8s/ are in step with the code. Run by scripts/validate-deploy.
+
+Every failure is printed; the exit code is the number of failures (capped at 1 for the shell).
+"""
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+BIN = os.path.join(TARGET, "debug")
+
+# service name in manifests -> (binary, env prefix)
+SERVICES = {
+    "store-bridge": ("tillstream-store-bridge", "TILLSTREAM_STORE_BRIDGE__"),
+    "dedup": ("tillstream-dedup", "TILLSTREAM_DEDUP__"),
+    "inventory-projection": ("tillstream-inventory-projection", "TILLSTREAM_INVENTORY_PROJECTION__"),
+}
+SHORTCUTS = {"TILLSTREAM_KAFKA_BROKERS", "TILLSTREAM_REGISTRY_URL", "TILLSTREAM_PG_URL",
+             "TILLSTREAM_MQTT_URL", "TILLSTREAM_LOG_FORMAT", "TILLSTREAM_LOG"}
+
+failures = []
+
+
+def fail(msg):
+    failures.append(msg)
+    print(f"  FAIL {msg}")
+
+
+def ok(msg):
+    print(f"  ok   {msg}")
+
+
+def default_config(service):
+    """The service's effective default config, as JSON, from `<bin> print-config`."""
+    binary, _ = SERVICES[service]
+    path = os.path.join(BIN, binary)
+    if not os.path.exists(path):
+        fail(f"{binary} is not built ({path}); run cargo build --workspace first")
+        return None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TILLSTREAM_")}
+    out = subprocess.run([path, "--print-config", "--config-format", "json"], capture_output=True,
+                         text=True, env=env, timeout=60)
+    if out.returncode != 0:
+        fail(f"{binary} --print-config --config-format json failed: {out.stderr.strip()[:300]}")
+        return None
+    return json.loads(out.stdout)
+
+
+def has_path(cfg, parts):
+    cur = cfg
+    for p in parts:
+        if isinstance(cur, dict) and p in cur:
+            cur = cur[p]
+        else:
+            return False
+    return True
+
+
+def check_env(where, service, env_names, configs):
+    cfg = configs.get(service)
+    if cfg is None:
+        return
+    _, prefix = SERVICES[service]
+    for name in sorted(env_names):
+        if name in SHORTCUTS or not name.startswith("TILLSTREAM_"):
+            continue
+        if not name.startswith(prefix):
+            fail(f"{where}: {service} sets {name}, which is not a {prefix}* variable")
+            continue
+        parts = [p.lower() for p in name[len(prefix):].split("__")]
+        if has_path(cfg, parts):
+            ok(f"{where}: {service} {name} -> {'.'.join(parts)}")
+        else:
+            fail(f"{where}: {service} sets {name}, but its config has no key {'.'.join(parts)}")
+
+
+def env_names_of_container(c):
+    names = set()
+    for e in c.get("env", []) or []:
+        names.add(e["name"])
+    return names
+
+
+def main():
+    configs = {s: default_config(s) for s in SERVICES}
+
+    # --- docker-compose.yml --------------------------------------------------------------------
+    compose = yaml.safe_load(open(os.path.join(ROOT, "docker-compose.yml")))
+    svcs = compose["services"]
+    for s in SERVICES:
+        if s not in svcs:
+            fail(f"compose: service {s} missing")
+            continue
+        env = svcs[s].get("environment", {}) or {}
+        check_env("compose", s, set(env.keys()), configs)
+        listen = env.get(SERVICES[s][1] + "OPS__LISTEN", "")
+        port = listen.rsplit(":", 1)[-1]
+        hc = " ".join(svcs[s].get("healthcheck", {}).get("test", []))
+        if port and f":{port}/" in hc:
+            ok(f"compose: {s} healthcheck uses its ops port {port}")
+        else:
+            fail(f"compose: {s} healthcheck does not probe its ops port ({listen!r} vs {hc!r})")
+        prom = open(os.path.join(ROOT, "config/compose/prometheus.yml")).read()
+        if f"{s}:{port}" in prom:
+            ok(f"compose: prometheus scrapes {s}:{port}")
+        else:
+            fail(f"compose: prometheus does not scrape {s}:{port}")
+
+    # --- k8s -----------------------------------------------------------------------------------
+    docs = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "k8s", "*.yaml"))):
+        for d in yaml.safe_load_all(open(path)):
+            if d:
+                docs.append((os.path.basename(path), d))
+    workloads = {d["metadata"]["name"]: (f, d) for f, d in docs
+                 if d["kind"] in ("Deployment", "StatefulSet")}
+    for s in SERVICES:
+        if s not in workloads:
+            fail(f"k8s: workload {s} missing")
+            continue
+        f, d = workloads[s]
+        tmpl = d["spec"]["template"]
+        c = tmpl["spec"]["containers"][0]
+        check_env(f"k8s/{f}", s, env_names_of_container(c), configs)
+        ann = tmpl["metadata"].get("annotations", {})
+        listen = next((e.get("value", "") for e in c.get("env", [])
+                       if e["name"] == SERVICES[s][1] + "OPS__LISTEN"), "")
+        port = listen.rsplit(":", 1)[-1]
+        ports = [p["containerPort"] for p in c.get("ports", [])]
+        if port and int(port) in ports and ann.get("prometheus.io/port") == port:
+            ok(f"k8s: {s} exposes and annotates its ops port {port}")
+        else:
+            fail(f"k8s: {s} ops port mismatch (listen {listen!r}, ports {ports}, annotation {ann})")
+        if c.get("command", [None])[0] != SERVICES[s][0]:
+            fail(f"k8s: {s} runs {c.get('command')}, expected {SERVICES[s][0]}")
+
+    # Topics the services use by default must all be in the topology.
+    topo = open(os.path.join(ROOT, "topology/topology.toml")).read()
+    topics = set(re.findall(r'^name = "([^"]+)"', topo, re.M))
+    for s, cfg in configs.items():
+        if cfg is None:
+            continue
+        used = set()
+
+        def walk(v):
+            if isinstance(v, dict):
+                for x in v.values():
+                    walk(x)
+            elif isinstance(v, list):
+                for x in v:
+                    walk(x)
+            elif isinstance(v, str) and v.startswith("tillstream.") and "." in v[11:] or (
+                    isinstance(v, str) and v.startswith("tillstream.")):
+                used.add(v)
+        walk(cfg)
+        for t in sorted(used):
+            if t in topics:
+                ok(f"topology: {s} uses {t}")
+            else:
+                fail(f"topology: {s} uses topic {t}, which topology/topology.toml does not define")
+
+    # tillctl commands in compose and k8s point at shipped files and profiles.
+    for where, text in [("compose", yaml.safe_dump(svcs.get("tillctl-init", {}))),
+                        ("k8s", open(os.path.join(ROOT, "k8s/21-tillctl-job.yaml")).read())]:
+        for profile in re.findall(r"--profile (\w+)", text):
+            if f"[profiles.{profile}]" in topo:
+                ok(f"{where}: tillctl uses topology profile {profile}")
+            else:
+                fail(f"{where}: tillctl uses unknown topology profile {profile}")
+
+    # mosquitto: compose and k8s configure the same settings as the local stack template.
+    def settings(text):
+        out = {}
+        for line in text.splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            k, _, v = line.partition(" ")
+            out.setdefault(k, []).append(v)
+        return out
+    ignore = {"listener", "password_file", "acl_file", "persistence_location", "log_dest", "user",
+              "max_inflight_messages", "max_packet_size", "log_timestamp", "log_timestamp_format"}
+    stack = settings(open(os.path.join(ROOT, "config/stack/mosquitto.conf.tmpl")).read())
+    for where, text in [
+        ("compose", open(os.path.join(ROOT, "config/compose/mosquitto.conf")).read()),
+        ("k8s", next(d for _, d in docs if d["kind"] == "ConfigMap"
+                     and d["metadata"]["name"] == "mosquitto-config")["data"]["mosquitto.conf"]),
+    ]:
+        other = settings(text)
+        for k, v in stack.items():
+            if k in ignore:
+                continue
+            if other.get(k) != v:
+                fail(f"{where}: mosquitto {k} is {other.get(k)}, the local stack has {v}")
+        if other.get("max_inflight_messages") == ["0"] and other.get("max_queued_messages") == ["0"]:
+            ok(f"{where}: mosquitto drops nothing (max_queued_messages 0, max_inflight_messages 0)")
+        else:
+            fail(f"{where}: mosquitto may drop or stall (max_queued/inflight not 0)")
+
+    # The ACL generator of compose/k8s equals scripts/stack's for the dev fleet.
+    with tempfile.TemporaryDirectory() as d:
+        env = dict(os.environ, AUTH_DIR=os.path.join(d, "auth"),
+                   FLEET_FILE=os.path.join(ROOT, "config/fleet/devices.csv"),
+                   MQTT_ADMIN_PASSWORD="a", MQTT_BRIDGE_PASSWORD="b", MQTT_DEVICE_PASSWORD="c")
+        subprocess.run(["sh", os.path.join(ROOT, "config/compose/gen-auth.sh")], env=env,
+                       check=True, capture_output=True)
+        senv = dict(os.environ, TILLSTREAM_STACK_DIR=os.path.join(d, "stack"))
+        subprocess.run([os.path.join(ROOT, "scripts/stack"), "devices",
+                        os.path.join(ROOT, "config/fleet/devices.csv")], env=senv, check=True,
+                       capture_output=True)
+
+        def acl(p):
+            return sorted(l.strip() for l in open(p) if l.strip() and not l.startswith("#"))
+        if acl(os.path.join(d, "auth", "acl")) == acl(os.path.join(d, "stack", "mosquitto", "acl")):
+            ok("mosquitto ACL: config/compose/gen-auth.sh == scripts/stack devices")
+        else:
+            fail("mosquitto ACL: config/compose/gen-auth.sh and scripts/stack devices differ")
+
+    print(f"consistency: {len(failures)} failure(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
