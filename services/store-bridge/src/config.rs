@@ -193,6 +193,9 @@ pub struct OutboxConfig {
     pub max_in_flight: usize,
     /// On shutdown, how long to wait for in-flight deliveries (the rest stay in the outbox).
     pub shutdown_drain_ms: u64,
+    /// `linger.ms` of the drainer's producer. Fewer, larger batches: tansu 0.6 (SQLite) serves a
+    /// partition made of many small batches very slowly to consumers (see the README).
+    pub producer_linger_ms: u32,
 }
 
 impl Default for OutboxConfig {
@@ -205,6 +208,7 @@ impl Default for OutboxConfig {
             hot_bytes: 64 * 1024 * 1024,
             max_in_flight: 50_000,
             shutdown_drain_ms: 10_000,
+            producer_linger_ms: 20,
         }
     }
 }

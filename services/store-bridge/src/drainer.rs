@@ -37,11 +37,14 @@ pub trait Refused: Send + Sync {
 
 /// The producer configuration of the drainer: the house idempotent producer, with no local
 /// delivery timeout (the outbox, not librdkafka, decides when to give up: never).
-pub fn producer_config(kafka: &KafkaConfig) -> KafkaConfig {
+pub fn producer_config(kafka: &KafkaConfig, linger_ms: u32) -> KafkaConfig {
     let mut k = kafka.clone();
     k.properties
         .entry("message.timeout.ms".into())
         .or_insert_with(|| "0".into());
+    k.properties
+        .entry("linger.ms".into())
+        .or_insert_with(|| linger_ms.to_string());
     k
 }
 
@@ -52,6 +55,7 @@ pub struct Drainer<A> {
     pub reader: Option<Reader>,
     pub writer: std::sync::mpsc::Sender<WriterMsg<A>>,
     pub max_in_flight: usize,
+    pub linger_ms: u32,
     pub shutdown_drain: Duration,
     pub refused: Arc<dyn Refused>,
 }
@@ -92,7 +96,7 @@ struct State {
 impl<A: Send + 'static> Drainer<A> {
     /// Drains until `stop` is cancelled, then waits up to `shutdown_drain` for in-flight deliveries.
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), DrainerError> {
-        let pcfg = producer_config(&self.kafka);
+        let pcfg = producer_config(&self.kafka, self.linger_ms);
         let mut st = State {
             producer: kafka::producer(&pcfg, &self.client_id)?,
             next_id: self.shared.first_id,
@@ -293,7 +297,10 @@ impl<A: Send + 'static> Drainer<A> {
         st.next_id = restart;
         let old = std::mem::replace(
             &mut st.producer,
-            kafka::producer(&producer_config(&self.kafka), &self.client_id)?,
+            kafka::producer(
+                &producer_config(&self.kafka, self.linger_ms),
+                &self.client_id,
+            )?,
         );
         // Dropping a producer purges and waits: not on the async threads.
         tokio::task::spawn_blocking(move || drop(old));

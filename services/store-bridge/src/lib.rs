@@ -169,6 +169,7 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
         reader: Some(ob.reader),
         writer: ob.tx.clone(),
         max_in_flight: config.outbox.max_in_flight.max(1),
+        linger_ms: config.outbox.producer_linger_ms,
         shutdown_drain: Duration::from_millis(config.outbox.shutdown_drain_ms),
         refused: Arc::new(RefusedToDeadLetter(converter.clone())),
     };

@@ -1,0 +1,388 @@
+//! End-to-end on the real stack (tansu + mosquitto with the project's ACL): dead letters for every
+//! kind of bad input, store identity (ACL + payload), the catalog downlink, and a clean SIGTERM.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::PubAckReason;
+use tillstream_contracts::{DeviceEvent, EventKind, codec, samples};
+use tillstream_runtime::CancellationToken;
+use tillstream_runtime::kafka::{self, make_headers};
+
+fn order_json(store: &str, device: &str, seq: i64) -> Vec<u8> {
+    let e: DeviceEvent = samples::order(store, device, seq, 2).into();
+    serde_json::to_vec(&e.to_json()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_bad_input_is_dead_lettered_once_with_its_reason_and_the_good_events_arrive() {
+    let env = Env::start().await;
+    let cfg = env.config();
+    let ops = cfg.ops.listen.to_string();
+    let token = CancellationToken::new();
+    let running = tillstream_store_bridge::start(cfg, token.clone())
+        .await
+        .unwrap();
+    wait_ready(&ops, Duration::from_secs(60)).await;
+
+    let dev = Device::device(env.stack.mqtt_port(), "s001-d01").await;
+    let t = "store/s001/pos/order.created";
+    let good = |seq| order_json("s001", "s001-d01", seq);
+    let with = |seq, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_slice(&good(seq)).unwrap();
+        f(&mut v);
+        serde_json::to_vec(&v).unwrap()
+    };
+    let mut v1 = samples::order("s001", "s001-d01", 4, 2);
+    v1.schema_version = 1;
+    v1.loyalty_member_id = None;
+    let mut oversize = b"{\"pad\":\"".to_vec();
+    oversize.resize(300 * 1024, b'x');
+    oversize.extend_from_slice(b"\"}");
+
+    // (topic, payload, expected reason or None for a good event)
+    let inputs: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+        (t, good(1), None),
+        (t, oversize, Some("payload_too_large")),
+        (t, good(2), None),
+        (t, b"{\"event_id\": ".to_vec(), Some("bad_json")),
+        (
+            t,
+            with(10, &|v| {
+                v.as_object_mut().unwrap().remove("totals");
+            }),
+            Some("missing_field"),
+        ),
+        (
+            t,
+            with(11, &|v| v["seq"] = serde_json::json!("eleven")),
+            Some("wrong_type"),
+        ),
+        (
+            "store/s001/pos/order.voided",
+            good(12),
+            Some("unknown_topic"),
+        ),
+        (
+            t,
+            with(13, &|v| v["schema_version"] = serde_json::json!(3)),
+            Some("unknown_schema_version"),
+        ),
+        (
+            t,
+            order_json("s002", "s002-d01", 14),
+            Some("store_mismatch"),
+        ),
+        (
+            t,
+            with(15, &|v| {
+                v["totals"]["net"]["currency"] = serde_json::json!("XXZ")
+            }),
+            Some("invalid_value"),
+        ),
+        (
+            t,
+            order_json("s001", "s001-d99", 16),
+            Some("unknown_device"),
+        ),
+        (t, good(3), None),
+        (
+            t,
+            serde_json::to_vec(&DeviceEvent::from(v1).to_json()).unwrap(),
+            None,
+        ),
+    ];
+    for (topic, payload, _) in &inputs {
+        dev.publish(topic, payload.clone()).await;
+    }
+    dev.wait_acked(inputs.len() as u64, Duration::from_secs(30))
+        .await;
+    assert!(dev.refused.lock().unwrap().is_empty());
+
+    let want_dl = inputs.iter().filter(|i| i.2.is_some()).count();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut dls;
+    let mut raw;
+    loop {
+        dls = dead_letters(&env).await;
+        raw = env.read(RAW);
+        if (dls.len() >= want_dl && raw.len() >= 4) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Settle, then read again: exactly one each.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let dls = dead_letters(&env).await;
+    let raw_again = env.read(RAW);
+    assert_eq!(raw.len(), raw_again.len());
+
+    let mut want: Vec<&str> = inputs.iter().filter_map(|i| i.2).collect();
+    want.sort();
+    let mut got: Vec<&str> = dls.iter().map(|d| d.reason.as_str()).collect();
+    got.sort();
+    assert_eq!(got, want, "one dead letter per bad input");
+    for (topic, payload, reason) in &inputs {
+        let Some(reason) = reason else { continue };
+        let d = dls.iter().find(|d| d.reason == *reason).unwrap();
+        assert_eq!(d.source_topic, *topic, "{reason}");
+        assert_eq!(d.service, "store-bridge");
+        if *reason == "payload_too_large" {
+            assert_eq!(d.payload.len(), 256 * 1024);
+            assert_eq!(&d.payload[..], &payload[..256 * 1024]);
+            assert!(d.detail.contains("cut"), "{}", d.detail);
+        } else {
+            assert_eq!(&d.payload, payload, "{reason}: raw bytes kept");
+        }
+        assert!(!d.detail.is_empty());
+    }
+    let sm = dls.iter().find(|d| d.reason == "store_mismatch").unwrap();
+    assert_eq!(sm.device_id.as_deref(), Some("s002-d01"));
+
+    // The good ones, in order, v1 and v2 both, decodable.
+    let client = env.registry.client();
+    let mut seqs = Vec::new();
+    let mut sorted = raw_again.clone();
+    sorted.sort_by_key(|r| r.offset);
+    for r in &sorted {
+        let e = tillstream_integration_tests::decode_event(&client, r.payload.as_deref().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(r.key_str(), "s001");
+        assert_eq!(r.header("tillstream-event-type"), Some("OrderCreated"));
+        assert_eq!(r.header("tillstream-producer"), Some("store-bridge"));
+        seqs.push((e.seq(), e.schema_version()));
+    }
+    assert_eq!(seqs, vec![(1, 2), (2, 2), (3, 2), (4, 1)]);
+
+    // The recorder is process-wide (other tests in this binary count too): at least ours.
+    let dead = metric(&ops, "tillstream_store_bridge_dead_letters_total").unwrap_or(0.0);
+    assert!(dead as usize >= want_dl, "{dead}");
+    token.cancel();
+    running.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_device_cannot_publish_into_another_store_and_a_payload_claiming_another_store_is_dead_lettered()
+ {
+    let env = Env::start().await;
+    let cfg = env.config();
+    let ops = cfg.ops.listen.to_string();
+    let token = CancellationToken::new();
+    let running = tillstream_store_bridge::start(cfg, token.clone())
+        .await
+        .unwrap();
+    wait_ready(&ops, Duration::from_secs(60)).await;
+
+    let port = env.stack.mqtt_port();
+    let intruder = Device::device(port, "s001-d01").await;
+    // Into s002's topic, with a payload that is s002's in every respect: the broker refuses it.
+    intruder
+        .publish(
+            "store/s002/pos/order.created",
+            order_json("s002", "s002-d01", 1),
+        )
+        .await;
+    intruder.wait_acked(1, Duration::from_secs(10)).await;
+    let health = samples::sample(EventKind::DeviceHealth, "s002", "s002-d01", 1).unwrap();
+    intruder
+        .publish(
+            "fleet/s002-d01/health.status",
+            serde_json::to_vec(&health.to_json()).unwrap(),
+        )
+        .await;
+    intruder.wait_acked(2, Duration::from_secs(10)).await;
+    assert_eq!(
+        *intruder.refused.lock().unwrap(),
+        vec![PubAckReason::NotAuthorized, PubAckReason::NotAuthorized]
+    );
+    // On its own store's topic, claiming to be s002 (payload store and device): dead-lettered.
+    intruder
+        .publish(
+            "store/s001/pos/order.created",
+            order_json("s002", "s002-d01", 2),
+        )
+        .await;
+    // Own store in topic and payload, but a device registered to s002 named in the payload.
+    intruder
+        .publish(
+            "store/s001/pos/order.created",
+            order_json("s001", "s002-d01", 3),
+        )
+        .await;
+    // And a legitimate one afterwards.
+    intruder
+        .publish(
+            "store/s001/pos/order.created",
+            order_json("s001", "s001-d01", 4),
+        )
+        .await;
+    intruder.wait_acked(5, Duration::from_secs(10)).await;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let dls = dead_letters(&env).await;
+        let raw = env.read(RAW);
+        if (dls.len() >= 2 && !raw.is_empty()) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let dls = dead_letters(&env).await;
+    assert_eq!(
+        by_reason(&dls),
+        [("store_mismatch".to_string(), 2)].into(),
+        "{dls:?}"
+    );
+    let raw = env.read(RAW);
+    assert_eq!(raw.len(), 1, "only the legitimate event reaches Kafka");
+    assert_eq!(raw[0].key_str(), "s001");
+    assert_eq!(raw[0].header("tillstream-seq"), Some("4"));
+    token.cancel();
+    running.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_downlink_delivers_each_stores_catalog_retained_on_its_own_topic_only() {
+    let env = Env::start().await;
+    let cfg = env.config();
+    let ops = cfg.ops.listen.to_string();
+    let token = CancellationToken::new();
+    let running = tillstream_store_bridge::start(cfg, token.clone())
+        .await
+        .unwrap();
+    wait_ready(&ops, Duration::from_secs(60)).await;
+
+    let client = env.registry.client();
+    let producer = kafka::producer(&env.stack.kafka(), "it-downlink").unwrap();
+    let id = client
+        .schema_id(EventKind::PriceListApproved, 1)
+        .await
+        .unwrap();
+    let doc =
+        |store: &str| samples::sample(EventKind::PriceListApproved, store, "pricing", 7).unwrap();
+    let send = |key: String, e: &DeviceEvent| {
+        let payload = codec::frame(id, e.encode().unwrap());
+        let producer = producer.clone();
+        async move {
+            let h = make_headers(&[("tillstream-event-type", "PriceListApproved")]);
+            kafka::send_with_retry(
+                &producer,
+                "tillstream.catalog.downlink",
+                key.as_bytes(),
+                &payload,
+                Some(h),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    send("s001/prices".into(), &doc("s001")).await;
+    send("s002/prices".into(), &doc("s002")).await;
+    // A document under s003's key that is really s004's: never published, dead-lettered.
+    send("s003/prices".into(), &doc("s004")).await;
+
+    // Subscribing late is fine: the documents are retained.
+    let port = env.stack.mqtt_port();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let admin = Device::connect(port, "admin", "admin-dev", "it-admin").await;
+    admin
+        .client
+        .subscribe("store/+/catalog/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    while admin.received.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "catalog documents not delivered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pos = Device::device(port, "s001-d01").await;
+    pos.client
+        .subscribe("store/s001/catalog/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    // Allowed to subscribe, but the ACL delivers nothing of another store.
+    pos.client
+        .subscribe("store/s002/catalog/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    while pos.received.lock().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the store's own catalog not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The dead letter for the mismatched key shows the downlink went past it.
+    while !dead_letters(&env)
+        .await
+        .iter()
+        .any(|d| d.reason == "store_mismatch")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "mismatched document not dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let got = pos.received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (topic, payload, retained) = &got[0];
+    assert_eq!(topic, "store/s001/catalog/prices");
+    assert!(retained);
+    let json: serde_json::Value = serde_json::from_slice(payload).unwrap();
+    assert_eq!(json, doc("s001").to_json());
+    let parsed = DeviceEvent::from_json(EventKind::PriceListApproved, payload).unwrap();
+    assert_eq!(parsed, doc("s001"));
+
+    let mut topics: Vec<String> = admin
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.0.clone())
+        .collect();
+    topics.sort();
+    assert_eq!(
+        topics,
+        vec!["store/s001/catalog/prices", "store/s002/catalog/prices"]
+    );
+    token.cancel();
+    running.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_stores_and_acks_what_it_took_and_exits_cleanly() {
+    let env = Env::start().await;
+    let cfg = env.config();
+    let mut bridge = BridgeProcess::spawn(&cfg, env.dir.path());
+    wait_ready(&bridge.ops, Duration::from_secs(60)).await;
+    let per_device = 500;
+    publish_load(env.stack.mqtt_port(), per_device, None).await;
+    let status = bridge.sigterm();
+    assert!(status.success(), "exit status {status:?}");
+    // Whatever it did not deliver before exiting is in its outbox or still with the broker:
+    // a new run completes the set.
+    let mut bridge = BridgeProcess::spawn(&cfg, env.dir.path());
+    wait_ready(&bridge.ops, Duration::from_secs(60)).await;
+    wait_settled(&bridge.ops, Duration::from_secs(120)).await;
+    let d = wait_for_distinct(&env, per_device, Duration::from_secs(120)).await;
+    assert!(
+        d.missing.is_empty(),
+        "missing {:?}",
+        &d.missing[..d.missing.len().min(10)]
+    );
+    assert!(d.out_of_order.is_empty(), "{:?}", d.out_of_order);
+    assert_eq!(d.wrong_partition, 0);
+    eprintln!(
+        "sigterm: {} records, {} duplicates",
+        d.records, d.duplicates
+    );
+    assert!(bridge.sigterm().success());
+}
