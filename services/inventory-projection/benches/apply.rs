@@ -8,7 +8,7 @@
 //! PostgreSQL does its share of the work in other processes.
 //!
 //! `cargo bench -p tillstream-inventory-projection --bench apply -- [--events N] [--batches a,b,c]
-//!  [--e2e-events N] [--no-pg] [--no-e2e]`
+//!  [--e2e-events N] [--no-pg] [--no-e2e] [--drop-ledger-index]`
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -157,7 +157,7 @@ async fn plain_insert(db: &Db, rows: usize, per_tx: usize) {
         let mut left = n;
         while left > 0 {
             let k = chunk.min(left);
-            let sql = values_sql("INSERT INTO bench_plain (a, b, c, d, e)", 5, k, "");
+            let sql = values_sql(db.backend(), "INSERT INTO bench_plain (a, b, c, d, e)", 5, k, "");
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for i in 0..k {
                 let v = (done + n - left + i) as i64;
@@ -185,6 +185,13 @@ async fn apply_suite(label: &str, envs: &[Envelope], batches: &[usize], mut url:
         })
         .await
         .unwrap();
+        if flag("--drop-ledger-index") {
+            // Experiment: what the ledger's (store_id, sku) index costs.
+            sqlx::query("DROP INDEX blue_stock_movement_store_sku")
+                .execute(db.pool())
+                .await
+                .unwrap();
+        }
         let mut rows = 0;
         let m = measure(async { rows = apply_all(&db, envs, b).await }).await;
         let base_db = Db::connect(&tillstream_inventory_projection::db::DatabaseConfig {
@@ -303,16 +310,20 @@ async fn end_to_end(stack: &Stack, n: usize, dir: &std::path::Path) {
             .await
             .unwrap();
         let payload = codec::frame(id, ev.encode().unwrap());
-        let rec = rdkafka::producer::FutureRecord::to("tillstream.store-events")
+        let mut rec = rdkafka::producer::FutureRecord::to("tillstream.store-events")
             .key(ev.store_id())
             .payload(&payload);
         loop {
-            match producer.send_result(rec.clone()) {
+            match producer.send_result(rec) {
                 Ok(f) => {
                     futs.push(f);
                     break;
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                // Queue full: wait for deliveries (back-pressure), then offer the record again.
+                Err((_, r)) => {
+                    rec = r;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
             }
         }
     }

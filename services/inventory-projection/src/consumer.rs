@@ -402,8 +402,9 @@ impl Live {
         Ok(())
     }
 
-    /// Dead-letters an event the database refused (the record is re-read from the partition is not
-    /// needed: the event is re-encoded from what was decoded).
+    /// Dead-letters an event the database refused. The payload is the event re-encoded with its
+    /// declared schema version (the original record is no longer at hand); partition, offset and
+    /// key point at the original record.
     async fn dead_letter_event(&self, env: &Envelope, detail: &str) -> Result<(), Error> {
         let payload = env.event.encode().unwrap_or_default();
         let msg = OwnedMessage::new(

@@ -249,7 +249,9 @@ struct Builder<'a> {
     reservations: HashMap<(&'a str, &'a str), ReservationRow<'a>>,
     sync: HashMap<&'a str, SyncRow<'a>>,
     days: HashMap<(&'a str, i64), DayDelta>,
-    movement_keys: std::collections::HashSet<(&'a str, i64)>,
+    /// Line numbers of the current event's movements (events are unique in a batch, so a repeated
+    /// (event_id, line_no) can only come from within one event).
+    lines_of_event: Vec<i64>,
 }
 
 impl<'a> Builder<'a> {
@@ -265,9 +267,10 @@ impl<'a> Builder<'a> {
     ) {
         let ev = &env.event;
         // A malformed event repeating a line number moves stock once, like the ledger row.
-        if !self.movement_keys.insert((ev.event_id(), line_no)) {
+        if self.lines_of_event.contains(&line_no) {
             return;
         }
+        self.lines_of_event.push(line_no);
         let store_id = ev.store_id();
         self.movements.push(MovementRow {
             event_id: ev.event_id(),
@@ -353,10 +356,11 @@ pub fn project<'a>(batch: &[&'a Envelope], params: &ProjectionParams) -> Delta<'
         reservations: HashMap::new(),
         sync: HashMap::new(),
         days: HashMap::new(),
-        movement_keys: std::collections::HashSet::with_capacity(batch.len() * 3),
+        lines_of_event: Vec::new(),
     };
     for env in batch {
         let env: &'a Envelope = env;
+        b.lines_of_event.clear();
         let ev = &env.event;
         let store = ev.store_id();
         let hour = ev.occurred_at().div_euclid(HOUR_MS) * HOUR_MS;
