@@ -4,6 +4,7 @@
 //!   SQLite and into PostgreSQL for several batch sizes, with the baseline measured in the same run:
 //!   a plain multi-row INSERT of the same number of rows into a bare table, same batch sizes;
 //! - end to end from tansu: the live projection reading the topic into the database.
+//!
 //! CPU is reported as µs per event for this process and for the whole machine (/proc/stat), since
 //! PostgreSQL does its share of the work in other processes.
 //!
@@ -34,8 +35,9 @@ fn workload(n: usize) -> Vec<Envelope> {
             0..=13 => samples::order(&store, &device, seq, 1 + i % 3).into(),
             14 => samples::sample(EventKind::OrderRefunded, &store, &device, seq).unwrap(),
             15..=17 => samples::sample(EventKind::InventoryAdjusted, &store, &device, seq).unwrap(),
-            18 => samples::sample(EventKind::StockReservationRequested, &store, &device, seq)
-                .unwrap(),
+            18 => {
+                samples::sample(EventKind::StockReservationRequested, &store, &device, seq).unwrap()
+            }
             _ => samples::sample(EventKind::LoyaltyRedeemed, &store, &device, seq).unwrap(),
         };
         // Unique event ids (the samples derive them from device + seq).
@@ -71,7 +73,12 @@ fn cpu() -> (f64, f64) {
         .rsplit_once(')')
         .map(|(_, r)| r.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // After the ")": field 3 is state; utime/stime are fields 14/15 of the full line = 11/12 here.
     let proc_s = (ticks(11) + ticks(12)) / 100.0;
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -145,11 +152,14 @@ async fn apply_all(db: &Db, envs: &[Envelope], batch: usize) -> usize {
 /// The baseline: `rows` rows of 5 columns (2 text, 3 int) into a bare table, `per_tx` per
 /// transaction, with the same multi-row statement size as the projection.
 async fn plain_insert(db: &Db, rows: usize, per_tx: usize) {
-    sqlx::query("CREATE TABLE IF NOT EXISTS bench_plain (a TEXT, b TEXT, c BIGINT, d BIGINT, e BIGINT)")
-        .execute(db.pool())
-        .await
-        .unwrap();
-    let chunk = 1000.min(32_766 / 5);
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS bench_plain (a TEXT, b TEXT, c BIGINT, d BIGINT, e BIGINT)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    // Same statement size as the projection's default `rows_per_statement`.
+    let chunk = 1000;
     let mut done = 0;
     while done < rows {
         let n = per_tx.min(rows - done);
@@ -157,7 +167,13 @@ async fn plain_insert(db: &Db, rows: usize, per_tx: usize) {
         let mut left = n;
         while left > 0 {
             let k = chunk.min(left);
-            let sql = values_sql(db.backend(), "INSERT INTO bench_plain (a, b, c, d, e)", 5, k, "");
+            let sql = values_sql(
+                db.backend(),
+                "INSERT INTO bench_plain (a, b, c, d, e)",
+                5,
+                k,
+                "",
+            );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for i in 0..k {
                 let v = (done + n - left + i) as i64;
@@ -176,7 +192,12 @@ async fn plain_insert(db: &Db, rows: usize, per_tx: usize) {
     }
 }
 
-async fn apply_suite(label: &str, envs: &[Envelope], batches: &[usize], mut url: impl FnMut(&str) -> String) {
+async fn apply_suite(
+    label: &str,
+    envs: &[Envelope],
+    batches: &[usize],
+    mut url: impl FnMut(&str) -> String,
+) {
     println!("\n== apply into {label}: {} events ==", envs.len());
     for &b in batches {
         let db = Db::connect(&tillstream_inventory_projection::db::DatabaseConfig {
@@ -201,8 +222,18 @@ async fn apply_suite(label: &str, envs: &[Envelope], batches: &[usize], mut url:
         .await
         .unwrap();
         let base = measure(plain_insert(&base_db, rows, rows * b / envs.len().max(1))).await;
-        line(&format!("{label} apply, batch {b} ({rows} rows)"), envs.len(), &m, Some(base.secs));
-        line(&format!("{label} baseline plain insert, same rows"), envs.len(), &base, None);
+        line(
+            &format!("{label} apply, batch {b} ({rows} rows)"),
+            envs.len(),
+            &m,
+            Some(base.secs),
+        );
+        line(
+            &format!("{label} baseline plain insert, same rows"),
+            envs.len(),
+            &base,
+            None,
+        );
     }
 }
 
@@ -219,8 +250,12 @@ fn flag(name: &str) -> bool {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let n: usize = arg("--events").and_then(|v| v.parse().ok()).unwrap_or(200_000);
-    let e2e_n: usize = arg("--e2e-events").and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let n: usize = arg("--events")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let e2e_n: usize = arg("--e2e-events")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let batches: Vec<usize> = arg("--batches")
         .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_else(|| vec![500, 2_000, 5_000, 20_000]);
@@ -286,7 +321,10 @@ async fn main() {
                 .await
                 .unwrap();
         }
-        apply_suite("postgres", &envs, &batches, |name| format!("{prefix}/bench_{name}")).await;
+        apply_suite("postgres", &envs, &batches, |name| {
+            format!("{prefix}/bench_{name}")
+        })
+        .await;
     }
 
     if let Some(stack) = stack.as_ref().filter(|_| !flag("--no-e2e")) {
@@ -334,7 +372,10 @@ async fn end_to_end(stack: &Stack, n: usize, dir: &std::path::Path) {
         "\n== end to end from tansu: {n} events (produced at {:.0} ev/s) ==",
         n as f64 / t0.elapsed().as_secs_f64()
     );
-    let mut targets = vec![("sqlite".to_string(), dir.join("e2e.db").display().to_string())];
+    let mut targets = vec![(
+        "sqlite".to_string(),
+        dir.join("e2e.db").display().to_string(),
+    )];
     if !flag("--no-pg") {
         use sqlx::Connection;
         let pg = stack.pg_url();

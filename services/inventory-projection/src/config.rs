@@ -60,7 +60,7 @@ pub struct BatchConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
-            max_events: 5000,
+            max_events: 20_000,
             linger_ms: 50,
         }
     }

@@ -1203,7 +1203,13 @@ mod tests {
     #[test]
     fn values_sql_numbers_placeholders_row_by_row() {
         assert_eq!(
-            values_sql(Backend::Postgres, "INSERT INTO t (a, b)", 2, 2, "ON CONFLICT DO NOTHING"),
+            values_sql(
+                Backend::Postgres,
+                "INSERT INTO t (a, b)",
+                2,
+                2,
+                "ON CONFLICT DO NOTHING"
+            ),
             "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4) ON CONFLICT DO NOTHING"
         );
         assert_eq!(

@@ -205,7 +205,10 @@ async fn scenario(stack: &Stack, url_for: impl Fn(&str) -> String) {
         .unwrap();
     let status = wait_exit(&mut child, Duration::from_secs(60)).await;
     let log_text = std::fs::read_to_string(&log).unwrap();
-    assert!(status.success(), "exit after SIGTERM: {status:?}\n{log_text}");
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status:?}\n{log_text}"
+    );
     // The binary took its start offsets from the database inside the rebalance hook.
     assert!(
         log_text.contains("start offsets from the database"),
