@@ -57,6 +57,32 @@ fn spawn_binary(
     cmd.spawn().unwrap()
 }
 
+/// Runs a CLI subcommand of the binary to completion; returns stdout (panics on failure).
+fn cli(stack: &Stack, registry_url: &str, db_url: &str, args: &[&str]) -> String {
+    let p = "TILLSTREAM_INVENTORY_PROJECTION__";
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TILLSTREAM_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .args(args)
+        .env(format!("{p}KAFKA__BROKERS"), stack.brokers())
+        .env(format!("{p}REGISTRY__URL"), registry_url)
+        .env(format!("{p}DATABASE__URL"), db_url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 async fn wait_for_file(path: &Path, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while !path.exists() {
@@ -233,6 +259,36 @@ async fn scenario(stack: &Stack, url_for: impl Fn(&str) -> String) {
     assert_eq!(report.records as usize, events.len() + 2);
     assert_eq!(db_a.active_color().await.unwrap(), Color::Green);
     assert_eq!(db_a.dump(Color::Green).await.unwrap(), reference);
+
+    // The CLI: rebuild the other set (blue) without switching, then compare the dump hashes.
+    let out = cli(
+        stack,
+        &registry.url,
+        &url_a,
+        &["rebuild", "--no-switch", "--quiet"],
+    );
+    assert!(
+        out.contains("equal to the live set") && out.contains("views unchanged"),
+        "{out}"
+    );
+    let green = cli(
+        stack,
+        &registry.url,
+        &url_a,
+        &["dump", "--hash", "--color", "green"],
+    );
+    let blue = cli(
+        stack,
+        &registry.url,
+        &url_a,
+        &["dump", "--hash", "--color", "blue"],
+    );
+    assert_eq!(green, blue);
+    assert_eq!(
+        green.trim(),
+        format!("{:032x}", xxhash_rust::xxh3::xxh3_128(reference.as_bytes()))
+    );
+    assert_eq!(db_a.active_color().await.unwrap(), Color::Green);
 
     // The live consumer now writes the green set: more events land there, not in blue.
     let more = common::stream(9, 41);
