@@ -142,10 +142,8 @@ impl Live {
         cfg: &Config,
         hook: OffsetHook,
     ) -> Result<GroupConsumer<OffsetHook>, rdkafka::error::KafkaError> {
-        let settings = GroupSettings {
-            // The projection reads what dedup committed; tansu has no transactions, Kafka does.
-            ..GroupSettings::new(&cfg.group_id, "tillstream-inventory-projection")
-        };
+        // read_committed (the default): with Apache Kafka, only what dedup committed is applied.
+        let settings = GroupSettings::new(&cfg.group_id, "tillstream-inventory-projection");
         kafka::group_consumer(&cfg.kafka, &settings, SERVICE, hook, &[&cfg.topic])
     }
 
