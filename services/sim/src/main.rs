@@ -37,6 +37,10 @@ struct SpecArgs {
     devices_per_store: Option<u32>,
     #[arg(long)]
     events: Option<u64>,
+    /// Start of the first trading day (UTC ms). Default for `run`: 06:00 UTC, `days` days ago, so the
+    /// events are recent; for `plan`: the spec's value.
+    #[arg(long)]
+    start_ms: Option<i64>,
     /// Where truth.json and devices.csv are written.
     #[arg(long, default_value = ".stack/sim")]
     out_dir: PathBuf,
@@ -117,6 +121,9 @@ fn load_spec(a: &SpecArgs) -> anyhow::Result<FleetSpec> {
     if let Some(v) = a.events {
         spec.events = v;
     }
+    if let Some(v) = a.start_ms {
+        spec.start_ms = Some(v);
+    }
     Ok(spec)
 }
 
@@ -182,7 +189,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rate,
             offline_ms,
         } => {
-            let plan = generate(&load_spec(&spec)?);
+            let mut fleet = load_spec(&spec)?;
+            if fleet.start_ms.is_none() {
+                fleet.start_ms = Some(tillstream_sim::plan::recent_start(
+                    tillstream_runtime::kafka::now_ms(),
+                    fleet.days,
+                ));
+            }
+            let plan = generate(&fleet);
             write_plan(&plan, &spec.out_dir)?;
             println!("plan: {}", summary(&plan));
             let cfg = publish::PublishConfig {

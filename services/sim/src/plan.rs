@@ -14,11 +14,15 @@ use tillstream_contracts::*;
 
 use crate::truth::{Gap, Truth};
 
-/// 2026-11-02T06:00:00Z: opening time of the first simulated trading day.
+/// 2026-11-02T06:00:00Z: default opening time of the first simulated trading day.
 pub const T0: i64 = 1_793_858_400_000;
-/// 2026-11-02 as days since the epoch.
-pub const DAY0: i32 = 20_759;
 const DAY_MS: i64 = 86_400_000;
+
+/// 06:00 UTC of the day `days_back` days before the day of `now_ms`: a start that keeps a run's
+/// events recent (inside the dedup horizon) while staying the same for every run started that day.
+pub fn recent_start(now_ms: i64, days_back: u32) -> i64 {
+    (now_ms.div_euclid(DAY_MS) - i64::from(days_back)) * DAY_MS + 6 * 3_600_000
+}
 const CURRENCY: &str = "EUR";
 
 /// Poison publishes: each must end up as exactly one dead letter with its reason.
@@ -83,6 +87,9 @@ pub struct FleetSpec {
     pub poison: PoisonSpec,
     /// Payload size used for oversize poison (above the bridge's limit).
     pub oversize_bytes: usize,
+    /// Opening time (UTC ms) of the first trading day; default 2026-11-02T06:00Z. Part of the plan:
+    /// the same spec, start and seed give the same payloads.
+    pub start_ms: Option<i64>,
 }
 
 impl Default for FleetSpec {
@@ -109,6 +116,7 @@ impl Default for FleetSpec {
             skewed_fraction: 0.2,
             poison: PoisonSpec::default(),
             oversize_bytes: 300_000,
+            start_ms: None,
         }
     }
 }
@@ -406,6 +414,8 @@ pub fn generate(spec: &FleetSpec) -> Plan {
         devices: Vec::new(),
         truth: Truth::new(CURRENCY),
     };
+    let t0 = spec.start_ms.unwrap_or(T0);
+    let day0 = t0.div_euclid(DAY_MS) as i32;
     let skew_ms = spec.clock_skew_ms;
     for s in 0..spec.stores {
         for d in 0..spec.devices_per_store {
@@ -453,7 +463,7 @@ pub fn generate(spec: &FleetSpec) -> Plan {
         let per_day = total / u64::from(days);
         let within = i - u64::from(day as u32) * per_day;
         // Trading hours 06:00..20:00.
-        T0 + i64::from(day) * DAY_MS + (within as i64 * 14 * 3_600_000) / per_day.max(1) as i64
+        t0 + i64::from(day) * DAY_MS + (within as i64 * 14 * 3_600_000) / per_day.max(1) as i64
     };
 
     // Opening stock: the first device of each store receives every sku.
@@ -484,7 +494,7 @@ pub fn generate(spec: &FleetSpec) -> Plan {
     while generated < total {
         let i = generated;
         let at = time_of(i);
-        let day = DAY0 + day_of(i);
+        let day = day0 + day_of(i);
         if oversell_at.contains(&i) {
             // Two devices of one store, both offline, each sell the store's last unit of a sku.
             let store = stores[g.rng.random_range(0..stores.len())].clone();
@@ -735,7 +745,7 @@ pub fn generate(spec: &FleetSpec) -> Plan {
                 schema_version: 1,
                 status: DeviceStatus::Ok,
                 app_version: if dev.version == 1 { "3.9.2" } else { "4.1.0" }.into(),
-                uptime_s: (at - T0) / 1000,
+                uptime_s: (at - t0) / 1000,
                 outbox_depth: 0,
                 battery_pct: Some(g.rng.random_range(20..100)),
                 last_sync_at: Some(at + dev.skew),
@@ -754,7 +764,7 @@ pub fn generate(spec: &FleetSpec) -> Plan {
             .map(|(k, v)| (*k, v.clone()))
             .collect();
         for (day, book) in books {
-            let at = T0 + i64::from(day - DAY0) * DAY_MS + 14 * 3_600_000 + 60_000;
+            let at = t0 + i64::from(day - day0) * DAY_MS + 14 * 3_600_000 + 60_000;
             let h = g.header(d, at);
             let close = StoreDayClosed {
                 event_id: h.event_id,

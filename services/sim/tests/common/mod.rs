@@ -25,6 +25,10 @@ pub fn small_fleet(seed: u64, events: u64) -> FleetSpec {
         stores: 4,
         devices_per_store: 2,
         events,
+        start_ms: Some(tillstream_sim::plan::recent_start(
+            tillstream_runtime::kafka::now_ms(),
+            2,
+        )),
         ..FleetSpec::default()
     }
 }
