@@ -1,1 +1,285 @@
-fn main() {}
+//! Dedup throughput (prints figures, asserts nothing). Run:
+//!
+//! ```text
+//! cargo bench -p tillstream-dedup --bench throughput            # N = 100k raw records
+//! DEDUP_BENCH_N=200000 cargo bench -p tillstream-dedup --bench throughput
+//! ```
+//!
+//! Phases, all on the same generated workload (20% extra copies, 5% of them altered):
+//! 1. pure: decode + fingerprint + decide in one thread, and the core's decision alone;
+//! 2. tansu SQLite (private stack via scripts/stack): baseline = a plain consumer reading the
+//!    pre-filled raw topic, then the dedup service (in process) from the same topic until its group
+//!    has committed everything;
+//! 3. tansu memory storage (`memory://`), started here on a free port, if the installed binary
+//!    supports it.
+//!
+//! CPU is this process's user+system time from /proc/self/stat (what getrusage(RUSAGE_SELF)
+//! reports; librdkafka's threads included, the broker excluded and reported apart).
+//! events/s/core = raw records / CPU seconds.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tillstream_dedup::core::{CoreConfig, Input, PartitionDedup};
+use tillstream_dedup::decode::{Decoded, decode_with};
+use tillstream_integration_tests::{Stack, Svc, TestRegistry, apply_topology, free_port};
+use tillstream_runtime::CancellationToken;
+use tillstream_runtime::kafka::KafkaConfig;
+
+/// (user+system seconds) of a process from /proc/<pid>/stat.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime, stime are fields 14 and 15 of the whole line = 12 and 13 after the ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+struct Sample {
+    wall: Duration,
+    cpu: f64,
+    broker_cpu: f64,
+}
+
+fn line(name: &str, n: usize, s: &Sample) {
+    let per_core = n as f64 / s.cpu.max(1e-9);
+    println!(
+        "{name:<44} {n:>8} rec  wall {:>7.2}s  {:>9.0} rec/s  cpu {:>6.2}s  {:>9.0} rec/s/core  {:>6.2} us/rec  broker cpu {:>6.2}s",
+        s.wall.as_secs_f64(),
+        n as f64 / s.wall.as_secs_f64(),
+        s.cpu,
+        per_core,
+        s.cpu * 1e6 / n as f64,
+        s.broker_cpu
+    );
+}
+
+fn measure<R>(broker_pid: Option<&str>, f: impl FnOnce() -> R) -> (R, Sample) {
+    let (c0, b0) = (
+        cpu_seconds("self"),
+        broker_pid.map(cpu_seconds).unwrap_or(0.0),
+    );
+    let t = Instant::now();
+    let r = f();
+    let wall = t.elapsed();
+    let s = Sample {
+        wall,
+        cpu: cpu_seconds("self") - c0,
+        broker_cpu: broker_pid.map(cpu_seconds).unwrap_or(0.0) - b0,
+    };
+    (r, s)
+}
+
+fn consume_all(kafka: &KafkaConfig, n: usize) -> usize {
+    let mut cfg = kafka.client_config("bench-baseline");
+    cfg.set("group.id", "bench-baseline")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false");
+    let c: BaseConsumer = cfg.create().unwrap();
+    c.subscribe(&[RAW]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut got = 0usize;
+    let mut bytes = 0usize;
+    while got < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            bytes += m.payload().map_or(0, <[u8]>::len);
+            got += 1;
+        }
+    }
+    std::hint::black_box(bytes);
+    got
+}
+
+fn spec(n: usize) -> Spec {
+    // 20% extra copies: events = n / 1.2, over 500 devices.
+    let events = (n as f64 / 1.2) as i64;
+    Spec {
+        seed: 99,
+        stores: 250,
+        devices_per_store: 2,
+        per_device: (events / 500).max(2),
+        dup_rate: 0.2,
+        altered_rate: 0.05,
+        missing: 0,
+        garbage: 0,
+        window: 20,
+    }
+}
+
+async fn pure(client: &tillstream_contracts::Registry, w: &Workload) {
+    let writers: Vec<_> = {
+        let mut v = Vec::new();
+        for r in &w.records {
+            let (id, _) = tillstream_contracts::codec::unframe(&r.payload).unwrap();
+            v.push(client.writer_schema(id).await.unwrap());
+        }
+        v
+    };
+    let n = w.records.len();
+    let (inputs, s) = measure(None, || {
+        let mut inputs: Vec<Input> = Vec::with_capacity(n);
+        for (i, r) in w.records.iter().enumerate() {
+            let (_, datum) = tillstream_contracts::codec::unframe(&r.payload).unwrap();
+            if let Decoded::Event(inp) =
+                decode_with(&writers[i], datum, i as i64, 1_800_000_000_000 + i as i64)
+            {
+                inputs.push(inp);
+            }
+        }
+        inputs
+    });
+    line("pure: decode + fingerprint (1 thread)", n, &s);
+    let ((), s) = measure(None, || {
+        let mut d = PartitionDedup::new(0, CoreConfig::default());
+        for (k, chunk) in inputs.chunks(2000).enumerate() {
+            let end = chunk.last().map_or(0, |i| i.offset);
+            std::hint::black_box(d.process(chunk, end));
+            let _ = k;
+        }
+    });
+    line("pure: core decisions only (1 thread)", n, &s);
+}
+
+async fn on_broker(
+    label: &str,
+    kafka: KafkaConfig,
+    registry: &TestRegistry,
+    w: &Workload,
+    broker_pid: Option<String>,
+) {
+    let n = w.records.len();
+    let t = Instant::now();
+    produce(&kafka, &w.records).await;
+    println!(
+        "{label}: pre-filled {n} records in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    let pid = broker_pid.clone();
+    let kc = kafka.clone();
+    let (got, s) =
+        tokio::task::spawn_blocking(move || measure(pid.as_deref(), || consume_all(&kc, n)))
+            .await
+            .unwrap();
+    line(&format!("{label}: baseline plain consumer"), got, &s);
+
+    let mut cfg = tillstream_dedup::Config {
+        kafka: kafka.clone(),
+        registry: registry.config(),
+        ..Default::default()
+    };
+    cfg.dedup.client_id = "bench".into();
+    let token = CancellationToken::new();
+    let c0 = cpu_seconds("self");
+    let b0 = broker_pid.as_deref().map(cpu_seconds).unwrap_or(0.0);
+    let t = Instant::now();
+    let running = tillstream_dedup::start(cfg, token.clone()).await.unwrap();
+    let ok = wait_caught_up(&kafka, Duration::from_secs(900)).await;
+    let s = Sample {
+        wall: t.elapsed(),
+        cpu: cpu_seconds("self") - c0,
+        broker_cpu: broker_pid.as_deref().map(cpu_seconds).unwrap_or(0.0) - b0,
+    };
+    token.cancel();
+    let _ = running.wait().await;
+    if ok {
+        line(&format!("{label}: dedup service (default config)"), n, &s);
+    } else {
+        println!("{label}: dedup did not finish in 900 s");
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` / test discovery
+    }
+    let n: usize = std::env::var("DEDUP_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let registry = TestRegistry::start().await.unwrap();
+    let client = registry.client();
+    let w = workload(&client, &spec(n)).await;
+    println!(
+        "workload: {} raw records ({} events, {} copies, {} altered), {} devices",
+        w.records.len(),
+        w.ids.len(),
+        w.duplicates,
+        w.altered,
+        500
+    );
+    pure(&client, &w).await;
+
+    // tansu with SQLite storage (the project's stack).
+    {
+        let stack = Stack::start(&[Svc::Tansu], None).unwrap();
+        let kafka = stack.kafka();
+        apply_topology(&kafka).await.unwrap();
+        index_tansu_headers(stack.dir());
+        let pid = std::fs::read_to_string(stack.dir().join("tansu/tansu.pid"))
+            .ok()
+            .map(|s| s.trim().to_string());
+        on_broker("tansu sqlite", kafka, &registry, &w, pid).await;
+    }
+
+    // tansu with memory storage, if this build supports it.
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = std::process::Command::new("tansu")
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("tansu.log")).unwrap())
+        .spawn();
+    let Ok(mut child) = child else {
+        println!("tansu memory: cannot start tansu");
+        return;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if let Ok(Some(status)) = child.try_wait() {
+        let log = std::fs::read_to_string(dir.path().join("tansu.log")).unwrap_or_default();
+        println!(
+            "tansu memory: not available with the installed binary ({status}): {}",
+            log.lines().last().unwrap_or("")
+        );
+        return;
+    }
+    let kafka = KafkaConfig {
+        brokers: format!("127.0.0.1:{port}"),
+        session_timeout_ms: 6_000,
+        ..KafkaConfig::default()
+    };
+    match tokio::time::timeout(Duration::from_secs(60), apply_topology(&kafka)).await {
+        Ok(Ok(())) => {
+            on_broker(
+                "tansu memory",
+                kafka,
+                &registry,
+                &w,
+                Some(child.id().to_string()),
+            )
+            .await;
+        }
+        other => println!("tansu memory: topology could not be applied: {other:?}"),
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}

@@ -1,14 +1,14 @@
 //! Partition ownership and state restore. The [`Hook`] runs inside librdkafka's rebalance callback
 //! (that is, inside the consumer's poll, never while a batch is being processed): on assignment of
 //! input partition p it rebuilds p's state by reading changelog partition p to its end (or only the
-//! records written since, when this instance held p before) and sets p's start offset to
-//! `max(committed offset, first offset the changelog does not cover)`; on revoke it parks p's state
-//! as a standby copy. Messages of p are only processed once p's state is in place.
+//! records written since, when this instance held p before); on revoke it parks p's state as a
+//! standby copy. Messages of p are only processed once p's state is in place.
 //!
 //! Delivery guarantee: the changelog only ever holds batches whose outputs were delivered, so a
-//! restored state never makes the service skip an output; starting after the changelog's coverage
-//! means a batch whose changelog record was written but whose offsets were not committed is not
-//! replayed (no duplicates from that window).
+//! restored state never makes the service skip an output. The restored state knows the first input
+//! offset its changelog does not cover: records below it (a batch whose changelog record was
+//! written but whose offsets were not committed yet) are read again but skipped as covered, and
+//! their offsets stored, so they are never emitted twice and the committed offset catches up.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -86,11 +86,9 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Reads changelog partitions and committed offsets (its own client: assigned, never subscribed,
-/// never commits).
+/// Reads changelog partitions (its own client: assigned, never subscribed, never commits).
 pub struct Restorer {
     consumer: BaseConsumer,
-    input_topic: String,
     changelog_topic: String,
     timeout: Duration,
 }
@@ -118,21 +116,20 @@ impl Restorer {
         kafka: &KafkaConfig,
         group_id: &str,
         client_id: &str,
-        input_topic: &str,
         changelog_topic: &str,
         timeout: Duration,
     ) -> Result<Self, rdkafka::error::KafkaError> {
         let mut c = kafka.client_config(&format!("{client_id}-restore"));
-        c.set("group.id", group_id)
+        c.set("group.id", format!("{group_id}-restore"))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set("isolation.level", "read_committed")
             .set("fetch.max.bytes", "52428800")
+            .set("fetch.wait.max.ms", "50")
             .set("max.partition.fetch.bytes", "10485760");
         Ok(Restorer {
             consumer: c.create()?,
-            input_topic: input_topic.to_string(),
             changelog_topic: changelog_topic.to_string(),
             timeout,
         })
@@ -150,111 +147,127 @@ impl Restorer {
         }
     }
 
-    /// The group's committed offset of input partition `p`, if any.
-    pub fn committed(&self, p: i32) -> Result<Option<i64>, RestoreError> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.input_topic, p);
-        let got = self
-            .consumer
-            .committed_offsets(tpl, self.timeout)
-            .map_err(|e| self.read_err(p, e))?;
-        Ok(got
-            .find_partition(&self.input_topic, p)
-            .and_then(|e| match e.offset() {
-                Offset::Offset(o) if o >= 0 => Some(o),
-                _ => None,
-            }))
-    }
-
-    /// Rebuilds partition `p`'s state: from `base` (a standby copy covering the changelog up to its
-    /// `changelog_end`) when the changelog still holds everything after it, else from scratch.
+    /// Rebuilds the state of each partition in `parts`: from its standby copy (covering the
+    /// changelog up to its `changelog_end`) when the changelog still holds everything after it, else
+    /// from scratch. All partitions are read in one pass.
     pub fn restore(
         &self,
-        p: i32,
-        base: Option<Slot>,
+        parts: Vec<(i32, Option<Slot>)>,
         config: &CoreConfig,
-    ) -> Result<Restored, RestoreError> {
+    ) -> Result<BTreeMap<i32, Restored>, RestoreError> {
         let topic = self.changelog_topic.as_str();
-        let (lo, hi) = self
-            .consumer
-            .fetch_watermarks(topic, p, self.timeout)
-            .map_err(|e| self.read_err(p, e))?;
-        let (mut dedup, start) = match base {
-            Some(s) if s.changelog_end >= lo && s.changelog_end <= hi => (s.dedup, s.changelog_end),
-            _ => (PartitionDedup::new(p, config.clone()), lo),
-        };
-        let mut out = Restored {
-            slot: Slot {
-                dedup: PartitionDedup::new(p, config.clone()),
-                changelog_end: hi,
-            },
-            records: 0,
-            incomplete: 0,
-            republish: Vec::new(),
-        };
-        if start < hi {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(topic, p, Offset::Offset(start))
+        struct Work {
+            dedup: PartitionDedup,
+            hi: i64,
+            at: i64,
+            asm: Assembler,
+            best_next: i64,
+            out: Restored,
+        }
+        let mut work: BTreeMap<i32, Work> = BTreeMap::new();
+        let mut tpl = TopicPartitionList::new();
+        for (p, base) in parts {
+            let (lo, hi) = self
+                .consumer
+                .fetch_watermarks(topic, p, self.timeout)
                 .map_err(|e| self.read_err(p, e))?;
+            let (dedup, start) = match base {
+                Some(s) if s.changelog_end >= lo && s.changelog_end <= hi => {
+                    (s.dedup, s.changelog_end)
+                }
+                _ => (PartitionDedup::new(p, config.clone()), lo),
+            };
+            if start < hi {
+                tpl.add_partition_offset(topic, p, Offset::Offset(start))
+                    .map_err(|e| self.read_err(p, e))?;
+            }
+            work.insert(
+                p,
+                Work {
+                    dedup,
+                    hi,
+                    at: start,
+                    asm: Assembler::new(),
+                    best_next: i64::MIN,
+                    out: Restored {
+                        slot: Slot {
+                            dedup: PartitionDedup::new(p, config.clone()),
+                            changelog_end: hi,
+                        },
+                        records: 0,
+                        incomplete: 0,
+                        republish: Vec::new(),
+                    },
+                },
+            );
+        }
+        if tpl.count() > 0 {
             self.consumer
                 .assign(&tpl)
-                .map_err(|e| self.read_err(p, e))?;
+                .map_err(|e| self.read_err(-1, e))?;
             let deadline = Instant::now() + self.timeout;
-            let mut asm = Assembler::new();
-            let mut best_next = i64::MIN;
-            let mut at = start;
-            while at < hi {
+            while let Some((p, w)) = work.iter().find(|(_, w)| w.at < w.hi) {
                 if Instant::now() > deadline {
-                    let _ = self.consumer.unassign();
-                    return Err(RestoreError::Timeout {
+                    let err = RestoreError::Timeout {
                         topic: topic.to_string(),
-                        partition: p,
-                        end: hi,
-                        at,
+                        partition: *p,
+                        end: w.hi,
+                        at: w.at,
                         timeout: self.timeout,
-                    });
+                    };
+                    let _ = self.consumer.unassign();
+                    return Err(err);
                 }
-                let Some(msg) = self.consumer.poll(Duration::from_millis(200)) else {
+                let Some(msg) = self.consumer.poll(Duration::from_millis(100)) else {
                     continue;
                 };
                 let msg = match msg {
                     Ok(m) => m,
                     Err(e) => {
-                        tracing::warn!(partition = p, error = %e, "changelog read error; retrying");
+                        tracing::warn!(error = %e, "changelog read error; retrying");
                         continue;
                     }
                 };
-                if msg.partition() != p || msg.offset() < at {
+                let p = msg.partition();
+                let Some(w) = work.get_mut(&p) else {
+                    continue;
+                };
+                if msg.offset() < w.at {
                     continue;
                 }
-                at = msg.offset() + 1;
-                out.records += 1;
+                w.at = msg.offset() + 1;
+                w.out.records += 1;
                 let Some(bytes) = msg.payload() else {
                     continue;
                 };
                 match changelog::decode(bytes) {
                     Ok(chunk) => {
-                        if let Some(delta) = asm.push(chunk) {
-                            if delta.next_offset >= best_next {
-                                best_next = delta.next_offset;
-                                out.republish = delta.gaps.clone();
+                        if let Some(delta) = w.asm.push(chunk) {
+                            if delta.next_offset >= w.best_next {
+                                w.best_next = delta.next_offset;
+                                w.out.republish = delta.gaps.clone();
                             }
-                            dedup.apply(&delta);
+                            w.dedup.apply(&delta);
                         }
                     }
                     Err(e) => {
                         tracing::error!(partition = p, offset = msg.offset(), error = %e, "unreadable changelog record skipped");
-                        out.incomplete += 1;
+                        w.out.incomplete += 1;
                     }
                 }
             }
-            asm.finish();
-            out.incomplete += asm.incomplete;
             let _ = self.consumer.unassign();
         }
-        dedup.finish_restore();
-        out.slot.dedup = dedup;
-        Ok(out)
+        Ok(work
+            .into_iter()
+            .map(|(p, mut w)| {
+                w.asm.finish();
+                w.out.incomplete += w.asm.incomplete;
+                w.dedup.finish_restore();
+                w.out.slot.dedup = w.dedup;
+                (p, w.out)
+            })
+            .collect())
     }
 }
 
@@ -290,43 +303,43 @@ impl Hook {
         }
     }
 
-    fn assign_one(&self, p: i32) -> Result<Option<i64>, RestoreError> {
+    fn assign(&self, parts: &[i32]) -> Result<(), RestoreError> {
         let started = Instant::now();
-        let standby = lock(&self.shared.standby).remove(&p);
-        let from_standby = standby.is_some();
-        let restored = self.restorer.restore(p, standby, &self.core)?;
-        let committed = self.restorer.committed(p)?;
-        let next = restored.slot.dedup.next_offset();
-        let start = match (next, committed) {
-            (Some(n), Some(c)) if n > c => Some(n),
-            (Some(n), None) => Some(n),
-            _ => None,
+        let bases: Vec<(i32, Option<Slot>)> = {
+            let mut standby = lock(&self.shared.standby);
+            parts.iter().map(|p| (*p, standby.remove(p))).collect()
         };
+        let from_standby: Vec<i32> = bases
+            .iter()
+            .filter(|(_, b)| b.is_some())
+            .map(|(p, _)| *p)
+            .collect();
+        let restored = self.restorer.restore(bases, &self.core)?;
         let secs = started.elapsed().as_secs_f64();
         metrics::histogram!(m::RESTORE_SECONDS).record(secs);
-        metrics::counter!(m::RESTORE_RECORDS).increment(restored.records);
-        metrics::counter!(m::RESTORE_INCOMPLETE).increment(restored.incomplete);
-        tracing::info!(
-            partition = p,
-            from_standby,
-            changelog_records = restored.records,
-            incomplete = restored.incomplete,
-            event_ids = restored.slot.dedup.id_count(),
-            devices = restored.slot.dedup.device_count(),
-            next_offset = ?next,
-            committed = ?committed,
-            start = ?start,
-            seconds = secs,
-            "partition state restored"
-        );
-        if !restored.republish.is_empty() {
-            lock(&self.shared.republish).push((p, restored.republish));
+        for (p, r) in restored {
+            metrics::counter!(m::RESTORE_RECORDS).increment(r.records);
+            metrics::counter!(m::RESTORE_INCOMPLETE).increment(r.incomplete);
+            tracing::info!(
+                partition = p,
+                from_standby = from_standby.contains(&p),
+                changelog_records = r.records,
+                incomplete = r.incomplete,
+                event_ids = r.slot.dedup.id_count(),
+                devices = r.slot.dedup.device_count(),
+                next_offset = ?r.slot.dedup.next_offset(),
+                "partition state restored"
+            );
+            if !r.republish.is_empty() {
+                lock(&self.shared.republish).push((p, r.republish));
+            }
+            lock(&self.shared.owned).insert(p, r.slot);
+            self.shared
+                .restores
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        lock(&self.shared.owned).insert(p, restored.slot);
-        self.shared
-            .restores
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(start)
+        tracing::info!(partitions = ?parts, seconds = secs, "restore done");
+        Ok(())
     }
 }
 
@@ -352,29 +365,11 @@ impl PartitionHook for Hook {
             self.health
                 .not_ready(HEALTH, format!("restoring partitions {parts:?}"));
         }
-        let results = blocking(|| {
-            parts
-                .iter()
-                .map(|p| (*p, self.assign_one(*p)))
-                .collect::<Vec<_>>()
-        });
-        for (p, r) in results {
-            match r {
-                Ok(Some(start)) => {
-                    if let Err(e) =
-                        tpl.set_partition_offset(&self.input_topic, p, Offset::Offset(start))
-                    {
-                        tracing::error!(partition = p, error = %e, "cannot set start offset");
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(partition = p, error = %e, "restore failed: stopping");
-                    self.health.broken(HEALTH, e.to_string());
-                    self.shared.set_fatal(e.to_string());
-                    return;
-                }
-            }
+        if let Err(e) = blocking(|| self.assign(&parts)) {
+            tracing::error!(partitions = ?parts, error = %e, "restore failed: stopping");
+            self.health.broken(HEALTH, e.to_string());
+            self.shared.set_fatal(e.to_string());
+            return;
         }
         let owned: Vec<i32> = lock(&self.shared.owned).keys().copied().collect();
         self.health

@@ -107,7 +107,6 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
         &config.kafka,
         &cfg.group_id,
         &cfg.client_id,
-        &cfg.input_topic,
         &cfg.changelog_topic,
         Duration::from_millis(cfg.restore_timeout_ms),
     )?;
