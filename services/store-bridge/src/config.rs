@@ -196,6 +196,10 @@ pub struct OutboxConfig {
     /// `linger.ms` of the drainer's producer. Fewer, larger batches: tansu 0.6 (SQLite) serves a
     /// partition made of many small batches very slowly to consumers (see the README).
     pub producer_linger_ms: u32,
+    /// A record without a delivery report after this long fails in the producer, and the drainer
+    /// resets (new producer, everything unconfirmed re-sent in order from the outbox). Bounds how
+    /// long one stuck request can hold the drain (e.g. a broker that lost it across a restart).
+    pub delivery_timeout_ms: u32,
 }
 
 impl Default for OutboxConfig {
@@ -209,6 +213,7 @@ impl Default for OutboxConfig {
             max_in_flight: 50_000,
             shutdown_drain_ms: 10_000,
             producer_linger_ms: 20,
+            delivery_timeout_ms: 60_000,
         }
     }
 }

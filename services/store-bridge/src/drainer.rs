@@ -3,11 +3,12 @@
 //! partition), with up to `max_in_flight` awaiting their delivery report, and tells the writer which
 //! ids Kafka confirmed so it deletes them.
 //!
-//! Delivery guarantee: at-least-once, in order per store. Records are produced with no local
-//! timeout (`message.timeout.ms=0`): while Kafka is away they wait in the producer and the rest wait
-//! in the outbox. Any failed delivery resets the drainer: the producer is rebuilt and everything not
-//! yet confirmed is produced again from the lowest unconfirmed id (duplicates possible, gaps and
-//! reordering not). A record Kafka refuses for good is replaced by a dead letter.
+//! Delivery guarantee: at-least-once, in order per store. While Kafka is away, up to
+//! `max_in_flight` records wait in the producer and the rest wait in the outbox. Any failed delivery
+//! (including the producer's `delivery_timeout_ms`) resets the drainer: the producer is rebuilt and
+//! everything not yet confirmed is produced again from the lowest unconfirmed id, so the first copy
+//! of every record lands in order (duplicates possible, gaps and reordering of first copies not).
+//! A record Kafka refuses for good is replaced by a dead letter.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
@@ -35,13 +36,18 @@ pub trait Refused: Send + Sync {
     fn dead_letter_for(&self, record: &Record, error: &KafkaError) -> Option<Record>;
 }
 
-/// The producer configuration of the drainer: the house idempotent producer, with no local
-/// delivery timeout (the outbox, not librdkafka, decides when to give up: never).
-pub fn producer_config(kafka: &KafkaConfig, linger_ms: u32) -> KafkaConfig {
+/// The producer configuration of the drainer: the house idempotent producer with a bounded local
+/// delivery timeout; a timeout is not a loss (the record is still in the outbox), it resets the
+/// drainer, which re-sends in order.
+pub fn producer_config(
+    kafka: &KafkaConfig,
+    linger_ms: u32,
+    delivery_timeout_ms: u32,
+) -> KafkaConfig {
     let mut k = kafka.clone();
     k.properties
         .entry("message.timeout.ms".into())
-        .or_insert_with(|| "0".into());
+        .or_insert_with(|| delivery_timeout_ms.max(1000).to_string());
     k.properties
         .entry("linger.ms".into())
         .or_insert_with(|| linger_ms.to_string());
@@ -56,6 +62,7 @@ pub struct Drainer<A> {
     pub writer: std::sync::mpsc::Sender<WriterMsg<A>>,
     pub max_in_flight: usize,
     pub linger_ms: u32,
+    pub delivery_timeout_ms: u32,
     pub shutdown_drain: Duration,
     pub refused: Arc<dyn Refused>,
 }
@@ -96,7 +103,7 @@ struct State {
 impl<A: Send + 'static> Drainer<A> {
     /// Drains until `stop` is cancelled, then waits up to `shutdown_drain` for in-flight deliveries.
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), DrainerError> {
-        let pcfg = producer_config(&self.kafka, self.linger_ms);
+        let pcfg = producer_config(&self.kafka, self.linger_ms, self.delivery_timeout_ms);
         let mut st = State {
             producer: kafka::producer(&pcfg, &self.client_id)?,
             next_id: self.shared.first_id,
@@ -130,7 +137,7 @@ impl<A: Send + 'static> Drainer<A> {
                         Err(e) => {
                             st.stash.push_back(row);
                             st.stash.extend(rows.by_ref());
-                            self.reset(&mut st, &e, None).await?;
+                            self.reset(&mut st, &e, None, None).await?;
                         }
                     }
                 }
@@ -214,8 +221,10 @@ impl<A: Send + 'static> Drainer<A> {
                 Ok(())
             }
             Err(e) => {
+                // The failed record is not confirmed: the reset must start at or before it.
                 let poison = e.class() == ErrorClass::Poison;
-                self.reset(st, &e, poison.then_some((id, record))).await
+                self.reset(st, &e, Some(id), poison.then_some((id, record)))
+                    .await
             }
         }
     }
@@ -266,6 +275,7 @@ impl<A: Send + 'static> Drainer<A> {
         &mut self,
         st: &mut State,
         error: &KafkaError,
+        failed: Option<u64>,
         refused: Option<(u64, &Record)>,
     ) -> Result<(), DrainerError> {
         metrics::counter!(m::DRAINER_RESETS_TOTAL).increment(1);
@@ -276,6 +286,9 @@ impl<A: Send + 'static> Drainer<A> {
         }
         if let Some(first) = st.stash.front() {
             restart = restart.min(first.id);
+        }
+        if let Some(id) = failed {
+            restart = restart.min(id);
         }
         if let Some((id, record)) = refused {
             restart = restart.min(id);
@@ -298,7 +311,7 @@ impl<A: Send + 'static> Drainer<A> {
         let old = std::mem::replace(
             &mut st.producer,
             kafka::producer(
-                &producer_config(&self.kafka, self.linger_ms),
+                &producer_config(&self.kafka, self.linger_ms, self.delivery_timeout_ms),
                 &self.client_id,
             )?,
         );

@@ -170,6 +170,7 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
         writer: ob.tx.clone(),
         max_in_flight: config.outbox.max_in_flight.max(1),
         linger_ms: config.outbox.producer_linger_ms,
+        delivery_timeout_ms: config.outbox.delivery_timeout_ms,
         shutdown_drain: Duration::from_millis(config.outbox.shutdown_drain_ms),
         refused: Arc::new(RefusedToDeadLetter(converter.clone())),
     };
@@ -199,6 +200,7 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
     });
     tokio::spawn(probe_kafka(
         config.kafka.clone(),
+        config.dead_letter.topic.clone(),
         health.clone(),
         internal.clone(),
     ));
@@ -270,7 +272,12 @@ fn joined<E>(
 }
 
 /// Readiness of Kafka: a metadata request every few seconds.
-async fn probe_kafka(kafka_cfg: kafka::KafkaConfig, health: Health, token: CancellationToken) {
+async fn probe_kafka(
+    kafka_cfg: kafka::KafkaConfig,
+    topic: String,
+    health: Health,
+    token: CancellationToken,
+) {
     let probe: BaseProducer = match kafka_cfg
         .client_config("tillstream-store-bridge-probe")
         .create()
@@ -284,9 +291,11 @@ async fn probe_kafka(kafka_cfg: kafka::KafkaConfig, health: Health, token: Cance
     let probe = Arc::new(probe);
     loop {
         let p = probe.clone();
+        let topic = topic.clone();
         let res = tokio::task::spawn_blocking(move || {
+            // One topic, generous timeout: tansu answers all-topic metadata slowly under load.
             p.client()
-                .fetch_metadata(None, Duration::from_secs(3))
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))
                 .map(|md| md.brokers().len())
         })
         .await;

@@ -89,6 +89,7 @@ impl Env {
         c.outbox.shutdown_drain_ms = 3_000;
         // Few large batches: tansu (SQLite) reads back a partition of many small batches slowly.
         c.outbox.producer_linger_ms = 100;
+        c.outbox.delivery_timeout_ms = 15_000;
         c.ops.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         c
     }

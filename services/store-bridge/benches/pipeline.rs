@@ -1,0 +1,467 @@
+//! Store bridge throughput: drains a backlog of N QoS 1 events (default 50,000;
+//! `STORE_BRIDGE_BENCH_EVENTS`) through mosquitto → bridge (the release binary, a separate process)
+//! → tansu, and prints, from the same run:
+//!   - mosquitto's own drain rate of the same backlog to a subscriber that only acks,
+//!   - tansu's own produce rate of the same records (idempotent producer, same settings),
+//!   - the bridge's rate and its ratio to the slower of the two,
+//!   - the bridge's CPU (utime+stime from /proc/<pid>/stat) and events/s per core,
+//!
+//! against tansu with SQLite storage (the durable local stack) and with memory storage (the fast
+//! sink), plus an in-process breakdown (conversion, outbox append) of where the bridge's CPU goes.
+//! Figures are printed, never asserted. Run: `cargo bench -p tillstream-store-bridge --bench pipeline`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::StreamExt;
+use rdkafka::producer::FutureRecord;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tillstream_integration_tests::{TestRegistry, apply_topology, free_port};
+use tillstream_runtime::kafka::{self, KafkaConfig, make_headers};
+use tillstream_store_bridge::Config;
+use tillstream_store_bridge::outbox::{self, WriterMsg};
+use tillstream_store_bridge::uplink::{Converted, Converter};
+
+fn clk_tck() -> f64 {
+    100.0
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields after the command: state(0) ... utime(11) stime(12).
+    let ut: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    (ut + st) / clk_tck()
+}
+
+/// A tansu broker with memory storage, started and stopped (by PID) by the bench.
+struct MemTansu {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl MemTansu {
+    fn start() -> MemTansu {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let bin = std::env::var("TILLSTREAM_TANSU_BIN").unwrap_or_else(|_| {
+            let home = std::env::var("HOME").unwrap_or_default();
+            format!("{home}/.cargo/bin/tansu")
+        });
+        let child = Command::new(bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu (memory) did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        MemTansu {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn kafka(&self) -> KafkaConfig {
+        KafkaConfig {
+            brokers: format!("127.0.0.1:{}", self.port),
+            session_timeout_ms: 6_000,
+            ..KafkaConfig::default()
+        }
+    }
+}
+
+impl Drop for MemTansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The backlog: every device's events, interleaved.
+fn backlog(n: usize) -> Vec<(String, String, Vec<u8>)> {
+    let devs = devices();
+    let per = n.div_ceil(devs.len());
+    let mut v = Vec::with_capacity(n);
+    for seq in 1..=per as i64 {
+        for (device, store) in &devs {
+            if v.len() == n {
+                break;
+            }
+            let (topic, payload) = load_event(store, device, seq);
+            v.push((device.clone(), topic, payload));
+        }
+    }
+    v
+}
+
+/// Publishes the backlog (QoS 1, one connection per device) and waits for every PUBACK.
+async fn publish_backlog(port: u16, events: &[(String, String, Vec<u8>)]) -> Duration {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (device, _) in devices() {
+        let mine: Vec<(String, Vec<u8>)> = events
+            .iter()
+            .filter(|e| e.0 == device)
+            .map(|e| (e.1.clone(), e.2.clone()))
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            let d = Device::connect(port, &device, "device-dev", &format!("bench-{device}")).await;
+            let n = mine.len() as u64;
+            for (topic, payload) in mine {
+                d.publish(&topic, payload).await;
+            }
+            d.wait_acked(n, Duration::from_secs(600)).await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    started.elapsed()
+}
+
+/// A persistent v5 session for `client_id` subscribed to the store topics (so the broker queues).
+async fn create_session(
+    port: u16,
+    client_id: &str,
+    receive_max: u16,
+) -> (AsyncClient, rumqttc::v5::EventLoop) {
+    let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
+    o.set_credentials("bridge", "bridge-dev")
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(3600))
+        .set_receive_maximum(Some(receive_max))
+        .set_manual_acks(true)
+        .set_max_packet_size(Some(16 * 1024 * 1024))
+        .set_request_channel_capacity(receive_max as usize * 2 + 64);
+    AsyncClient::new(o, receive_max as usize * 2 + 64)
+}
+
+/// mosquitto alone: how fast it drains `n` queued messages to a subscriber that only acks.
+async fn mosquitto_drain(port: u16, events: &[(String, String, Vec<u8>)]) -> f64 {
+    let id = "bench-ack-only";
+    {
+        let (client, mut el) = create_session(port, id, 10_000).await;
+        client
+            .subscribe_many(vec![Filter::new("store/+/#", QoS::AtLeastOnce)])
+            .await
+            .unwrap();
+        loop {
+            if let Ok(Event::Incoming(Packet::SubAck(_))) = el.poll().await {
+                break;
+            }
+        }
+        client.disconnect().await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(1), el.poll()).await;
+    }
+    publish_backlog(port, events).await;
+    let (client, mut el) = create_session(port, id, 10_000).await;
+    let n = events.len();
+    let mut got = 0usize;
+    let mut t0 = None;
+    while got < n {
+        match el.poll().await {
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                t0.get_or_insert_with(Instant::now);
+                got += 1;
+                client.try_ack(&p).unwrap();
+            }
+            Ok(_) => {}
+            Err(e) => panic!("ack-only subscriber: {e}"),
+        }
+    }
+    let secs = t0.unwrap().elapsed().as_secs_f64();
+    client.disconnect().await.ok();
+    n as f64 / secs
+}
+
+/// The Kafka records the bridge would write for the backlog (same bytes, headers, keys).
+fn records(converter: &Converter, events: &[(String, String, Vec<u8>)]) -> Vec<outbox::Record> {
+    events
+        .iter()
+        .filter_map(
+            |(_, topic, payload)| match converter.convert(topic, payload, 1, false, 0) {
+                Ok(Converted::Store(r)) => Some(r),
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+/// tansu alone: produce rate of the same records with the bridge's producer settings.
+async fn tansu_produce(kafka: &KafkaConfig, recs: &[outbox::Record], linger_ms: u32) -> f64 {
+    let cfg = tillstream_store_bridge::drainer::producer_config(kafka, linger_ms, 60_000);
+    let p = kafka::producer(&cfg, "bench-baseline").unwrap();
+    let started = Instant::now();
+    let mut futs = futures::stream::FuturesUnordered::new();
+    for r in recs {
+        let pairs: Vec<(&str, &str)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        loop {
+            let rec = FutureRecord::to(&r.topic)
+                .key(&r.key)
+                .payload(&r.value)
+                .headers(make_headers(&pairs));
+            match p.send_result(rec) {
+                Ok(f) => {
+                    futs.push(f);
+                    break;
+                }
+                Err(_) => {
+                    futs.next().await;
+                }
+            }
+        }
+        if futs.len() >= 50_000 {
+            futs.next().await;
+        }
+    }
+    while let Some(r) = futs.next().await {
+        assert!(matches!(r, Ok(Ok(_))), "baseline delivery failed");
+    }
+    recs.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+struct BridgeRun {
+    rate: f64,
+    cpu: f64,
+    secs: f64,
+    commit_avg_ms: f64,
+    batch_avg: f64,
+    delivery_avg_ms: f64,
+}
+
+/// The bridge binary draining the backlog into `kafka`.
+async fn bridge_drain(
+    base: &Config,
+    kafka: &KafkaConfig,
+    name: &str,
+    dir: &Path,
+    events: &[(String, String, Vec<u8>)],
+) -> BridgeRun {
+    let mut cfg = base.clone();
+    cfg.kafka = kafka.clone();
+    cfg.mqtt.client_id = format!("bench-bridge-{name}");
+    cfg.outbox.dir = dir.join(format!("outbox-{name}"));
+    cfg.downlink.enabled = false;
+    cfg.ops.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let bin = env!("CARGO_BIN_EXE_tillstream-store-bridge");
+    let spawn = |cfg: &Config| {
+        let file = dir.join(format!("bench-{name}.toml"));
+        std::fs::write(&file, toml::to_string(cfg).unwrap()).unwrap();
+        Command::new(bin)
+            .arg("--config")
+            .arg(&file)
+            .env("TILLSTREAM_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let ops = cfg.ops.listen.to_string();
+    // First run: creates the persistent session, then stops.
+    let mut child = spawn(&cfg);
+    wait_ready(&ops, Duration::from_secs(60)).await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    publish_backlog(base.mqtt.host_port().unwrap().1, events).await;
+    // Second run: drains the backlog.
+    let mut child = spawn(&cfg);
+    let pid = child.id();
+    let n = events.len() as f64;
+    let (mut t0, mut c0) = (None, 0.0);
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let (t1, c1) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "bridge did not drain the backlog"
+        );
+        let cpu = cpu_seconds(pid);
+        let received = metric(&ops, "tillstream_store_bridge_messages_in_total").unwrap_or(0.0);
+        if t0.is_none() && received > 0.0 {
+            t0 = Some(Instant::now());
+            c0 = cpu;
+        }
+        if metric(&ops, "tillstream_store_bridge_messages_out_total").unwrap_or(0.0) >= n {
+            break (Instant::now(), cpu_seconds(pid));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let secs = t1.duration_since(t0.unwrap()).as_secs_f64();
+    let get = |m: &str| metric(&ops, m).unwrap_or(0.0);
+    let run = BridgeRun {
+        rate: n / secs,
+        cpu: c1 - c0,
+        secs,
+        commit_avg_ms: 1000.0 * get("tillstream_store_bridge_outbox_commit_seconds_sum")
+            / get("tillstream_store_bridge_outbox_commit_seconds_count").max(1.0),
+        batch_avg: get("tillstream_store_bridge_outbox_commit_batch_events_sum")
+            / get("tillstream_store_bridge_outbox_commit_batch_events_count").max(1.0),
+        delivery_avg_ms: 1000.0 * get("tillstream_store_bridge_kafka_delivery_seconds_sum")
+            / get("tillstream_store_bridge_kafka_delivery_seconds_count").max(1.0),
+    };
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+    run
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n: usize = std::env::var("STORE_BRIDGE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` lists benches; nothing to list here
+    }
+    let env = Env::start().await;
+    let mem = MemTansu::start();
+    apply_topology(&mem.kafka()).await.unwrap();
+    let registry = TestRegistry::start().await.unwrap();
+    let base = {
+        let mut c = env.config();
+        c.registry = registry.config();
+        c
+    };
+    let events = backlog(n);
+    let bytes: usize = events.iter().map(|e| e.2.len()).sum();
+    println!(
+        "store-bridge pipeline bench: {n} events ({} devices, avg JSON payload {} B)",
+        devices().len(),
+        bytes / n
+    );
+
+    // In-process breakdown: conversion (classify + Avro + framing) and outbox append (fsync'd).
+    let client = registry.client();
+    client
+        .warm_up(&[
+            tillstream_contracts::EventKind::OrderCreated,
+            tillstream_contracts::EventKind::InventoryAdjusted,
+            tillstream_contracts::EventKind::LoyaltyRedeemed,
+            tillstream_contracts::EventKind::StockReservationRequested,
+            tillstream_contracts::EventKind::DeadLetter,
+        ])
+        .await
+        .unwrap();
+    let converter = Converter {
+        classifier: Arc::new(tillstream_store_bridge::validate::Classifier {
+            routes: tillstream_store_bridge::routes::Routes::new(&base.routes).unwrap(),
+            fleet: tillstream_store_bridge::fleet::Fleet::load(&base.fleet_file).unwrap(),
+            ignore: base.mqtt.ignore.clone(),
+            max_payload_bytes: base.limits.max_payload_bytes,
+        }),
+        registry: client.clone(),
+        dead_letters: kafka::DeadLetters::new(
+            kafka::producer(&env.stack.kafka(), "bench-dl").unwrap(),
+            "tillstream.dead-letter",
+            client.clone(),
+            "store-bridge",
+            "bench_dead_letters_total",
+        ),
+        dead_letter: base.dead_letter.clone(),
+    };
+    let me = std::process::id();
+    let (c0, t0) = (cpu_seconds(me), Instant::now());
+    let recs = records(&converter, &events);
+    let convert_us = 1e6 * t0.elapsed().as_secs_f64() / n as f64;
+    let convert_cpu_us = 1e6 * (cpu_seconds(me) - c0) / n as f64;
+    assert_eq!(recs.len(), n);
+    let avro_bytes: usize = recs.iter().map(|r| r.value.len()).sum();
+
+    let outbox_dir = tempfile::tempdir().unwrap();
+    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u64>>();
+    let ob = outbox::start(
+        &tillstream_store_bridge::config::OutboxConfig {
+            dir: outbox_dir.path().to_path_buf(),
+            ..Default::default()
+        },
+        ack_tx,
+    )
+    .unwrap();
+    let (c0, t0) = (cpu_seconds(me), Instant::now());
+    for (i, r) in recs.iter().enumerate() {
+        ob.tx.send(WriterMsg::Append(r.clone(), i as u64)).unwrap();
+    }
+    let mut acked = 0;
+    while acked < n {
+        acked += ack_rx.recv().await.unwrap().len();
+    }
+    ob.tx
+        .send(WriterMsg::Delivered((1..=n as u64).collect()))
+        .unwrap();
+    ob.tx.send(WriterMsg::Shutdown).unwrap();
+    let _ = tokio::task::spawn_blocking(move || ob.thread.join()).await;
+    let outbox_secs = t0.elapsed().as_secs_f64();
+    let outbox_cpu_us = 1e6 * (cpu_seconds(me) - c0) / n as f64;
+
+    // Baselines and the bridge, SQLite tansu first (the durable stack), then memory tansu.
+    let port = env.stack.mqtt_port();
+    let mosq = mosquitto_drain(port, &events).await;
+    let linger = base.outbox.producer_linger_ms;
+    let mut rows = Vec::new();
+    for (name, kafka_cfg) in [("sqlite", env.stack.kafka()), ("memory", mem.kafka())] {
+        let tansu = tansu_produce(&kafka_cfg, &recs, linger).await;
+        let run = bridge_drain(&base, &kafka_cfg, name, env.dir.path(), &events).await;
+        rows.push((name, tansu, run));
+    }
+
+    println!();
+    println!(
+        "in-process, per event: convert (route+JSON+validate+Avro+frame) {convert_us:.2} us wall / {convert_cpu_us:.2} us CPU; avg Avro record {} B",
+        avro_bytes / n
+    );
+    println!(
+        "in-process outbox: {n} appends fsync'd + acked + deleted in {outbox_secs:.2} s = {:.0}/s, {outbox_cpu_us:.2} us CPU per event",
+        n as f64 / outbox_secs
+    );
+    println!("mosquitto drain to an ack-only subscriber: {mosq:.0} events/s");
+    for (name, tansu, run) in &rows {
+        let limit = mosq.min(*tansu);
+        println!(
+            "tansu {name:6}: produce {tansu:.0}/s | bridge {:.0}/s in {:.2} s | ratio to min(mosquitto, tansu) = {:.2} | bridge CPU {:.2} s = {:.0} events/s per core | commit avg {:.2} ms x {:.0} events | delivery avg {:.1} ms",
+            run.rate,
+            run.secs,
+            run.rate / limit,
+            run.cpu,
+            n as f64 / run.cpu.max(0.01),
+            run.commit_avg_ms,
+            run.batch_avg,
+            run.delivery_avg_ms
+        );
+    }
+}
