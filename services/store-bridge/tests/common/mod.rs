@@ -234,12 +234,15 @@ pub fn load_event(store: &str, device: &str, seq: i64) -> (String, Vec<u8>) {
     )
 }
 
+/// Messages a test client received: (topic, payload, retained).
+pub type Received = Arc<std::sync::Mutex<Vec<(String, Vec<u8>, bool)>>>;
+
 /// An MQTT v5 client for a device (or admin); its event loop runs in a task and counts PUBACKs.
 pub struct Device {
     pub client: AsyncClient,
     pub acked: Arc<AtomicU64>,
     pub refused: Arc<std::sync::Mutex<Vec<PubAckReason>>>,
-    pub received: Arc<std::sync::Mutex<Vec<(String, Vec<u8>, bool)>>>,
+    pub received: Received,
     task: tokio::task::JoinHandle<()>,
 }
 
