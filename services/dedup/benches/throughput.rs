@@ -10,8 +10,10 @@
 //! 2. tansu SQLite (private stack via scripts/stack): baseline = a plain consumer reading the
 //!    pre-filled raw topic, then the dedup service (in process) from the same topic until its group
 //!    has committed everything;
-//! 3. tansu memory storage (`memory://`), started here on a free port, if the installed binary
-//!    supports it.
+//! 3. librdkafka's MockCluster in a child process (a broker fast enough that the service, not
+//!    the broker, is the limit);
+//! 4. tansu memory storage (`memory://`), started here on a free port, if the installed binary
+//!    supports it (0.6.0 from crates.io does not: it lacks the `dynostore` feature).
 //!
 //! CPU is this process's user+system time from /proc/self/stat (what getrusage(RUSAGE_SELF)
 //! reports; librdkafka's threads included, the broker excluded and reported apart).
@@ -175,6 +177,17 @@ async fn on_broker(
         ..Default::default()
     };
     cfg.dedup.client_id = "bench".into();
+    // DEDUP_BENCH_PRODUCER="linger.ms=50,batch.size=1000000" overrides producer properties.
+    if let Ok(props) = std::env::var("DEDUP_BENCH_PRODUCER") {
+        for kv in props.split(',').filter(|s| !s.is_empty()) {
+            if let Some((k, v)) = kv.split_once('=') {
+                cfg.dedup.producer_properties.insert(k.into(), v.into());
+            }
+        }
+    }
+    if let Ok(b) = std::env::var("DEDUP_BENCH_MAX_BATCH") {
+        cfg.dedup.max_batch = b.parse().unwrap();
+    }
     let token = CancellationToken::new();
     let c0 = cpu_seconds("self");
     let b0 = broker_pid.as_deref().map(cpu_seconds).unwrap_or(0.0);
@@ -195,10 +208,60 @@ async fn on_broker(
     }
 }
 
+/// Child mode: a librdkafka MockCluster with the dedup topics, in its own process (so its CPU is
+/// not counted as the service's), serving until stdin closes.
+fn mock_broker_child() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    for t in [RAW, OUT, CHANGELOG, GAPS, CONFLICTS, DLQ] {
+        cluster.create_topic(t, 12, 1).expect("topic");
+    }
+    println!("{}", cluster.bootstrap_servers());
+    let mut sink = String::new();
+    while std::io::stdin()
+        .read_line(&mut sink)
+        .map(|n| n > 0)
+        .unwrap_or(false)
+    {}
+}
+
+async fn on_mock_cluster(registry: &TestRegistry, w: &Workload) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("DEDUP_BENCH_MOCK_CHILD", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mock broker child");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let kafka = KafkaConfig {
+        brokers: first.trim().to_string(),
+        session_timeout_ms: 6_000,
+        ..KafkaConfig::default()
+    };
+    on_broker(
+        "mock cluster (own process)",
+        kafka,
+        registry,
+        w,
+        Some(child.id().to_string()),
+    )
+    .await;
+    drop(child.stdin.take());
+    let _ = child.wait();
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / test discovery
+    }
+    if std::env::var("DEDUP_BENCH_MOCK_CHILD").is_ok() {
+        mock_broker_child();
+        return;
     }
     let n: usize = std::env::var("DEDUP_BENCH_N")
         .ok()
@@ -216,6 +279,12 @@ async fn main() {
         500
     );
     pure(&client, &w).await;
+    if std::env::var("DEDUP_BENCH_PURE_ONLY").is_ok() {
+        return;
+    }
+
+    // A fast broker in its own process: what the service itself costs per record.
+    on_mock_cluster(&registry, &w).await;
 
     // tansu with SQLite storage (the project's stack).
     {

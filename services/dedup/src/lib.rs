@@ -79,6 +79,9 @@ pub struct DedupConfig {
     pub transactional_id: Option<String>,
     /// How often the per-store gap gauges and state-size gauges are refreshed.
     pub gauge_interval_ms: u64,
+    /// librdkafka properties for the producer only (on top of the runtime's idempotent producer
+    /// settings and `kafka.properties`).
+    pub producer_properties: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for DedupConfig {
@@ -103,6 +106,7 @@ impl Default for DedupConfig {
             transactional: false,
             transactional_id: None,
             gauge_interval_ms: 5_000,
+            producer_properties: Default::default(),
         }
     }
 }

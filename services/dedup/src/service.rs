@@ -113,6 +113,9 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
     check_topics(&restorer, cfg)?;
 
     let mut producer_cfg = config.kafka.clone();
+    producer_cfg
+        .properties
+        .extend(cfg.producer_properties.clone());
     if cfg.transactional {
         let id = cfg
             .transactional_id
