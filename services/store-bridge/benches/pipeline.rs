@@ -6,15 +6,15 @@
 //!   - the bridge's rate and its ratio to the slower of the two,
 //!   - the bridge's CPU (utime+stime from /proc/<pid>/stat) and events/s per core,
 //!
-//! against tansu with SQLite storage (the durable local stack) and with memory storage (the fast
-//! sink), plus an in-process breakdown (conversion, outbox append) of where the bridge's CPU goes.
+//! against tansu with SQLite storage (the durable local stack) and against an in-memory sink
+//! (librdkafka's mock cluster; the installed tansu has no `memory://` storage), plus an in-process breakdown (conversion, outbox append) of where the bridge's CPU goes.
 //! Figures are printed, never asserted. Run: `cargo bench -p tillstream-store-bridge --bench pipeline`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use rdkafka::producer::FutureRecord;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use tillstream_integration_tests::{TestRegistry, apply_topology, free_port};
+use tillstream_integration_tests::{TestRegistry, free_port};
 use tillstream_runtime::kafka::{self, KafkaConfig, make_headers};
 use tillstream_store_bridge::Config;
 use tillstream_store_bridge::outbox::{self, WriterMsg};
@@ -45,62 +45,33 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ut + st) / clk_tck()
 }
 
-/// A tansu broker with memory storage, started and stopped (by PID) by the bench.
-struct MemTansu {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+/// The fast sink: librdkafka's in-process mock cluster (real TCP listener the bridge process can
+/// reach, data in memory). The installed tansu lacks the `dynostore` feature its `memory://`
+/// storage needs.
+struct FastSink {
+    mock: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
 }
 
-impl MemTansu {
-    fn start() -> MemTansu {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let bin = std::env::var("TILLSTREAM_TANSU_BIN").unwrap_or_else(|_| {
-            let home = std::env::var("HOME").unwrap_or_default();
-            format!("{home}/.cargo/bin/tansu")
-        });
-        let child = Command::new(bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .current_dir(dir.path())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu (memory) did not start");
-            std::thread::sleep(Duration::from_millis(50));
+impl FastSink {
+    fn start() -> FastSink {
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        for (topic, partitions) in [
+            (RAW, 12),
+            ("tillstream.device-health.raw", 12),
+            (DLQ, 12),
+            ("tillstream.catalog.downlink", 6),
+        ] {
+            mock.create_topic(topic, partitions, 1).unwrap();
         }
-        MemTansu {
-            child,
-            port,
-            _dir: dir,
-        }
+        FastSink { mock }
     }
 
     fn kafka(&self) -> KafkaConfig {
         KafkaConfig {
-            brokers: format!("127.0.0.1:{}", self.port),
+            brokers: self.mock.bootstrap_servers(),
             session_timeout_ms: 6_000,
             ..KafkaConfig::default()
         }
-    }
-}
-
-impl Drop for MemTansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -273,6 +244,12 @@ async fn bridge_drain(
     cfg.mqtt.client_id = format!("bench-bridge-{name}");
     cfg.outbox.dir = dir.join(format!("outbox-{name}"));
     cfg.downlink.enabled = false;
+    if let Some(w) = std::env::var("STORE_BRIDGE_BENCH_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cfg.outbox.max_in_flight = w;
+    }
     cfg.ops.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let bin = env!("CARGO_BIN_EXE_tillstream-store-bridge");
     let spawn = |cfg: &Config| {
@@ -350,8 +327,7 @@ async fn main() {
         return; // `cargo test --benches` lists benches; nothing to list here
     }
     let env = Env::start().await;
-    let mem = MemTansu::start();
-    apply_topology(&mem.kafka()).await.unwrap();
+    let fast = FastSink::start();
     let registry = TestRegistry::start().await.unwrap();
     let base = {
         let mut c = env.config();
@@ -434,7 +410,10 @@ async fn main() {
     let mosq = mosquitto_drain(port, &events).await;
     let linger = base.outbox.producer_linger_ms;
     let mut rows = Vec::new();
-    for (name, kafka_cfg) in [("sqlite", env.stack.kafka()), ("memory", mem.kafka())] {
+    for (name, kafka_cfg) in [
+        ("tansu-sqlite", env.stack.kafka()),
+        ("mock-memory", fast.kafka()),
+    ] {
         let tansu = tansu_produce(&kafka_cfg, &recs, linger).await;
         let run = bridge_drain(&base, &kafka_cfg, name, env.dir.path(), &events).await;
         rows.push((name, tansu, run));
@@ -453,7 +432,7 @@ async fn main() {
     for (name, tansu, run) in &rows {
         let limit = mosq.min(*tansu);
         println!(
-            "tansu {name:6}: produce {tansu:.0}/s | bridge {:.0}/s in {:.2} s | ratio to min(mosquitto, tansu) = {:.2} | bridge CPU {:.2} s = {:.0} events/s per core | commit avg {:.2} ms x {:.0} events | delivery avg {:.1} ms",
+            "{name:12}: produce {tansu:.0}/s | bridge {:.0}/s in {:.2} s | ratio to min(mosquitto, tansu) = {:.2} | bridge CPU {:.2} s = {:.0} events/s per core | commit avg {:.2} ms x {:.0} events | delivery avg {:.1} ms",
             run.rate,
             run.secs,
             run.rate / limit,

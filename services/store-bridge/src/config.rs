@@ -210,7 +210,7 @@ impl Default for OutboxConfig {
             max_age_s: 7 * 24 * 3600,
             max_batch: 5_000,
             hot_bytes: 64 * 1024 * 1024,
-            max_in_flight: 50_000,
+            max_in_flight: 10_000,
             shutdown_drain_ms: 10_000,
             producer_linger_ms: 20,
             delivery_timeout_ms: 60_000,

@@ -114,9 +114,17 @@ impl<A: Send + 'static> Drainer<A> {
         };
         let mut stopping: Option<Instant> = None;
         let mut queue_full = false;
+        // Refill a saturated window in chunks, not one record per delivery report.
+        let refill = (self.max_in_flight / 20).max(1);
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_report = Instant::now();
         loop {
             // Fill the window.
-            while stopping.is_none() && !queue_full && st.in_flight.len() < self.max_in_flight {
+            while stopping.is_none()
+                && !queue_full
+                && (st.in_flight.len() + refill <= self.max_in_flight || st.in_flight.is_empty())
+            {
                 let want = (self.max_in_flight - st.in_flight.len()).min(2_000);
                 let rows = self.next_rows(&mut st, want).await?;
                 if rows.is_empty() {
@@ -142,7 +150,14 @@ impl<A: Send + 'static> Drainer<A> {
                     }
                 }
             }
-            self.report(&mut st)?;
+            // Deletes are batched: the writer commits them with its next group commit anyway.
+            if st.delivered.len() >= 1024
+                || last_report.elapsed() >= Duration::from_millis(20)
+                || stopping.is_some()
+            {
+                self.report(&mut st)?;
+                last_report = Instant::now();
+            }
             if let Some(deadline) = stopping
                 && (st.in_flight.is_empty() || Instant::now() >= deadline)
             {
@@ -154,7 +169,7 @@ impl<A: Send + 'static> Drainer<A> {
                 }
                 break;
             }
-            let room = st.in_flight.len() < self.max_in_flight && !queue_full;
+            let room = st.in_flight.len() + refill <= self.max_in_flight && !queue_full;
             tokio::select! {
                 biased;
                 Some((id, record, started, res)) = st.in_flight.next(), if !st.in_flight.is_empty() => {
@@ -171,7 +186,7 @@ impl<A: Send + 'static> Drainer<A> {
                 _ = stop.cancelled(), if stopping.is_none() => {
                     stopping = Some(Instant::now() + self.shutdown_drain);
                 }
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                _ = tick.tick() => {
                     queue_full = false;
                 }
             }
