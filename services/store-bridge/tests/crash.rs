@@ -1,5 +1,5 @@
-//! Crash safety on the real stack: devices publish N events (default 10,000 to keep the default run
-//! short; the 50,000 of the issue: `STORE_BRIDGE_CRASH_EVENTS=50000`, see the README for timings) while the bridge binary is killed with SIGKILL twice and restarted.
+//! Crash safety on the real stack: devices publish N events (default 50,000; override with
+//! `STORE_BRIDGE_CRASH_EVENTS`) while the bridge binary is killed with SIGKILL twice and restarted.
 //! Every event must be in Kafka at least once, in per-device order of first copies; duplicates are
 //! counted and printed.
 
@@ -14,7 +14,7 @@ async fn kill_minus_nine_twice_during_a_publish_loses_nothing() {
     let total: i64 = std::env::var("STORE_BRIDGE_CRASH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+        .unwrap_or(50_000);
     let per_device = (total / devices().len() as i64).max(1);
     let env = Env::start().await;
     let mut cfg = env.config();
