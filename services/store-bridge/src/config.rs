@@ -284,6 +284,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_file_is_the_defaults() {
+        let file =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("store-bridge.example.toml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        let from_file: Config = toml::from_str(&text).unwrap();
+        assert_eq!(
+            toml::to_string(&from_file).unwrap(),
+            toml::to_string(&Config::default()).unwrap(),
+            "store-bridge.example.toml is stale: regenerate it with --print-config"
+        );
+    }
+
+    #[test]
     fn url_forms() {
         let mut m = MqttConfig {
             url: "mqtt://127.0.0.1:1883".into(),

@@ -34,6 +34,8 @@ pub enum DownlinkError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("mqtt configuration: {0}")]
     Config(String),
+    #[error("dead letter: {0}")]
+    DeadLetter(String),
 }
 
 impl tillstream_runtime::Classify for DownlinkError {
@@ -178,8 +180,11 @@ pub async fn run(
                         now_ms(),
                     );
                     if let Err(e) = dead_letters.publish(&dl, &token).await {
+                        if token.is_cancelled() {
+                            return Ok(()); // stopping: the record is re-read next time
+                        }
                         tracing::error!(error = %e, "downlink dead letter not written; not committing");
-                        return Ok(());
+                        return Err(DownlinkError::DeadLetter(e.to_string()));
                     }
                 }
             }

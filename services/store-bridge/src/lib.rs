@@ -209,17 +209,41 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
     let done = tokio::spawn(async move {
         let mut first_error: Option<BridgeError> = None;
         let mut drainer_done = false;
-        // Phase 1: run until told to stop, or until the uplink or drainer fails.
+        let mut uplink_task = Some(uplink_task);
+        let mut downlink_task = downlink_task;
+        // Phase 1: run until told to stop, or until any component ends (a failure, or a downlink
+        // that gave up): then everything stops in order.
         tokio::select! {
             _ = internal.cancelled() => {}
             r = &mut drainer_task => {
                 drainer_done = true;
                 if let Some(e) = joined(r, BridgeError::Drainer) { first_error = Some(e); }
-                internal.cancel();
+            }
+            r = async { uplink_task.as_mut().expect("set").await } => {
+                uplink_task = None;
+                if let Some(e) = joined(r, BridgeError::Uplink) { first_error = Some(e); }
+            }
+            r = async {
+                match downlink_task.as_mut() {
+                    Some(t) => t.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                downlink_task = None;
+                match joined(r, BridgeError::Downlink) {
+                    Some(e) => first_error = Some(e),
+                    None if !internal.is_cancelled() => {
+                        first_error = Some(BridgeError::Task("downlink stopped".into()));
+                    }
+                    None => {}
+                }
             }
         }
-        // Phase 2: the uplink flushes the outbox, acks and disconnects.
-        if let Some(e) = joined(uplink_task.await, BridgeError::Uplink) {
+        internal.cancel();
+        // Phase 2: the uplink flushes the outbox, acks and disconnects; the downlink commits.
+        if let Some(t) = uplink_task
+            && let Some(e) = joined(t.await, BridgeError::Uplink)
+        {
             first_error.get_or_insert(e);
         }
         if let Some(t) = downlink_task
