@@ -263,7 +263,8 @@ pub struct StoreGaps {
 struct IdEntry {
     first_seen: i64,
     fingerprint: u128,
-    others: Option<Box<Vec<u128>>>,
+    /// Colliding fingerprints (rare): boxed so an entry stays 48 bytes.
+    others: Option<Box<[u128]>>,
 }
 
 impl IdEntry {
@@ -464,9 +465,9 @@ impl PartitionDedup {
                     } else {
                         d.stats.collisions += 1;
                         d.conflicts.push(collision(inp, e, self.partition));
-                        e.others
-                            .get_or_insert_with(Default::default)
-                            .push(inp.fingerprint);
+                        let mut others = e.others.take().map(Vec::from).unwrap_or_default();
+                        others.push(inp.fingerprint);
+                        e.others = Some(others.into_boxed_slice());
                         changed_ids.push(key);
                         Verdict::Collision
                     }
@@ -703,7 +704,7 @@ impl PartitionDedup {
                 IdEntry {
                     first_seen: r.first_seen,
                     fingerprint: *first,
-                    others: (!rest.is_empty()).then(|| Box::new(rest.to_vec())),
+                    others: (!rest.is_empty()).then(|| rest.into()),
                 },
             );
             self.expiry.push_back((r.first_seen, r.key));

@@ -417,10 +417,12 @@ impl Loop {
             })?;
             let tpl = offsets.to_tpl();
             let p = self.producer.clone();
+            tracing::debug!("committing transaction");
             let res = blocking(move || {
                 p.send_offsets_to_transaction(&tpl, &cgm, Duration::from_secs(30))?;
                 p.commit_transaction(Duration::from_secs(60))
             });
+            tracing::debug!(ok = res.is_ok(), "transaction done");
             if let Err(e) = res {
                 let p = self.producer.clone();
                 let _ = blocking(move || p.abort_transaction(Duration::from_secs(30)));
@@ -496,6 +498,7 @@ impl Loop {
             }
         }
         deliver_all(&self.producer, &outs, hard, txn).await?;
+        tracing::debug!(records = outs.len(), "outputs delivered");
         let now = kafka::now_ms();
         for o in outs.iter().filter(|o| o.topic == cfg.output_topic) {
             if let Some(ts) = o.timestamp {
@@ -538,6 +541,7 @@ impl Loop {
             })
             .collect();
         let delivered = deliver_all(&self.producer, &outs, hard, txn).await?;
+        tracing::debug!(records = outs.len(), "changelog delivered");
         let mut changelog_ends: BTreeMap<i32, i64> = BTreeMap::new();
         for (p, off) in delivered {
             let e = changelog_ends.entry(p).or_insert(off + 1);
