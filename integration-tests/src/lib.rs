@@ -164,6 +164,17 @@ impl Drop for Stack {
         {
             eprintln!("stack down failed: {e}");
         }
+        // A failing test keeps its folder (logs, databases) for the post-mortem.
+        if std::thread::panicking() || std::env::var_os("TILLSTREAM_KEEP_TEST_DIRS").is_some() {
+            let dir = std::mem::replace(
+                &mut self.dir,
+                tempfile::Builder::new()
+                    .prefix("tillstream-it-empty-")
+                    .tempdir()
+                    .expect("tempdir"),
+            );
+            eprintln!("test folder kept: {}", dir.keep().display());
+        }
     }
 }
 

@@ -1030,7 +1030,7 @@ fn add_poison(g: &mut Gen, plans: &mut [DevicePlan]) {
         (spec.bad_json, "bad_json"),
         (spec.missing_field, "missing_field"),
         (spec.wrong_type, "wrong_type"),
-        (spec.oversize, "oversize"),
+        (spec.oversize, "payload_too_large"),
         (spec.spoofed_store, "store_mismatch"),
         (spec.unknown_schema_version, "unknown_schema_version"),
     ] {
@@ -1054,7 +1054,7 @@ fn add_poison(g: &mut Gen, plans: &mut [DevicePlan]) {
                 json["lines"][0]["qty"] = serde_json::json!("three");
                 serde_json::to_vec(&json).unwrap_or_default()
             }
-            "oversize" => {
+            "payload_too_large" => {
                 json["order_id"] = serde_json::Value::String("x".repeat(g.spec.oversize_bytes));
                 serde_json::to_vec(&json).unwrap_or_default()
             }

@@ -108,6 +108,16 @@ impl E2e {
         publish(&self.plan, &self.publish_config()).await.unwrap()
     }
 
+    /// Publishes at `rate` events/s in the background (so faults can be injected meanwhile).
+    pub fn publish_in_background(&self, rate: u64) -> tokio::task::JoinHandle<PublishReport> {
+        let plan = self.plan.clone();
+        let cfg = PublishConfig {
+            rate,
+            ..self.publish_config()
+        };
+        tokio::spawn(async move { publish(&plan, &cfg).await.unwrap() })
+    }
+
     /// Waits for the pipeline to drain, then runs the full oracle.
     pub async fn oracle(&self) -> Report {
         let topics = Topics::default();
@@ -136,7 +146,16 @@ impl E2e {
 
     pub async fn assert_oracle_passes(&self) {
         let report = self.oracle().await;
-        let text = report.render(30);
+        let t = &self.plan.truth;
+        let text = format!(
+            "published: {} events ({} duplicates, {} collision variants, {} poison) from {} devices\n{}",
+            t.published.get("event").copied().unwrap_or(0),
+            t.published.get("duplicate").copied().unwrap_or(0),
+            t.published.get("collision").copied().unwrap_or(0),
+            t.published.get("poison").copied().unwrap_or(0),
+            self.plan.devices.len(),
+            report.render(30)
+        );
         println!("{text}");
         assert!(
             report.passed(),
