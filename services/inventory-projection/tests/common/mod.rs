@@ -244,3 +244,18 @@ pub async fn live_dump(db: &Db) -> String {
     let color: Color = db.active_color().await.unwrap();
     db.dump(color).await.unwrap()
 }
+
+/// Ends the test process when a test panics while a live consumer still runs in it. Without this
+/// the failure would hang: the runtime's shutdown drops the consumer after the test's servers are
+/// gone, and librdkafka's close (with the shared commit-on-revoke) waits for a broker that never
+/// answers. Declare it before the `Stack`, so the servers are stopped first.
+pub struct ExitOnPanic;
+
+impl Drop for ExitOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test failed with a live consumer running: exiting the test process");
+            std::process::exit(101);
+        }
+    }
+}
