@@ -291,7 +291,6 @@ async fn main() {
         let stack = Stack::start(&[Svc::Tansu], None).unwrap();
         let kafka = stack.kafka();
         apply_topology(&kafka).await.unwrap();
-        index_tansu_headers(stack.dir());
         let pid = std::fs::read_to_string(stack.dir().join("tansu/tansu.pid"))
             .ok()
             .map(|s| s.trim().to_string());

@@ -41,8 +41,9 @@ impl Env {
     pub async fn start() -> Env {
         let stack = Stack::start(&[Svc::Tansu], None).expect("tansu");
         let kafka = stack.kafka();
+        // scripts/stack indexes tansu's header table (tansu 0.6 scans every header row per record
+        // served without it, and a consumer stalls after ~1.5k records).
         apply_topology(&kafka).await.expect("topology");
-        index_tansu_headers(stack.dir());
         let registry = TestRegistry::start().await.expect("registry");
         let client = registry.client();
         Env {
@@ -92,32 +93,6 @@ impl Env {
             ("TILLSTREAM_LOG".into(), "info,rdkafka=warn".into()),
         ]
     }
-}
-
-/// tansu 0.6's SQLite schema has no index on `header (topition, offset_id)`, and it fetches the
-/// headers of every record it serves with a join on exactly that: each fetched record scans every
-/// header row of every topic. With ~600k header rows (120k records x 5 headers) a consumer gets
-/// ~1.5k records and then stalls for minutes. The index (created while tansu runs; SQLite locks
-/// it) makes the same fetches take ~1 s per 20k records. Test-environment workaround only: it
-/// changes no behaviour, just the query plan.
-pub fn index_tansu_headers(stack_dir: &std::path::Path) {
-    let db = stack_dir.join("tansu/tansu.db");
-    let script = format!(
-        "import sqlite3\nc = sqlite3.connect({:?}, timeout=30)\n\
-         c.execute('create index if not exists header_topition_offset on header (topition, offset_id)')\n\
-         c.commit()\n",
-        db.display().to_string()
-    );
-    let ok = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "could not index tansu's header table in {}",
-        db.display()
-    );
 }
 
 /// One raw record to produce.
