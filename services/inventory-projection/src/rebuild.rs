@@ -22,6 +22,9 @@ use crate::decode::{DecodeError, decode};
 use crate::model::Envelope;
 use crate::{Config, Error, metrics};
 
+/// The progress line: records replayed of the total to replay, rate and ETA.
+pub const PROGRESS_TEMPLATE: &str = "{spinner} rebuild {msg} [{elapsed_precise}] [{wide_bar}] {pos}/{len} records {per_sec} ETA {eta}";
+
 #[derive(Debug, Clone)]
 pub struct RebuildOptions {
     /// Switch the views when the rebuilt set equals the live one.
@@ -144,10 +147,8 @@ pub async fn rebuild(
         ProgressBar::hidden()
     };
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} rebuild {msg} [{elapsed_precise}] [{wide_bar}] {pos}/{len} records {per_sec} ETA {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(PROGRESS_TEMPLATE)
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message(format!("{live}→{target}"));
 
@@ -400,4 +401,12 @@ async fn replay(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_progress_template_parses() {
+        assert!(indicatif::ProgressStyle::with_template(super::PROGRESS_TEMPLATE).is_ok());
+    }
 }
