@@ -200,8 +200,8 @@ async fn heavy_fault_rebalance_between_two_instances_loses_nothing() {
         "a rebalance happened"
     );
     let dups = verify(&env, &w).await;
-    eprintln!(
-        "rebalance window: {dups} duplicates (bound {MAX_BATCH}); B restored {restores_b} partitions"
-    );
-    assert!(dups <= 2 * MAX_BATCH, "{dups} duplicates");
+    eprintln!("rebalance window: {dups} duplicates; B restored {restores_b} partitions");
+    // A graceful handoff finishes the batch in hand before the revoke, and the new owner starts
+    // where the changelog ends: no duplicates at all.
+    assert_eq!(dups, 0, "duplicates after a graceful rebalance");
 }
