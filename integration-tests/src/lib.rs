@@ -123,6 +123,7 @@ impl Stack {
         KafkaConfig {
             brokers: self.brokers(),
             session_timeout_ms: 6_000,
+            max_poll_interval_ms: 20_000,
             ..KafkaConfig::default()
         }
     }

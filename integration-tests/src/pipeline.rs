@@ -247,6 +247,9 @@ impl Pipeline {
         let mut set = |k: &str, v: String| env.push((format!("{pre}{k}"), v));
         set("OPS__LISTEN", format!("127.0.0.1:{ops_port}"));
         set("KAFKA__SESSION_TIMEOUT_MS", "6000".into());
+        set("KAFKA__MAX_POLL_INTERVAL_MS", "20000".into());
+        // tansu 0.6's idempotent-producer support breaks after a broker restart (see KafkaConfig).
+        set("KAFKA__IDEMPOTENCE", "false".into());
         match service {
             Service::Bridge => {
                 set("FLEET_FILE", self.opts.fleet_csv.display().to_string());

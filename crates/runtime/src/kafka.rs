@@ -32,6 +32,16 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Consumer group session timeout. Short in tests; a crashed member's partitions move after this.
     pub session_timeout_ms: u32,
+    /// Longest pause between two polls before the member is considered stuck; librdkafka also sends
+    /// it as the JoinGroup rebalance timeout, i.e. how long a rejoin waits for members that are gone.
+    /// After a broker restart tansu still lists the old members, so a rejoin waits this long.
+    pub max_poll_interval_ms: u32,
+    /// Idempotent producer (no duplicates from producer retries, per-partition order kept with
+    /// several requests in flight). Turn it off only for a broker whose idempotence is broken: tansu
+    /// 0.6 panics in its storage task on the first produce after it restarts and then fails every
+    /// request. Off, producers keep one request in flight (order kept) and a retry may duplicate a
+    /// record, which every tillstream sink absorbs (they are idempotent on the event id).
+    pub idempotence: bool,
     /// Extra librdkafka properties passed through verbatim (security.protocol, sasl.*, ...).
     pub properties: BTreeMap<String, String>,
 }
@@ -41,6 +51,8 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: "127.0.0.1:19092".into(),
             session_timeout_ms: 10_000,
+            max_poll_interval_ms: 60_000,
+            idempotence: true,
             properties: BTreeMap::new(),
         }
     }
@@ -76,8 +88,13 @@ pub mod headers {
 /// `delivery.timeout.ms`. A full local queue makes `send` wait (back-pressure), never drop.
 pub fn producer(config: &KafkaConfig, client_id: &str) -> Result<FutureProducer, KafkaError> {
     let mut c = config.client_config(client_id);
-    c.set("enable.idempotence", "true")
-        .set("acks", "all")
+    if config.idempotence {
+        c.set("enable.idempotence", "true");
+    } else {
+        c.set("enable.idempotence", "false")
+            .set("max.in.flight.requests.per.connection", "1");
+    }
+    c.set("acks", "all")
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "200000")
@@ -146,7 +163,14 @@ impl<H: PartitionHook> ConsumerContext for GroupContext<H> {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.hook.on_revoke(tpl);
-                commit_stored(consumer, self.service, "revoke");
+                if consumer.assignment_lost() {
+                    // Session timed out (broker unreachable, or we stalled): the partitions may
+                    // already belong to someone else, and a synchronous commit would block the
+                    // rejoin until the coordinator answers. What was stored is redelivered.
+                    tracing::warn!(service = self.service, "assignment lost: not committing on revoke");
+                } else {
+                    commit_stored(consumer, self.service, "revoke");
+                }
                 tracing::info!(service = self.service, partitions = ?partitions(tpl), "partitions revoked");
                 let res = if cooperative {
                     consumer.incremental_unassign(tpl)
@@ -229,6 +253,13 @@ pub fn group_consumer<H: PartitionHook>(
         .set("isolation.level", settings.isolation_level)
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
         .set(
+            "max.poll.interval.ms",
+            config
+                .max_poll_interval_ms
+                .max(config.session_timeout_ms)
+                .to_string(),
+        )
+        .set(
             "heartbeat.interval.ms",
             (config.session_timeout_ms / 3).max(100).to_string(),
         )
@@ -243,7 +274,12 @@ pub fn group_consumer<H: PartitionHook>(
 
 /// Waits for the next batch: the first message (or cancellation, which returns `None`), then whatever
 /// else arrives within `linger`, up to `max` messages. Consumer errors (broker down, rebalance in
-/// progress) are logged and retried with backoff: they never end the loop.
+/// progress) are logged and never end the loop.
+///
+/// Errors are drained at once, not backed off: librdkafka queues one error event per failed
+/// connection attempt, and each `recv` consumes one event, so sleeping per error once left a
+/// partition assignment queued behind hundreds of stale errors for minutes after a broker outage.
+/// When the queue is empty `recv` simply waits.
 pub async fn next_batch<H: PartitionHook>(
     consumer: &GroupConsumer<H>,
     token: &tokio_util::sync::CancellationToken,
@@ -251,7 +287,7 @@ pub async fn next_batch<H: PartitionHook>(
     linger: Duration,
 ) -> Option<Vec<rdkafka::message::OwnedMessage>> {
     let mut batch = Vec::new();
-    let mut backoff = Duration::from_millis(100);
+    let mut errors = ErrorLog::default();
     // First message: block until one arrives or we are told to stop.
     while batch.is_empty() {
         tokio::select! {
@@ -259,14 +295,7 @@ pub async fn next_batch<H: PartitionHook>(
             _ = token.cancelled() => return None,
             m = consumer.recv() => match m {
                 Ok(m) => batch.push(m.detach()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "consume error; retrying");
-                    tokio::select! {
-                        _ = token.cancelled() => return None,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+                Err(e) => errors.record(&e),
             }
         }
     }
@@ -278,11 +307,32 @@ pub async fn next_batch<H: PartitionHook>(
             _ = tokio::time::sleep_until(deadline) => break,
             m = consumer.recv() => match m {
                 Ok(m) => batch.push(m.detach()),
-                Err(_) => break,
+                Err(e) => errors.record(&e),
             }
         }
     }
     Some(batch)
+}
+
+/// Logs consumer errors without flooding: the first one, then one summary every 5 s.
+#[derive(Default)]
+struct ErrorLog {
+    suppressed: u64,
+    last: Option<std::time::Instant>,
+}
+
+impl ErrorLog {
+    fn record(&mut self, e: &KafkaError) {
+        let now = std::time::Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < Duration::from_secs(5) => self.suppressed += 1,
+            _ => {
+                tracing::warn!(error = %e, suppressed = self.suppressed, "consume error (librdkafka retries by itself)");
+                self.suppressed = 0;
+                self.last = Some(now);
+            }
+        }
+    }
 }
 
 /// Highest processed offset per (topic, partition) of a batch; `store` stores offset + 1 for each.
