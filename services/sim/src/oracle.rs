@@ -469,8 +469,29 @@ fn diff_maps<V: PartialEq + std::fmt::Debug>(
     out
 }
 
-/// Compares everything observed with the truth (pure).
+/// What a correct at-least-once pipeline may still show, and why.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Allowances {
+    /// Copies on the deduplicated topic beyond the first. A dedup instance killed between
+    /// delivering a batch's outputs and recording it in its changelog re-emits that batch once
+    /// restarted (its at-least-once window: at most one batch per partition per crash). Every
+    /// downstream sink is idempotent on the event id, so these copies have no effect; the projection
+    /// checks below must still be exact.
+    pub dedup_topic_duplicates: u64,
+}
+
+/// Compares everything observed with the truth (pure), allowing nothing.
 pub fn compare(truth: &Truth, kafka: Option<&KafkaObserved>, db: Option<&DbObserved>) -> Report {
+    compare_with(truth, kafka, db, Allowances::default())
+}
+
+/// Compares everything observed with the truth (pure).
+pub fn compare_with(
+    truth: &Truth,
+    kafka: Option<&KafkaObserved>,
+    db: Option<&DbObserved>,
+    allow: Allowances,
+) -> Report {
     let mut checks = Vec::new();
     let na = |name: &str| CheckResult {
         name: name.into(),
@@ -503,16 +524,20 @@ pub fn compare(truth: &Truth, kafka: Option<&KafkaObserved>, db: Option<&DbObser
                 differences: diffs,
                 applicable: true,
             });
-            let dups: Vec<String> = k
-                .deduped
-                .iter()
-                .filter(|(_, n)| **n > 1)
-                .map(|(id, n)| format!("event {id} emitted {n} times"))
-                .collect();
+            let extra: u64 = k.deduped.values().map(|n| n.saturating_sub(1)).sum();
+            let dups: Vec<String> = if extra > allow.dedup_topic_duplicates {
+                k.deduped
+                    .iter()
+                    .filter(|(_, n)| **n > 1)
+                    .map(|(id, n)| format!("event {id} emitted {n} times"))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             checks.push(CheckResult {
                 name: "duplicates on dedup topic".into(),
-                expected: "0".into(),
-                observed: dups.len().to_string(),
+                expected: format!("<= {}", allow.dedup_topic_duplicates),
+                observed: extra.to_string(),
                 differences: dups,
                 applicable: true,
             });

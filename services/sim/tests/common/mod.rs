@@ -120,6 +120,10 @@ impl E2e {
 
     /// Waits for the pipeline to drain, then runs the full oracle.
     pub async fn oracle(&self) -> Report {
+        self.oracle_with(oracle::Allowances::default()).await
+    }
+
+    pub async fn oracle_with(&self, allow: oracle::Allowances) -> Report {
         let topics = Topics::default();
         let db = self.pipeline.database_url();
         let drained = oracle::wait_drained(
@@ -141,11 +145,16 @@ impl E2e {
         let d = oracle::observe_db(&db, &oracle::DbQueries::default())
             .await
             .unwrap();
-        oracle::compare(&self.plan.truth, Some(&k), Some(&d))
+        oracle::compare_with(&self.plan.truth, Some(&k), Some(&d), allow)
     }
 
     pub async fn assert_oracle_passes(&self) {
-        let report = self.oracle().await;
+        self.assert_oracle_passes_with(oracle::Allowances::default())
+            .await
+    }
+
+    pub async fn assert_oracle_passes_with(&self, allow: oracle::Allowances) {
+        let report = self.oracle_with(allow).await;
         let t = &self.plan.truth;
         let text = format!(
             "published: {} events ({} duplicates, {} collision variants, {} poison) from {} devices\n{}",
