@@ -79,6 +79,42 @@ fn has_key(value: &serde_json::Value, dotted: &str) -> bool {
     true
 }
 
+/// The config flags every service binary takes: `--config FILE`, `--print-config` and
+/// `--config-format toml|json` (print the effective configuration and exit: what an operator checks,
+/// and what `scripts/validate-deploy` reads to check the manifests' environment variables).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArgs {
+    /// TOML config file; environment variables override it (see the service's README).
+    #[arg(long, global = true)]
+    pub config: Option<std::path::PathBuf>,
+    /// Print the effective configuration and exit.
+    #[arg(long, global = true)]
+    pub print_config: bool,
+    /// Format of --print-config.
+    #[arg(long, global = true, value_parser = ["toml", "json"], default_value = "toml")]
+    pub config_format: String,
+}
+
+impl ConfigArgs {
+    /// Loads the service's config; with `--print-config` prints it and returns `None`.
+    pub fn load<T>(&self, service: &str) -> Result<Option<T>, ConfigError>
+    where
+        T: Serialize + for<'de> Deserialize<'de> + Default,
+    {
+        let cfg: T = load(service, self.config.as_deref())?;
+        if !self.print_config {
+            return Ok(Some(cfg));
+        }
+        let text = if self.config_format == "json" {
+            serde_json::to_string_pretty(&cfg).map_err(|e| ConfigError::Invalid(e.to_string()))?
+        } else {
+            toml::to_string_pretty(&cfg).map_err(|e| ConfigError::Invalid(e.to_string()))?
+        };
+        println!("{text}");
+        Ok(None)
+    }
+}
+
 /// Where a service serves `/metrics`, `/healthz` and `/readyz`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]

@@ -167,7 +167,10 @@ impl<H: PartitionHook> ConsumerContext for GroupContext<H> {
                     // Session timed out (broker unreachable, or we stalled): the partitions may
                     // already belong to someone else, and a synchronous commit would block the
                     // rejoin until the coordinator answers. What was stored is redelivered.
-                    tracing::warn!(service = self.service, "assignment lost: not committing on revoke");
+                    tracing::warn!(
+                        service = self.service,
+                        "assignment lost: not committing on revoke"
+                    );
                 } else {
                     commit_stored(consumer, self.service, "revoke");
                 }

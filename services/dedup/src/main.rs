@@ -1,8 +1,6 @@
 //! `tillstream-dedup`: parses flags, loads config, and runs the dedup service until SIGTERM.
 //! Owns nothing else; the guarantees are the library's.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::Parser;
 use tillstream_dedup::Config;
@@ -11,18 +9,22 @@ use tillstream_dedup::Config;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// TOML config file (see `Config`); environment: TILLSTREAM_DEDUP__<SECTION>__<KEY>.
-    #[arg(long)]
-    config: Option<PathBuf>,
+    /// Config file and printing; environment: TILLSTREAM_DEDUP__<SECTION>__<KEY>.
+    #[command(flatten)]
+    config: tillstream_runtime::config::ConfigArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tillstream_runtime::telemetry::init_tracing(tillstream_dedup::SERVICE);
-    let config: Config =
-        tillstream_runtime::config::load(tillstream_dedup::SERVICE, args.config.as_deref())
-            .context("loading configuration")?;
+    let Some(config): Option<Config> = args
+        .config
+        .load(tillstream_dedup::SERVICE)
+        .context("loading configuration")?
+    else {
+        return Ok(());
+    };
     let token = tillstream_runtime::shutdown::signal_token();
     tillstream_dedup::run(config, token).await?;
     Ok(())

@@ -14,10 +14,10 @@ use tillstream_inventory_projection::{Color, Config, SERVICE, connect_db};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// TOML config file; environment: TILLSTREAM_INVENTORY_PROJECTION__<SECTION>__<KEY>,
+    /// Config file and printing; environment: TILLSTREAM_INVENTORY_PROJECTION__<SECTION>__<KEY>,
     /// TILLSTREAM_PG_URL sets database.url.
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: tillstream_runtime::config::ConfigArgs,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -76,8 +76,10 @@ async fn real_main() -> anyhow::Result<ExitCode> {
     } else {
         tillstream_runtime::telemetry::init_tracing_with_default(SERVICE, "warn");
     }
-    let cfg: Config = tillstream_runtime::config::load(SERVICE, args.config.as_deref())
-        .context("loading configuration")?;
+    let Some(cfg): Option<Config> = args.config.load(SERVICE).context("loading configuration")?
+    else {
+        return Ok(ExitCode::SUCCESS);
+    };
     let token = tillstream_runtime::shutdown::signal_token();
     match cmd {
         Cmd::Run => {

@@ -876,6 +876,8 @@ fn json_bytes(e: &DeviceEvent) -> Vec<u8> {
 /// Turns each device's events into publish steps: online stretches, offline stretches buffered and
 /// burst (reordered) on reconnect with a replay of the last events before the disconnect,
 /// duplicates, collisions and poison.
+// The per-device loop runs to n inclusive (heartbeats due after the last event), so it indexes.
+#[allow(clippy::needless_range_loop)]
 fn build_steps(g: &mut Gen, collide: &BTreeSet<(usize, usize)>) -> Vec<DevicePlan> {
     let spec = g.spec.clone();
     let n_dev = g.devices.len();
@@ -887,12 +889,7 @@ fn build_steps(g: &mut Gen, collide: &BTreeSet<(usize, usize)>) -> Vec<DevicePla
         let dev = &g.devices[d];
         let n = dev.events.len();
         // Offline windows over event indices.
-        let mut offline = vec![false; n];
-        for (i, p) in dev.events.iter().enumerate() {
-            if p.force_offline {
-                offline[i] = true;
-            }
-        }
+        let mut offline: Vec<bool> = dev.events.iter().map(|p| p.force_offline).collect();
         if offline_devices.contains(&d) && n > 4 {
             for _ in 0..spec.offline_periods {
                 let len = (spec.offline_events as usize).min(n / 2).max(1);

@@ -48,7 +48,10 @@ async fn heavy_clean_run_passes_the_oracle_and_a_corrupted_row_fails_it() {
     let report = run.oracle().await;
     let text = report.render(10);
     println!("{text}");
-    assert!(!report.passed(), "the oracle must notice the corrupted row:\n{text}");
+    assert!(
+        !report.passed(),
+        "the oracle must notice the corrupted row:\n{text}"
+    );
     assert_eq!(report.differences(), 1, "{text}");
     assert!(text.contains(&format!("stock {store}/{sku}")), "{text}");
 }

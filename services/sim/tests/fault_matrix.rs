@@ -24,7 +24,10 @@ async fn heavy_fault_bridge_kill9_twice() {
     let mut run = run;
     for _ in 0..2 {
         sleep(Duration::from_secs(2)).await;
-        run.pipeline.crash_and_restart(Service::Bridge, 0).await.unwrap();
+        run.pipeline
+            .crash_and_restart(Service::Bridge, 0)
+            .await
+            .unwrap();
     }
     publishing.await.unwrap();
     run.assert_oracle_passes().await;
@@ -70,7 +73,10 @@ async fn heavy_fault_dedup_killed_mid_batch() {
     let kills = 2;
     for _ in 0..kills {
         sleep(Duration::from_millis(1_500)).await;
-        run.pipeline.crash_and_restart(Service::Dedup, 0).await.unwrap();
+        run.pipeline
+            .crash_and_restart(Service::Dedup, 0)
+            .await
+            .unwrap();
     }
     publishing.await.unwrap();
     // The dedup's at-least-once window: per crash, at most one batch (max_batch = 5000) per
