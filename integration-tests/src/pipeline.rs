@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use crate::{Stack, free_port, repo};
 
 /// The services of the pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Service {
     Bridge,
     Dedup,

@@ -79,7 +79,10 @@ async fn wait_read(running: &tillstream_dedup::Running, n: u64) {
     }
 }
 
-async fn run_to_end(env: &MockEnv, w: &Workload, transactional: bool) {
+/// Runs the service over the workload and checks the output: nothing missing, nothing extra, first
+/// copies in order, and at most `max_duplicates` extra copies (a produce failure that surfaces to the
+/// service makes it re-send the batch's whole output set: its at-least-once window).
+async fn run_to_end(env: &MockEnv, w: &Workload, transactional: bool, max_duplicates: usize) {
     let token = CancellationToken::new();
     let running = tillstream_dedup::start(
         config(&env.kafka, &env.registry, transactional),
@@ -101,10 +104,11 @@ async fn run_to_end(env: &MockEnv, w: &Workload, transactional: bool) {
     running.wait().await.expect("clean stop");
     let client = env.registry.client();
     let out = read(&env.kafka, OUT).await;
-    assert_eq!(
-        check_exactly_once(w, &out),
-        (0, 0, 0),
-        "missing/duplicate/extra"
+    let (missing, duplicates, extra) = check_exactly_once(w, &out);
+    assert_eq!((missing, extra), (0, 0), "missing/extra");
+    assert!(
+        duplicates <= max_duplicates,
+        "{duplicates} duplicates, at most {max_duplicates} allowed"
     );
     check_order(w, &out);
     let mut gaps = Vec::new();
@@ -133,7 +137,7 @@ async fn transactional_mode_commits_outputs_changelog_and_offsets_together() {
     };
     let w = workload(&env.registry.client(), &spec()).await;
     produce(&env.kafka, &w.records).await;
-    run_to_end(&env, &w, true).await;
+    run_to_end(&env, &w, true, 0).await;
     // A restart in transactional mode restores from the committed changelog: with no committed
     // group offsets (see above) it reads the topic from the start, and every record the changelog
     // covers is skipped. Then the first 500 raw records arrive again: all duplicates now.
@@ -182,5 +186,7 @@ async fn produce_errors_are_retried_without_loss() {
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR__TRANSPORT; 5],
     );
-    run_to_end(&env, &w, false).await;
+    // librdkafka retries most injected errors inside the idempotent producer; when one surfaces,
+    // the service re-sends that batch's set (max_batch = 500): duplicates, never loss.
+    run_to_end(&env, &w, false, 2 * 500).await;
 }

@@ -22,6 +22,8 @@ pub struct PublishConfig {
     pub offline_for: Duration,
     /// Give up after this long.
     pub timeout: Duration,
+    /// Record when each event was first handed to the MQTT client (latency benchmarks).
+    pub record_sent: bool,
 }
 
 impl Default for PublishConfig {
@@ -33,6 +35,7 @@ impl Default for PublishConfig {
             rate: 0,
             offline_for: Duration::from_millis(500),
             timeout: Duration::from_secs(600),
+            record_sent: false,
         }
     }
 }
@@ -44,6 +47,8 @@ pub struct PublishReport {
     pub resent: u64,
     pub reconnects: u64,
     pub elapsed: Duration,
+    /// (event id, first hand-over to the MQTT client), when `record_sent`.
+    pub sent: Vec<(String, Instant)>,
 }
 
 impl PublishReport {
@@ -90,6 +95,7 @@ pub async fn publish(plan: &Plan, cfg: &PublishConfig) -> Result<PublishReport, 
                     report.acked += r.acked;
                     report.resent += r.resent;
                     report.reconnects += r.reconnects;
+                    report.sent.extend(r.sent);
                 }
                 Some(Ok(Err(e))) => {
                     set.abort_all();
@@ -149,9 +155,12 @@ async fn run_device(
                 .set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024)
                 .set_inflight(100);
             let (client, mut eventloop) = AsyncClient::new(opts, 256);
-            let to_send: Vec<(String, Vec<u8>)> = pending
+            let to_send: Vec<(String, Vec<u8>, bool)> = pending
                 .iter()
-                .map(|p| (p.topic.clone(), p.payload.clone()))
+                .map(|p| {
+                    let record = cfg.record_sent && p.purpose == crate::plan::Purpose::Event;
+                    (p.topic.clone(), p.payload.clone(), record)
+                })
                 .collect();
             let n = to_send.len();
             let pace_from = sent_total;
@@ -159,7 +168,8 @@ async fn run_device(
             let sender = tokio::spawn({
                 let client = client.clone();
                 async move {
-                    for (k, (topic, payload)) in to_send.into_iter().enumerate() {
+                    let mut sent = Vec::new();
+                    for (k, (topic, payload, record)) in to_send.into_iter().enumerate() {
                         if rate > 0.0 {
                             // Pace this device: publish k of the run is due at k / rate seconds.
                             let due = Duration::from_secs_f64((pace_from + k as u64) as f64 / rate);
@@ -167,15 +177,25 @@ async fn run_device(
                                 tokio::time::sleep(wait).await;
                             }
                         }
+                        let id = record
+                            .then(|| {
+                                serde_json::from_slice::<serde_json::Value>(&payload)
+                                    .ok()
+                                    .and_then(|v| v["event_id"].as_str().map(str::to_string))
+                            })
+                            .flatten();
                         if client
                             .publish(topic, QoS::AtLeastOnce, false, payload)
                             .await
                             .is_err()
                         {
-                            return k;
+                            return (k, sent);
+                        }
+                        if let Some(id) = id {
+                            sent.push((id, Instant::now()));
                         }
                     }
-                    n
+                    (n, sent)
                 }
             });
             // Acks arrive in order for QoS 1 from one client: count them.
@@ -200,7 +220,11 @@ async fn run_device(
                     }
                 }
             }
-            sender.abort();
+            if failed.is_some() {
+                sender.abort();
+            } else if let Ok((_, sent)) = sender.await {
+                report.sent.extend(sent);
+            }
             report.publishes += n as u64;
             report.acked += acked as u64;
             pending.drain(..acked);

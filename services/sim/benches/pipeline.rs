@@ -1,0 +1,406 @@
+//! End-to-end benchmarks of the whole pipeline on the real local stack (tansu with SQLite storage,
+//! mosquitto, the registry, the bridge, dedup and the projection into SQLite as processes). Figures
+//! are printed, never asserted; every baseline is measured in the same run, on the same machine.
+//!
+//!   cargo bench -p tillstream-sim --bench pipeline
+//!
+//! Sizes (environment): BENCH_EVENTS (e2e throughput, default 30000), BENCH_RATE (latency run
+//! rate, default 5000 ev/s), BENCH_LATENCY_SECS (default 20), BENCH_BACKLOG (offline backlog,
+//! default 100000). Each phase is bounded in time (10 min).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tillstream_integration_tests::pipeline::{Pipeline, PipelineOptions, Service};
+use tillstream_integration_tests::{Stack, Svc, TestRegistry, apply_topology};
+use tillstream_runtime::CancellationToken;
+use tillstream_runtime::kafka::{self, KafkaConfig, make_headers};
+use tillstream_sim::oracle::{self, Topics};
+use tillstream_sim::plan::{FleetSpec, Plan, generate, recent_start};
+use tillstream_sim::publish::{PublishConfig, publish};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn fleet(seed: u64, events: u64, offline_everyone: bool) -> FleetSpec {
+    FleetSpec {
+        seed,
+        stores: 10,
+        devices_per_store: 4,
+        events,
+        start_ms: Some(recent_start(kafka::now_ms(), 2)),
+        offline_fraction: if offline_everyone { 1.0 } else { 0.0 },
+        offline_periods: 1,
+        offline_events: if offline_everyone { u32::MAX } else { 0 },
+        duplicate_rate: 0.0,
+        replay_on_reconnect: 0,
+        ..FleetSpec::default()
+    }
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+struct Env {
+    stack: Stack,
+    _registry: TestRegistry,
+    pipeline: Option<Pipeline>,
+    kafka: KafkaConfig,
+    plan: Plan,
+    _dir: tempfile::TempDir,
+}
+
+async fn env(plan: Plan, with_pipeline: bool) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("devices.csv");
+    std::fs::write(&csv, plan.fleet_csv()).unwrap();
+    let stack = Stack::start(&[Svc::Tansu, Svc::Mosquitto], Some(&csv)).unwrap();
+    let registry = TestRegistry::start().await.unwrap();
+    let kafka = stack.kafka();
+    apply_topology(&kafka).await.unwrap();
+    let pipeline = if with_pipeline {
+        Some(
+            Pipeline::start(
+                &stack,
+                PipelineOptions {
+                    registry_url: registry.url.clone(),
+                    fleet_csv: csv,
+                    database_url: None,
+                    extra_env: Default::default(),
+                },
+            )
+            .await
+            .unwrap(),
+        )
+    } else {
+        None
+    };
+    Env {
+        stack,
+        _registry: registry,
+        pipeline,
+        kafka,
+        plan,
+        _dir: dir,
+    }
+}
+
+fn publish_cfg(stack: &Stack, rate: u64, record: bool) -> PublishConfig {
+    PublishConfig {
+        port: stack.mqtt_port(),
+        rate,
+        offline_for: Duration::from_millis(100),
+        timeout: Duration::from_secs(600),
+        record_sent: record,
+        ..Default::default()
+    }
+}
+
+async fn drain(e: &Env) -> Option<Duration> {
+    let t = Instant::now();
+    let db = e.pipeline.as_ref()?.database_url();
+    oracle::wait_drained(
+        &e.kafka,
+        &Topics::default(),
+        Some(&db),
+        &e.plan.truth,
+        Duration::from_secs(600),
+        Duration::from_millis(1500),
+    )
+    .await
+    .ok()
+    .map(|_| t.elapsed().saturating_sub(Duration::from_millis(1500)))
+}
+
+/// Baseline: mosquitto alone, to a subscriber that only acknowledges.
+async fn mosquitto_rate(events: u64) -> f64 {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let plan = generate(&fleet(7, events, false));
+    let e = env(plan, false).await;
+    let mut opts = MqttOptions::new("bench-sub", "127.0.0.1", e.stack.mqtt_port());
+    opts.set_credentials("admin", "admin-dev")
+        .set_clean_session(true)
+        .set_inflight(1000)
+        .set_max_packet_size(16 << 20, 16 << 20);
+    let (client, mut ev) = AsyncClient::new(opts, 10_000);
+    client.subscribe("store/#", QoS::AtLeastOnce).await.unwrap();
+    client.subscribe("fleet/#", QoS::AtLeastOnce).await.unwrap();
+    let mut subacks = 0;
+    while subacks < 2 {
+        if let Ok(Event::Incoming(Packet::SubAck(_))) = ev.poll().await {
+            subacks += 1;
+        }
+    }
+    let expected = e.plan.publishes();
+    let counter = tokio::spawn(async move {
+        let mut n = 0;
+        let mut first = None;
+        while n < expected {
+            match tokio::time::timeout(Duration::from_secs(30), ev.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::Publish(_)))) => {
+                    first.get_or_insert_with(Instant::now);
+                    n += 1;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        (n, first.map(|f| f.elapsed()))
+    });
+    let r = publish(&e.plan, &publish_cfg(&e.stack, 0, false))
+        .await
+        .unwrap();
+    let (n, took) = counter.await.unwrap();
+    let took = took.unwrap_or(r.elapsed).max(r.elapsed);
+    n as f64 / took.as_secs_f64()
+}
+
+/// Baselines: tansu's own produce and consume rates for records like ours (~600 B, 5 headers).
+async fn tansu_rates(records: usize) -> (f64, f64) {
+    let stack = Stack::start(&[Svc::Tansu], None).unwrap();
+    let mut kafka = stack.kafka();
+    kafka.idempotence = false;
+    apply_topology(&kafka).await.unwrap();
+    let producer = kafka::producer(&kafka, "bench").unwrap();
+    let payload = vec![7u8; 600];
+    let headers = make_headers(&[
+        ("tillstream-event-type", "OrderCreated"),
+        (
+            "tillstream-event-id",
+            "00000000-0000-0000-0000-000000000000",
+        ),
+        ("tillstream-device-id", "s000-d01"),
+        ("tillstream-seq", "1"),
+        ("tillstream-producer", "bench"),
+    ]);
+    let t = Instant::now();
+    let mut futures = Vec::with_capacity(records);
+    for i in 0..records {
+        let key = format!("s{:03}", i % 10);
+        let rec = rdkafka::producer::FutureRecord::to("tillstream.store-events.raw")
+            .key(key.as_bytes())
+            .payload(&payload)
+            .headers(headers.clone());
+        futures.push(producer.send_result(rec).map_err(|(e, _)| e).unwrap());
+    }
+    for f in futures {
+        f.await.unwrap().unwrap();
+    }
+    let produce = records as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let read = tokio::task::spawn_blocking(move || {
+        kafka::read_topic_to_end(
+            &kafka,
+            "tillstream.store-events.raw",
+            Duration::from_secs(600),
+        )
+        .map(|v| v.len())
+        .unwrap_or(0)
+    })
+    .await
+    .unwrap();
+    let consume = read as f64 / t.elapsed().as_secs_f64();
+    (produce, consume)
+}
+
+fn per_core(events: usize, cpu: f64) -> String {
+    if cpu <= 0.0 {
+        return "-".into();
+    }
+    format!("{:.0}", events as f64 / cpu)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let events = env_u64("BENCH_EVENTS", 30_000);
+    let rate = env_u64("BENCH_RATE", 5_000);
+    let latency_secs = env_u64("BENCH_LATENCY_SECS", 20);
+    let backlog = env_u64("BENCH_BACKLOG", 100_000);
+    let _ = CancellationToken::new();
+    println!(
+        "tillstream pipeline benchmarks (machine: {} cores)",
+        num_cpus()
+    );
+
+    // --- baselines ------------------------------------------------------------------------------
+    let mq = mosquitto_rate(events).await;
+    let (tp, tc) = tansu_rates(events as usize).await;
+    println!("\nbaselines (same run):");
+    println!("  mosquitto -> ack-only subscriber     {mq:>10.0} msg/s");
+    println!("  tansu (SQLite) produce               {tp:>10.0} rec/s");
+    println!("  tansu (SQLite) consume               {tc:>10.0} rec/s");
+
+    // --- end-to-end throughput + per-stage CPU ---------------------------------------------------
+    let plan = generate(&fleet(8, events, false));
+    let mut e = env(plan, true).await;
+    let pids: HashMap<Service, u32> = e
+        .pipeline
+        .as_ref()
+        .unwrap()
+        .instances
+        .iter()
+        .filter_map(|i| Some((i.service, i.pid()?)))
+        .collect();
+    let cpu0: HashMap<Service, f64> = pids.iter().map(|(s, p)| (*s, cpu_seconds(*p))).collect();
+    let t = Instant::now();
+    let r = publish(&e.plan, &publish_cfg(&e.stack, 0, false))
+        .await
+        .unwrap();
+    let drained = drain(&e).await;
+    let total = t.elapsed();
+    let n = e.plan.truth.store_event_ids.len();
+    println!(
+        "\nend to end ({n} unique store events, {} publishes, 40 devices):",
+        r.publishes
+    );
+    println!(
+        "  devices published in                {:>10.1} s ({:.0} msg/s)",
+        r.elapsed.as_secs_f64(),
+        r.rate()
+    );
+    match drained {
+        Some(_) => println!(
+            "  MQTT publish -> projection drained   {:>10.1} s = {:.0} events/s ({:.2} of tansu's produce rate)",
+            total.as_secs_f64(),
+            n as f64 / total.as_secs_f64(),
+            n as f64 / total.as_secs_f64() / tp
+        ),
+        None => println!("  pipeline did not drain within 10 min"),
+    }
+    println!("  per stage (events per CPU-second = events/s/core):");
+    for s in Service::ALL {
+        let cpu = pids
+            .get(&s)
+            .map(|p| cpu_seconds(*p) - cpu0[&s])
+            .unwrap_or(0.0);
+        println!(
+            "    {:<32} {:>8.1} CPU-s  {:>10} events/s/core",
+            s.binary(),
+            cpu,
+            per_core(n, cpu)
+        );
+    }
+    e.pipeline.take();
+    drop(e);
+
+    // --- latency at a fixed rate ---------------------------------------------------------------
+    let lat_events = rate * latency_secs;
+    let plan = generate(&fleet(9, lat_events, false));
+    let e = env(plan, true).await;
+    let db = e.pipeline.as_ref().unwrap().database_url();
+    let watcher = tokio::spawn(watch_applied(db, Duration::from_secs(latency_secs + 300)));
+    let r = publish(&e.plan, &publish_cfg(&e.stack, rate, true))
+        .await
+        .unwrap();
+    let _ = drain(&e).await;
+    let seen = watcher.await.unwrap();
+    let mut h = Histogram::<u64>::new(3).unwrap();
+    let mut missing = 0;
+    for (id, sent) in &r.sent {
+        match seen.get(id) {
+            Some(v) if *v >= *sent => {
+                let _ = h.record(v.duration_since(*sent).as_micros() as u64);
+            }
+            Some(_) => {
+                let _ = h.record(0);
+            }
+            None => missing += 1,
+        }
+    }
+    println!(
+        "\nlatency, MQTT publish -> projection row visible, at {rate} ev/s for {latency_secs} s ({} events, achieved {:.0} msg/s):",
+        h.len(),
+        r.rate()
+    );
+    println!(
+        "  p50 {:.0} ms   p99 {:.0} ms   max {:.0} ms   (visibility polled every 20 ms; {missing} not matched)",
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.max() as f64 / 1000.0
+    );
+    drop(e);
+
+    // --- offline backlog drain -----------------------------------------------------------------
+    let plan = generate(&fleet(10, backlog, true));
+    let e = env(plan, true).await;
+    let t = Instant::now();
+    let r = publish(&e.plan, &publish_cfg(&e.stack, 0, false))
+        .await
+        .unwrap();
+    let drained = drain(&e).await;
+    let n = e.plan.truth.store_event_ids.len();
+    println!("\noffline backlog: {n} events buffered on 40 devices, all reconnecting at once:");
+    println!(
+        "  devices flushed their backlog in      {:>8.1} s",
+        r.elapsed.as_secs_f64()
+    );
+    match drained {
+        Some(_) => println!(
+            "  backlog fully projected after         {:>8.1} s ({:.0} events/s)",
+            t.elapsed().as_secs_f64(),
+            n as f64 / t.elapsed().as_secs_f64()
+        ),
+        None => println!("  backlog not drained within 10 min"),
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Polls the projection's idempotency gate every 20 ms and notes when each event id first shows.
+async fn watch_applied(db: String, limit: Duration) -> HashMap<String, Instant> {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let mut seen = HashMap::new();
+    let deadline = Instant::now() + limit;
+    let pool = loop {
+        if let Ok(p) = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&db)
+            .await
+        {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut last_rowid = 0i64;
+    let mut idle = 0;
+    while Instant::now() < deadline && idle < 200 {
+        let rows = sqlx::query(
+            "SELECT rowid, event_id FROM blue_applied_event WHERE rowid > $1 ORDER BY rowid",
+        )
+        .bind(last_rowid)
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default();
+        let now = Instant::now();
+        if rows.is_empty() {
+            idle += 1;
+        } else {
+            idle = 0;
+        }
+        for r in rows {
+            last_rowid = r.try_get(0).unwrap_or(last_rowid);
+            if let Ok(id) = r.try_get::<String, _>(1) {
+                seen.entry(id).or_insert(now);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    seen
+}
