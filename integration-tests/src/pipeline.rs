@@ -40,8 +40,12 @@ impl Service {
     }
 }
 
-/// Where a binary of this workspace is (`target/debug` unless `CARGO_TARGET_DIR` says otherwise).
+/// Where a binary of this workspace is: `TILLSTREAM_BIN_DIR` (as for scripts/stack; benchmarks
+/// point it at the release build), else `target/debug` (`CARGO_TARGET_DIR` respected).
 pub fn binary_path(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("TILLSTREAM_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target"));
