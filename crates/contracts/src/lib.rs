@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod codec;
+pub mod compat;
 pub mod events;
 pub mod registry;
 pub mod samples;

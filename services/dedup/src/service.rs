@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tillstream_contracts::{
     ConflictDetected, EventKind, GapStatus, Registry, SequenceGap, SourceKind, codec,
@@ -589,21 +589,7 @@ impl Loop {
         else {
             return Ok(());
         };
-        let hdrs: BTreeMap<String, String> = msg
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|x| {
-                        (
-                            x.key.to_string(),
-                            x.value
-                                .map(|v| String::from_utf8_lossy(v).into_owned())
-                                .unwrap_or_default(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let hdrs: BTreeMap<String, String> = kafka::header_map(msg);
         let key = msg.key();
         let store = store_id
             .clone()

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
-use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tillstream_contracts::{Registry, SourceKind};
 use tillstream_runtime::kafka::{self, DeadLetters, GroupConsumer, GroupSettings, PartitionHook};
@@ -361,21 +361,7 @@ impl Live {
         detail: &str,
         event: Option<&Envelope>,
     ) -> Result<(), Error> {
-        let headers: BTreeMap<String, String> = msg
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|x| {
-                        (
-                            x.key.to_string(),
-                            x.value
-                                .map(|v| String::from_utf8_lossy(v).into_owned())
-                                .unwrap_or_default(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers: BTreeMap<String, String> = kafka::header_map(msg);
         let source = kafka::Source {
             kind: SourceKind::Kafka,
             topic: &self.cfg.topic,

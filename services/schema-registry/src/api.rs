@@ -23,7 +23,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::compat::Level;
+use crate::compat::{Level, UnknownLevel};
 use crate::error::RegistryError;
 use crate::metrics;
 use crate::schema::{Reference, SchemaInput, SchemaType};
@@ -284,7 +284,9 @@ fn level_body(body: &Bytes) -> Result<Level, RegistryError> {
         .or_else(|| value.get("compatibilityLevel"))
         .and_then(Value::as_str)
         .ok_or_else(|| RegistryError::InvalidCompatibilityLevel(String::new()))?;
-    level.parse()
+    level
+        .parse()
+        .map_err(|e: UnknownLevel| RegistryError::InvalidCompatibilityLevel(e.0))
 }
 
 // ----- handlers -----

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use apache_avro::Schema;
-use apache_avro::schema_compatibility::SchemaCompatibility;
 use serde::Deserialize;
+use tillstream_contracts::compat::{self, Level, Previous};
 use tillstream_contracts::{Registry, RegistryConfig, RegistryError};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,54 +27,6 @@ pub enum GateError {
     Config(String),
     #[error("schema registry: {0}")]
     Registry(#[from] RegistryError),
-}
-
-/// Confluent compatibility levels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Level {
-    None,
-    Backward,
-    BackwardTransitive,
-    Forward,
-    ForwardTransitive,
-    Full,
-    FullTransitive,
-}
-
-impl Level {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::None => "NONE",
-            Level::Backward => "BACKWARD",
-            Level::BackwardTransitive => "BACKWARD_TRANSITIVE",
-            Level::Forward => "FORWARD",
-            Level::ForwardTransitive => "FORWARD_TRANSITIVE",
-            Level::Full => "FULL",
-            Level::FullTransitive => "FULL_TRANSITIVE",
-        }
-    }
-
-    fn transitive(self) -> bool {
-        matches!(
-            self,
-            Level::BackwardTransitive | Level::ForwardTransitive | Level::FullTransitive
-        )
-    }
-
-    fn backward(self) -> bool {
-        matches!(
-            self,
-            Level::Backward | Level::BackwardTransitive | Level::Full | Level::FullTransitive
-        )
-    }
-
-    fn forward(self) -> bool {
-        matches!(
-            self,
-            Level::Forward | Level::ForwardTransitive | Level::Full | Level::FullTransitive
-        )
-    }
 }
 
 /// `schemas/compatibility.toml`.
@@ -241,39 +193,22 @@ fn record_name(schema: &Schema) -> Option<String> {
     }
 }
 
-/// Pure check of one subject's history under its level.
+/// Pure check of one subject's history under its level (the registry's own rules, shared).
 pub fn check_subject(subject: &Subject) -> Vec<String> {
     let mut problems = Vec::new();
-    if subject.level == Level::None {
-        return problems;
-    }
     for (i, new) in subject.versions.iter().enumerate().skip(1) {
-        let earlier: Vec<&Version> = if subject.level.transitive() {
-            subject.versions[..i].iter().collect()
-        } else {
-            vec![&subject.versions[i - 1]]
-        };
-        for old in earlier {
-            if subject.level.backward()
-                && let Err(e) = SchemaCompatibility::can_read(&old.schema, &new.schema)
-            {
-                problems.push(format!(
-                    "v{} cannot read data written with v{} ({} requires it): {e}",
-                    new.version,
-                    old.version,
-                    subject.level.as_str()
-                ));
-            }
-            if subject.level.forward()
-                && let Err(e) = SchemaCompatibility::can_read(&new.schema, &old.schema)
-            {
-                problems.push(format!(
-                    "v{} cannot read data written with v{} ({} requires it): {e}",
-                    old.version,
-                    new.version,
-                    subject.level.as_str()
-                ));
-            }
+        let previous: Vec<Previous<'_>> = subject.versions[..i]
+            .iter()
+            .map(|v| Previous {
+                version: v.version,
+                schema: &v.schema,
+            })
+            .collect();
+        for m in compat::check(subject.level, &new.schema, &previous) {
+            problems.push(format!(
+                "v{}: {m} ({} requires it)",
+                new.version, subject.level
+            ));
         }
     }
     problems
@@ -405,7 +340,9 @@ mod tests {
         let p = check_subject(&subject(Level::BackwardTransitive, &texts));
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(
-            p[0].starts_with("v3 cannot read data written with v1"),
+            p[0].starts_with(
+                "v3: BACKWARD: the new schema cannot read data written with version 1"
+            ),
             "{p:?}"
         );
     }

@@ -92,7 +92,10 @@ fn incompatible_schema_fails_the_gate() {
         out.contains("FAIL com.tillstream.events.OrderCreated"),
         "{out}"
     );
-    assert!(out.contains("v3 cannot read data written with v1"), "{out}");
+    assert!(
+        out.contains("v3: BACKWARD: the new schema cannot read data written with version 1"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -482,7 +482,6 @@ pub fn by_reason(dls: &[tillstream_contracts::DeadLetter]) -> BTreeMap<String, u
 pub fn read_topic(kafka: &tillstream_runtime::kafka::KafkaConfig, topic: &str) -> Vec<Record> {
     use rdkafka::Message;
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Headers;
     use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
     let mut cfg = kafka.client_config("it-reader");
     cfg.set("group.id", "it-reader")
@@ -551,21 +550,7 @@ pub fn read_topic(kafka: &tillstream_runtime::kafka::KafkaConfig, topic: &str) -
             timestamp: m.timestamp().to_millis(),
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),
-            headers: m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|x| {
-                            (
-                                x.key.to_string(),
-                                x.value
-                                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                                    .unwrap_or_default(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            headers: tillstream_runtime::kafka::header_map(&m),
         });
     }
     if !remaining.is_empty() {
