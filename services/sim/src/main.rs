@@ -1,5 +1,6 @@
-//! tillstream-sim entry point: `plan` (generate and write the ground truth), `run` (generate, publish
-//! over MQTT, write the truth), `check` (the oracle). Errors are one line and a non-zero exit.
+//! tillstream-sim entry point: `plan` (generate and write the ground truth), `run` (generate, write
+//! the truth, publish the approved price lists to the downlink topic and the fleet's events over
+//! MQTT), `check` (the oracle). Errors are one line and a non-zero exit.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +71,11 @@ enum Command {
         /// Real-time length of each offline period.
         #[arg(long, default_value_t = 500)]
         offline_ms: u64,
+        #[command(flatten)]
+        cloud: CloudArgs,
+        /// Do not publish the plan's price lists (the cloud side) to the downlink topic.
+        #[arg(long)]
+        no_price_lists: bool,
     },
     /// Compare the pipeline's outputs with a run's ground truth; prints a pass/fail table.
     Check {
@@ -93,12 +99,64 @@ enum Command {
         /// Skip the Kafka checks.
         #[arg(long)]
         no_kafka: bool,
+        #[command(flatten)]
+        mqtt: MqttArgs,
+        /// Skip the check of the price lists retained on the stores' MQTT catalog topics.
+        #[arg(long)]
+        no_mqtt: bool,
         #[arg(long, default_value_t = 20)]
         max_listed: usize,
         /// First wait up to this many seconds for the pipeline to drain (0 = check at once).
         #[arg(long, default_value_t = 0)]
         wait_secs: u64,
     },
+}
+
+/// Where the simulated cloud pricing service publishes (the downlink topic on Kafka).
+#[derive(Args, Clone)]
+struct CloudArgs {
+    #[arg(
+        long = "cloud-brokers",
+        env = "TILLSTREAM_KAFKA_BROKERS",
+        default_value = "127.0.0.1:19092"
+    )]
+    brokers: String,
+    #[arg(
+        long = "cloud-registry",
+        env = "TILLSTREAM_REGISTRY_URL",
+        default_value = "http://127.0.0.1:18081"
+    )]
+    registry: String,
+    #[arg(long, default_value = "tillstream.catalog.downlink")]
+    downlink_topic: String,
+    /// Kafka idempotent producer (off for tansu, whose idempotence bookkeeping breaks on restart).
+    #[arg(long, env = "TILLSTREAM_KAFKA_IDEMPOTENCE", default_value_t = false)]
+    idempotence: bool,
+}
+
+/// The oracle's MQTT account (reads every store's catalog topic).
+#[derive(Args, Clone)]
+struct MqttArgs {
+    #[arg(long = "mqtt-host", default_value = "127.0.0.1")]
+    host: String,
+    #[arg(
+        long = "mqtt-port",
+        env = "TILLSTREAM_MQTT_PORT",
+        default_value_t = 11883
+    )]
+    port: u16,
+    #[arg(
+        long = "mqtt-user",
+        env = "TILLSTREAM_MQTT_ADMIN_USER",
+        default_value = "admin"
+    )]
+    user: String,
+    #[arg(
+        long = "mqtt-password",
+        env = "TILLSTREAM_MQTT_ADMIN_PASSWORD",
+        default_value = "admin-dev"
+    )]
+    password: String,
 }
 
 fn load_spec(a: &SpecArgs) -> anyhow::Result<FleetSpec> {
@@ -188,6 +246,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             device_password,
             rate,
             offline_ms,
+            cloud,
+            no_price_lists,
         } => {
             let mut fleet = load_spec(&spec)?;
             if fleet.start_ms.is_none() {
@@ -199,6 +259,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let plan = generate(&fleet);
             write_plan(&plan, &spec.out_dir)?;
             println!("plan: {}", summary(&plan));
+            if !no_price_lists && !plan.price_lists.is_empty() {
+                let registry = Registry::new(RegistryConfig {
+                    url: cloud.registry,
+                    auto_register: false,
+                    ..Default::default()
+                })?;
+                let kafka = KafkaConfig {
+                    brokers: cloud.brokers,
+                    idempotence: cloud.idempotence,
+                    ..Default::default()
+                };
+                let n =
+                    publish::publish_price_lists(&plan, &kafka, &registry, &cloud.downlink_topic)
+                        .await?;
+                println!(
+                    "cloud: {n} approved price lists for {} stores produced to {}",
+                    plan.truth.price_lists.len(),
+                    cloud.downlink_topic
+                );
+            }
             let cfg = publish::PublishConfig {
                 host: mqtt_host,
                 port: mqtt_port,
@@ -225,6 +305,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             registry,
             db,
             no_kafka,
+            mqtt,
+            no_mqtt,
             max_listed,
             wait_secs,
         } => {
@@ -270,7 +352,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(url) => Some(oracle::observe_db(&url, &oracle::DbQueries::default()).await?),
                 None => None,
             };
-            let report = oracle::compare(&truth, kafka.as_ref(), db.as_ref());
+            let catalog = if no_mqtt {
+                None
+            } else {
+                let access = oracle::MqttAccess {
+                    host: mqtt.host,
+                    port: mqtt.port,
+                    user: mqtt.user,
+                    password: mqtt.password,
+                };
+                let wait = Duration::from_secs(wait_secs.clamp(10, 120));
+                Some(oracle::observe_catalog(&access, &truth.price_lists, wait).await?)
+            };
+            let observed = oracle::Observed {
+                kafka: kafka.as_ref(),
+                db: db.as_ref(),
+                catalog: catalog.as_ref(),
+            };
+            let report = oracle::compare(&truth, observed);
             print!("{}", report.render(max_listed));
             Ok(if report.passed() {
                 ExitCode::SUCCESS

@@ -1,5 +1,6 @@
 //! The correctness oracle: reads what the pipeline produced (the deduplicated topic, conflicts, gaps,
-//! dead letters from Kafka; stock and sales from the projection's database) and compares it with the
+//! dead letters from Kafka; stock and sales from the projection's database; the price lists the
+//! bridge's downlink left retained on each store's MQTT catalog topic) and compares it with the
 //! ground truth of a simulated run. Every difference is listed; nothing is sampled. Read-only.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -112,6 +113,93 @@ pub struct DbObserved {
     pub ledger_lines: u64,
 }
 
+/// What the stores' MQTT catalog topics hold (retained): store -> `price_list_id` of the document on
+/// `store/{store}/catalog/price-list`.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogObserved {
+    pub price_lists: BTreeMap<String, String>,
+    /// Documents on one store's topic that name another store (or do not parse).
+    pub misplaced: Vec<String>,
+}
+
+/// How the oracle reaches the MQTT broker (an operator account that may read every store's catalog).
+#[derive(Debug, Clone)]
+pub struct MqttAccess {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+}
+
+/// Subscribes to every store's price-list topic and collects the retained documents (and any that
+/// arrive meanwhile) until they match `expected` and the topic is quiet for 500 ms, or `wait` ends.
+pub async fn observe_catalog(
+    mqtt: &MqttAccess,
+    expected: &BTreeMap<String, String>,
+    wait: Duration,
+) -> Result<CatalogObserved, OracleError> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut opts = MqttOptions::new(
+        format!("tillstream-oracle-{}", std::process::id()),
+        mqtt.host.clone(),
+        mqtt.port,
+    );
+    opts.set_credentials(mqtt.user.clone(), mqtt.password.clone())
+        .set_clean_session(true)
+        .set_keep_alive(Duration::from_secs(15));
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let mut seen = CatalogObserved::default();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut subscribed = false;
+    loop {
+        let matched = seen.price_lists == *expected;
+        let quiet = if matched {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(5)
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let ev = match tokio::time::timeout(quiet.min(left), eventloop.poll()).await {
+            Err(_) if matched || left.is_zero() => break,
+            Err(_) => continue,
+            Ok(ev) => ev,
+        };
+        match ev {
+            Ok(Event::Incoming(Packet::ConnAck(_))) if !subscribed => {
+                client
+                    .subscribe("store/+/catalog/price-list", QoS::AtLeastOnce)
+                    .await
+                    .map_err(|e| OracleError::Mqtt(e.to_string()))?;
+                subscribed = true;
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let store = p.topic.split('/').nth(1).unwrap_or_default().to_string();
+                let doc: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
+                match (doc["store_id"].as_str(), doc["price_list_id"].as_str()) {
+                    (Some(s), Some(id)) if s == store => {
+                        seen.price_lists.insert(store, id.to_string());
+                    }
+                    _ => seen.misplaced.push(format!(
+                        "{}: {}",
+                        p.topic,
+                        String::from_utf8_lossy(&p.payload)
+                    )),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(OracleError::Mqtt(e.to_string()));
+                }
+                subscribed = false;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    let _ = client.disconnect().await;
+    Ok(seen)
+}
+
 /// Topics the oracle reads.
 #[derive(Debug, Clone)]
 pub struct Topics {
@@ -119,6 +207,8 @@ pub struct Topics {
     pub conflicts: String,
     pub gaps: String,
     pub dead_letter: String,
+    /// Cloud -> store documents (the simulated pricing service writes; the bridge's downlink reads).
+    pub downlink: String,
 }
 
 impl Default for Topics {
@@ -128,6 +218,7 @@ impl Default for Topics {
             conflicts: "tillstream.conflicts".into(),
             gaps: "tillstream.sequence-gaps".into(),
             dead_letter: "tillstream.dead-letter".into(),
+            downlink: "tillstream.catalog.downlink".into(),
         }
     }
 }
@@ -140,6 +231,8 @@ pub enum OracleError {
     Decode { topic: String, detail: String },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("mqtt: {0}")]
+    Mqtt(String),
 }
 
 async fn read(
@@ -480,18 +573,22 @@ pub struct Allowances {
     pub dedup_topic_duplicates: u64,
 }
 
+/// Everything the oracle observed; `None` = that output was not checked (reported `n/a`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Observed<'a> {
+    pub kafka: Option<&'a KafkaObserved>,
+    pub db: Option<&'a DbObserved>,
+    pub catalog: Option<&'a CatalogObserved>,
+}
+
 /// Compares everything observed with the truth (pure), allowing nothing.
-pub fn compare(truth: &Truth, kafka: Option<&KafkaObserved>, db: Option<&DbObserved>) -> Report {
-    compare_with(truth, kafka, db, Allowances::default())
+pub fn compare(truth: &Truth, observed: Observed<'_>) -> Report {
+    compare_with(truth, observed, Allowances::default())
 }
 
 /// Compares everything observed with the truth (pure).
-pub fn compare_with(
-    truth: &Truth,
-    kafka: Option<&KafkaObserved>,
-    db: Option<&DbObserved>,
-    allow: Allowances,
-) -> Report {
+pub fn compare_with(truth: &Truth, observed: Observed<'_>, allow: Allowances) -> Report {
+    let Observed { kafka, db, catalog } = observed;
     let mut checks = Vec::new();
     let na = |name: &str| CheckResult {
         name: name.into(),
@@ -675,6 +772,44 @@ pub fn compare_with(
             }
         }
     }
+    match catalog {
+        Some(c) => {
+            let mut diffs = Vec::new();
+            for (store, id) in &truth.price_lists {
+                match c.price_lists.get(store) {
+                    None => diffs.push(format!(
+                        "store {store}: no price list delivered, expected {id}"
+                    )),
+                    Some(got) if got != id => diffs.push(format!(
+                        "store {store}: holds {got}, expected the latest {id}"
+                    )),
+                    Some(_) => {}
+                }
+            }
+            for store in c
+                .price_lists
+                .keys()
+                .filter(|s| !truth.price_lists.contains_key(*s))
+            {
+                diffs.push(format!(
+                    "store {store}: holds a price list none was approved for"
+                ));
+            }
+            diffs.extend(
+                c.misplaced
+                    .iter()
+                    .map(|m| format!("misplaced document {m}")),
+            );
+            checks.push(CheckResult {
+                name: "price lists at stores".into(),
+                expected: truth.price_lists.len().to_string(),
+                observed: c.price_lists.len().to_string(),
+                differences: diffs,
+                applicable: true,
+            });
+        }
+        None => checks.push(na("price lists at stores")),
+    }
     checks.push(na("finance exports"));
     Report { checks }
 }
@@ -716,7 +851,17 @@ mod tests {
     fn a_perfect_pipeline_passes() {
         let plan = generate(&FleetSpec::default());
         let (k, d) = perfect(&plan.truth);
-        let r = compare(&plan.truth, Some(&k), Some(&d));
+        assert!(!plan.truth.price_lists.is_empty());
+        let c = CatalogObserved {
+            price_lists: plan.truth.price_lists.clone(),
+            misplaced: vec![],
+        };
+        let observed = Observed {
+            kafka: Some(&k),
+            db: Some(&d),
+            catalog: Some(&c),
+        };
+        let r = compare(&plan.truth, observed);
         assert!(r.passed(), "{}", r.render(10));
         assert_eq!(r.differences(), 0);
     }
@@ -739,7 +884,23 @@ mod tests {
         k.collisions.remove(&c);
         k.open_gaps.clear();
         d.ledger_lines += 1;
-        let r = compare(&plan.truth, Some(&k), Some(&d));
+        // A store still holding an older price list, one without any, one spoofed document.
+        let mut cat = CatalogObserved {
+            price_lists: plan.truth.price_lists.clone(),
+            misplaced: vec!["store/s001/catalog/price-list: {\"store_id\":\"s002\"}".into()],
+        };
+        let mut stores = plan.truth.price_lists.keys();
+        let stale = stores.next().unwrap().clone();
+        cat.price_lists
+            .insert(stale.clone(), format!("pl-{stale}-v0"));
+        let undelivered = stores.next().unwrap().clone();
+        cat.price_lists.remove(&undelivered);
+        let observed = Observed {
+            kafka: Some(&k),
+            db: Some(&d),
+            catalog: Some(&cat),
+        };
+        let r = compare(&plan.truth, observed);
         assert!(!r.passed());
         let text = r.render(1000);
         assert!(text.contains(&corrupted), "{text}");
@@ -751,5 +912,14 @@ mod tests {
         );
         assert!(text.contains("not reported open"), "{text}");
         assert!(text.contains("ledger has"), "{text}");
+        assert!(
+            text.contains(&format!("store {stale}: holds pl-{stale}-v0")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("store {undelivered}: no price list delivered")),
+            "{text}"
+        );
+        assert!(text.contains("misplaced document"), "{text}");
     }
 }

@@ -1,8 +1,10 @@
 //! Fleet plan: a seeded, deterministic description of what every POS device of a fleet does — the
 //! events it emits (in seq order) and how it publishes them over MQTT (online, offline with a local
 //! buffer and a burst on reconnect, retries that duplicate, reordering, a mix of schema v1 and v2,
-//! clock skew, poison payloads). The ground truth is computed while planning. Pure: the same spec and
-//! seed always give byte-identical payloads.
+//! clock skew, poison payloads) — and the price lists the cloud approves meanwhile (devices price
+//! their sales from the list in force; the lists themselves travel cloud → Kafka → bridge downlink →
+//! retained MQTT). The ground truth is computed while planning. Pure: the same spec and seed always
+//! give byte-identical payloads.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -81,6 +83,9 @@ pub struct FleetSpec {
     pub oversell: u32,
     /// One heartbeat every N store events of a device (0 = none).
     pub health_every: u32,
+    /// Price lists the cloud approves during the run (each for one store, changing a few prices;
+    /// the store's devices price later sales from it).
+    pub price_changes: u32,
     /// Clock skew of skewed devices, +/- this many ms.
     pub clock_skew_ms: i64,
     pub skewed_fraction: f64,
@@ -112,6 +117,7 @@ impl Default for FleetSpec {
             missing: 4,
             oversell: 2,
             health_every: 25,
+            price_changes: 4,
             clock_skew_ms: 2 * 3_600_000,
             skewed_fraction: 0.2,
             poison: PoisonSpec::default(),
@@ -166,7 +172,19 @@ impl DevicePlan {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub devices: Vec<DevicePlan>,
+    /// Cloud → store documents, in approval order: what the pricing service publishes on the
+    /// downlink topic (key [`price_list_key`]).
+    pub price_lists: Vec<PriceListApproved>,
     pub truth: Truth,
+}
+
+/// The issuer of the simulated price lists (their `device_id`).
+pub const PRICING_SERVICE: &str = "cloud-pricing";
+
+/// The downlink topic's key of a store's price list: `{store_id}/price-list` (the bridge publishes it
+/// retained on `store/{store_id}/catalog/price-list`).
+pub fn price_list_key(store_id: &str) -> String {
+    format!("{store_id}/price-list")
 }
 
 impl Plan {
@@ -258,8 +276,8 @@ fn sku_name(i: u32) -> String {
     format!("SKU-{i:05}")
 }
 
-/// Deterministic shelf price of a sku (minor units).
-fn price_of(sku: u32) -> i64 {
+/// Deterministic opening shelf price of a sku (minor units).
+fn base_price(sku: u32) -> i64 {
     149 + i64::from(sku * 37 % 40) * 50
 }
 
@@ -268,9 +286,59 @@ struct Gen {
     rng: ChaCha8Rng,
     devices: Vec<Device>,
     truth: Truth,
+    /// Prices changed by an approved price list, per (store, sku); other skus sell at `base_price`.
+    prices: BTreeMap<(String, u32), i64>,
+    price_lists: Vec<PriceListApproved>,
 }
 
 impl Gen {
+    fn price(&self, store: &str, sku: u32) -> i64 {
+        self.prices
+            .get(&(store.to_string(), sku))
+            .copied()
+            .unwrap_or_else(|| base_price(sku))
+    }
+
+    /// The cloud approves a new price list for `store` at `at`: 1-5 skus change price by -20%..+25%
+    /// (rounded to 9 minor units); the list carries every sku's price. Sales after it use it.
+    fn approve_price_list(&mut self, store: &str, at: i64) {
+        let changes = self.rng.random_range(1..=5);
+        for _ in 0..changes {
+            let sku = self.rng.random_range(0..self.spec.skus.max(1));
+            let old = self.price(store, sku);
+            let pct = self.rng.random_range(-20..=25);
+            let new = ((old * (100 + pct) / 100) / 10 * 10 + 9).max(9);
+            self.prices.insert((store.to_string(), sku), new);
+        }
+        let version = self
+            .price_lists
+            .iter()
+            .filter(|p| p.store_id == store)
+            .count() as i64
+            + 1;
+        let list = PriceListApproved {
+            event_id: uuid(&mut self.rng),
+            device_id: PRICING_SERVICE.into(),
+            store_id: store.to_string(),
+            seq: version,
+            occurred_at: at,
+            schema_version: 1,
+            price_list_id: format!("pl-{store}-v{version}"),
+            effective_from: at,
+            approved_by: "pricing@hq".into(),
+            items: (0..self.spec.skus)
+                .map(|k| PriceItem {
+                    sku: sku_name(k),
+                    price: eur(self.price(store, k)),
+                })
+                .collect(),
+        };
+        self.truth
+            .price_lists
+            .insert(store.to_string(), list.price_list_id.clone());
+        self.price_lists.push(list);
+    }
+
     fn header(&mut self, d: usize, at: i64) -> Header {
         let event_id = uuid(&mut self.rng);
         let dev = &mut self.devices[d];
@@ -300,8 +368,9 @@ impl Gen {
         let h = self.header(d, at);
         let mut order_lines = Vec::new();
         let (mut gross, mut disc, mut tax) = (0i64, 0i64, 0i64);
+        let store = self.devices[d].store.clone();
         for (i, (sku, qty)) in lines.into_iter().enumerate() {
-            let price = price_of(sku);
+            let price = self.price(&store, sku);
             let line_gross = price * i64::from(qty);
             let d_amt = if self.rng.random_bool(0.2) {
                 line_gross / 10
@@ -413,6 +482,8 @@ pub fn generate(spec: &FleetSpec) -> Plan {
         rng: ChaCha8Rng::seed_from_u64(spec.seed),
         devices: Vec::new(),
         truth: Truth::new(CURRENCY),
+        prices: BTreeMap::new(),
+        price_lists: Vec::new(),
     };
     let t0 = spec.start_ms.unwrap_or(T0);
     let day0 = t0.div_euclid(DAY_MS) as i32;
@@ -452,6 +523,7 @@ pub fn generate(spec: &FleetSpec) -> Plan {
     if n_dev == 0 {
         return Plan {
             devices: Vec::new(),
+            price_lists: Vec::new(),
             truth: g.truth,
         };
     }
@@ -491,10 +563,21 @@ pub fn generate(spec: &FleetSpec) -> Plan {
         }
     }
 
+    // Price-list approvals, spread evenly over the run.
+    let mut price_change_at: Vec<u64> = (0..spec.price_changes)
+        .map(|k| total * (u64::from(k) + 1) / (u64::from(spec.price_changes) + 1))
+        .rev()
+        .collect();
+
     while generated < total {
         let i = generated;
         let at = time_of(i);
         let day = day0 + day_of(i);
+        while price_change_at.last().is_some_and(|p| *p <= i) {
+            price_change_at.pop();
+            let store = stores[g.rng.random_range(0..stores.len())].clone();
+            g.approve_price_list(&store, at);
+        }
         if oversell_at.contains(&i) {
             // Two devices of one store, both offline, each sell the store's last unit of a sku.
             let store = stores[g.rng.random_range(0..stores.len())].clone();
@@ -831,6 +914,7 @@ pub fn generate(spec: &FleetSpec) -> Plan {
     let mut truth = Truth::new(CURRENCY);
     truth.gaps = std::mem::take(&mut g.truth.gaps);
     truth.oversold = std::mem::take(&mut g.truth.oversold);
+    truth.price_lists = std::mem::take(&mut g.truth.price_lists);
     for dev in &g.devices {
         for p in dev.events.iter().filter(|p| !p.missing) {
             truth.apply(&p.event);
@@ -865,6 +949,7 @@ pub fn generate(spec: &FleetSpec) -> Plan {
     let devices = build_steps(&mut g, &collide);
     Plan {
         devices,
+        price_lists: g.price_lists,
         truth: g.truth,
     }
 }
@@ -1217,5 +1302,77 @@ mod tests {
         for (store, sku) in &plan.truth.oversold {
             assert!(plan.truth.stock[store].contains_key(sku));
         }
+    }
+
+    /// Sales after a price list use its prices; before it (and in other stores) the old ones; the
+    /// truth names each store's latest list, and lists are versioned per store.
+    #[test]
+    fn sales_follow_the_approved_price_lists() {
+        let spec = FleetSpec {
+            price_changes: 6,
+            events: 3_000,
+            ..small()
+        };
+        let plan = generate(&spec);
+        assert_eq!(plan.price_lists.len(), 6);
+        let mut versions: BTreeMap<&str, i64> = BTreeMap::new();
+        for l in &plan.price_lists {
+            let v = versions.entry(&l.store_id).or_default();
+            *v += 1;
+            assert_eq!(l.seq, *v, "per-store version");
+            assert_eq!(l.price_list_id, format!("pl-{}-v{}", l.store_id, l.seq));
+            assert_eq!(l.items.len(), spec.skus as usize);
+        }
+        for (store, id) in &plan.truth.price_lists {
+            let last = plan
+                .price_lists
+                .iter()
+                .rfind(|l| &l.store_id == store)
+                .unwrap();
+            assert_eq!(&last.price_list_id, id);
+        }
+        assert_eq!(plan.truth.price_lists.len(), versions.len());
+        // Every unskewed sale line carries the price in force for its store at its time.
+        let mut changed_lines = 0;
+        for d in &plan.devices {
+            for step in &d.steps {
+                let Step::Publish(p) = step else { continue };
+                if p.purpose != Purpose::Event || !p.topic.ends_with("pos/order.created") {
+                    continue;
+                }
+                let Ok(DeviceEvent::OrderCreated(o)) =
+                    DeviceEvent::from_json(EventKind::OrderCreated, &p.payload)
+                else {
+                    panic!("an order payload that does not parse");
+                };
+                for line in &o.lines {
+                    let sku: u32 = line.sku[4..].parse().unwrap();
+                    // The latest list of the store approved before the sale (device clocks may be
+                    // skewed by up to clock_skew_ms, so only lines clear of that window count).
+                    let in_force = plan
+                        .price_lists
+                        .iter()
+                        .rfind(|l| l.store_id == o.store_id && l.effective_from <= o.occurred_at);
+                    let next = plan
+                        .price_lists
+                        .iter()
+                        .find(|l| l.store_id == o.store_id && l.effective_from > o.occurred_at);
+                    let clear = |t: i64| (t - o.occurred_at).abs() > spec.clock_skew_ms + 10;
+                    if !in_force.is_none_or(|l| clear(l.effective_from))
+                        || !next.is_none_or(|l| clear(l.effective_from))
+                    {
+                        continue;
+                    }
+                    let expected = in_force
+                        .map(|l| l.items[sku as usize].price.amount_minor)
+                        .unwrap_or_else(|| base_price(sku));
+                    assert_eq!(line.unit_price.amount_minor, expected, "{o:?}");
+                    if expected != base_price(sku) {
+                        changed_lines += 1;
+                    }
+                }
+            }
+        }
+        assert!(changed_lines > 0, "no sale used a changed price");
     }
 }

@@ -63,6 +63,10 @@ pub struct Truth {
     pub oversold: BTreeSet<(String, String)>,
     /// Publishes by kind: events, duplicates, collision variants, poison.
     pub published: BTreeMap<String, u64>,
+    /// The latest approved price list per store (its `price_list_id`): what the store's retained
+    /// catalog message must hold once the downlink has delivered.
+    #[serde(default)]
+    pub price_lists: BTreeMap<String, String>,
 }
 
 impl Truth {

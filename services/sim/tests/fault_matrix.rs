@@ -20,7 +20,7 @@ const RATE: u64 = 600;
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_fault_bridge_kill9_twice() {
     let run = E2e::start(&small_fleet(101, 4_000), Backend::Sqlite).await;
-    let publishing = run.publish_in_background(RATE);
+    let publishing = run.publish_in_background(RATE).await;
     let mut run = run;
     for _ in 0..2 {
         sleep(Duration::from_secs(2)).await;
@@ -36,7 +36,7 @@ async fn heavy_fault_bridge_kill9_twice() {
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_fault_mosquitto_restart() {
     let run = E2e::start(&small_fleet(102, 4_000), Backend::Sqlite).await;
-    let publishing = run.publish_in_background(RATE);
+    let publishing = run.publish_in_background(RATE).await;
     sleep(Duration::from_secs(3)).await;
     run.stack.restart(Svc::Mosquitto).unwrap();
     publishing.await.unwrap();
@@ -46,7 +46,7 @@ async fn heavy_fault_mosquitto_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_fault_tansu_restart() {
     let run = E2e::start(&small_fleet(103, 4_000), Backend::Sqlite).await;
-    let publishing = run.publish_in_background(RATE);
+    let publishing = run.publish_in_background(RATE).await;
     sleep(Duration::from_secs(3)).await;
     run.stack.restart(Svc::Tansu).unwrap();
     publishing.await.unwrap();
@@ -56,7 +56,7 @@ async fn heavy_fault_tansu_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_fault_kafka_unreachable_60s() {
     let run = E2e::start(&small_fleet(104, 6_000), Backend::Sqlite).await;
-    let publishing = run.publish_in_background(RATE);
+    let publishing = run.publish_in_background(RATE).await;
     sleep(Duration::from_secs(2)).await;
     run.stack.stop(Svc::Tansu).unwrap();
     sleep(Duration::from_secs(60)).await;
@@ -68,7 +68,7 @@ async fn heavy_fault_kafka_unreachable_60s() {
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_fault_dedup_killed_mid_batch() {
     let run = E2e::start(&small_fleet(105, 5_000), Backend::Sqlite).await;
-    let publishing = run.publish_in_background(RATE * 2);
+    let publishing = run.publish_in_background(RATE * 2).await;
     let mut run = run;
     let kills = 2;
     for _ in 0..kills {
@@ -98,7 +98,7 @@ async fn heavy_fault_projection_killed_mid_batch() {
         )],
     )]);
     let run = E2e::start_with(&small_fleet(106, 5_000), Backend::Sqlite, env).await;
-    let publishing = run.publish_in_background(RATE * 2);
+    let publishing = run.publish_in_background(RATE * 2).await;
     let mut run = run;
     for _ in 0..3 {
         sleep(Duration::from_millis(1_500)).await;
@@ -114,7 +114,7 @@ async fn heavy_fault_projection_killed_mid_batch() {
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_fault_postgres_restart() {
     let run = E2e::start(&small_fleet(107, 4_000), Backend::Postgres).await;
-    let publishing = run.publish_in_background(RATE);
+    let publishing = run.publish_in_background(RATE).await;
     sleep(Duration::from_secs(3)).await;
     run.stack.restart(Svc::Postgres).unwrap();
     publishing.await.unwrap();
@@ -124,7 +124,7 @@ async fn heavy_fault_postgres_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_fault_second_consumer_instances_rebalance() {
     let run = E2e::start(&small_fleet(108, 5_000), Backend::Sqlite).await;
-    let publishing = run.publish_in_background(RATE);
+    let publishing = run.publish_in_background(RATE).await;
     let mut run = run;
     sleep(Duration::from_secs(2)).await;
     let d = run.pipeline.add(Service::Dedup).unwrap();

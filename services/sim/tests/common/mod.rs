@@ -11,7 +11,7 @@ use tillstream_integration_tests::{Stack, Svc, TestRegistry, apply_topology};
 use tillstream_runtime::kafka::KafkaConfig;
 use tillstream_sim::oracle::{self, Report, Topics};
 use tillstream_sim::plan::{FleetSpec, Plan, PoisonSpec, generate};
-use tillstream_sim::publish::{PublishConfig, PublishReport, publish};
+use tillstream_sim::publish::{PublishConfig, PublishReport, publish, publish_price_lists};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -104,12 +104,29 @@ impl E2e {
         }
     }
 
+    /// The cloud side: the plan's approved price lists onto the downlink topic.
+    pub async fn publish_price_lists(&self) {
+        let n = publish_price_lists(
+            &self.plan,
+            &self.kafka,
+            &self.registry.client(),
+            &Topics::default().downlink,
+        )
+        .await
+        .unwrap();
+        assert_eq!(n, self.plan.price_lists.len());
+    }
+
+    /// Publishes the price lists, then every device's events.
     pub async fn publish(&self) -> PublishReport {
+        self.publish_price_lists().await;
         publish(&self.plan, &self.publish_config()).await.unwrap()
     }
 
-    /// Publishes at `rate` events/s in the background (so faults can be injected meanwhile).
-    pub fn publish_in_background(&self, rate: u64) -> tokio::task::JoinHandle<PublishReport> {
+    /// Publishes the price lists, then the devices' events at `rate` events/s in the background
+    /// (so faults can be injected meanwhile).
+    pub async fn publish_in_background(&self, rate: u64) -> tokio::task::JoinHandle<PublishReport> {
+        self.publish_price_lists().await;
         let plan = self.plan.clone();
         let cfg = PublishConfig {
             rate,
@@ -145,7 +162,25 @@ impl E2e {
         let d = oracle::observe_db(&db, &oracle::DbQueries::default())
             .await
             .unwrap();
-        oracle::compare_with(&self.plan.truth, Some(&k), Some(&d), allow)
+        let access = oracle::MqttAccess {
+            host: "127.0.0.1".into(),
+            port: self.stack.mqtt_port(),
+            user: "admin".into(),
+            password: "admin-dev".into(),
+        };
+        let c = oracle::observe_catalog(
+            &access,
+            &self.plan.truth.price_lists,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        let observed = oracle::Observed {
+            kafka: Some(&k),
+            db: Some(&d),
+            catalog: Some(&c),
+        };
+        oracle::compare_with(&self.plan.truth, observed, allow)
     }
 
     pub async fn assert_oracle_passes(&self) {
