@@ -254,6 +254,9 @@ impl Pipeline {
         set("KAFKA__MAX_POLL_INTERVAL_MS", "20000".into());
         // tansu 0.6's idempotent-producer support breaks after a broker restart (see KafkaConfig).
         set("KAFKA__IDEMPOTENCE", "false".into());
+        // tansu 0.6 can settle a group with nothing assigned to its only live member (see
+        // KafkaConfig::empty_assignment_rejoin_ms).
+        set("KAFKA__EMPTY_ASSIGNMENT_REJOIN_MS", "15000".into());
         match service {
             Service::Bridge => {
                 set("FLEET_FILE", self.opts.fleet_csv.display().to_string());

@@ -42,6 +42,13 @@ pub struct KafkaConfig {
     /// request. Off, producers keep one request in flight (order kept) and a retry may duplicate a
     /// record, which every tillstream sink absorbs (they are idempotent on the event id).
     pub idempotence: bool,
+    /// Self-healing for a group that settled with nothing assigned to this member: after this long
+    /// with an empty assignment the member leaves and rejoins the group (at most once per period),
+    /// which makes the coordinator rebalance. 0 = off. Off for Apache Kafka, where an empty
+    /// assignment only means more members than partitions (a rejoin would just cost a rebalance);
+    /// on for tansu 0.6, whose group coordinator can settle a generation in which the only live
+    /// member owns no partition after members were killed during a rebalance, and never rebalance it.
+    pub empty_assignment_rejoin_ms: u64,
     /// Extra librdkafka properties passed through verbatim (security.protocol, sasl.*, ...).
     pub properties: BTreeMap<String, String>,
 }
@@ -53,6 +60,7 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 60_000,
             idempotence: true,
+            empty_assignment_rejoin_ms: 0,
             properties: BTreeMap::new(),
         }
     }
@@ -118,10 +126,52 @@ pub trait PartitionHook: Send + Sync + 'static {
 
 impl PartitionHook for () {}
 
-/// Consumer context: logs rebalances, runs the hook, commits stored offsets on revoke.
+/// Consumer context: logs rebalances, runs the hook, commits stored offsets on revoke, and keeps
+/// what the empty-assignment watchdog of [`next_batch`] needs.
 pub struct GroupContext<H> {
     service: &'static str,
     hook: H,
+    watchdog: AssignmentWatch,
+}
+
+/// Partitions currently assigned and when that last changed (or the watchdog last acted).
+struct AssignmentWatch {
+    rejoin_after_ms: u64,
+    assigned: std::sync::atomic::AtomicUsize,
+    since_ms: std::sync::atomic::AtomicI64,
+}
+
+impl AssignmentWatch {
+    fn new(rejoin_after_ms: u64) -> Self {
+        AssignmentWatch {
+            rejoin_after_ms,
+            assigned: 0.into(),
+            since_ms: now_ms().into(),
+        }
+    }
+
+    fn set(&self, assigned: usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.assigned.store(assigned, SeqCst);
+        self.since_ms.store(now_ms(), SeqCst);
+    }
+
+    /// Whether the member has had nothing assigned for longer than the configured period (pure
+    /// in its inputs; the caller rejoins and calls `set` again).
+    fn stuck(&self, now_ms: i64) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        is_stuck(
+            self.rejoin_after_ms,
+            self.assigned.load(SeqCst),
+            self.since_ms.load(SeqCst),
+            now_ms,
+        )
+    }
+}
+
+/// The watchdog's decision: enabled, nothing assigned, and for longer than `after_ms`.
+fn is_stuck(after_ms: u64, assigned: usize, since_ms: i64, now_ms: i64) -> bool {
+    after_ms > 0 && assigned == 0 && now_ms.saturating_sub(since_ms) > after_ms as i64
 }
 
 impl<H: PartitionHook> ClientContext for GroupContext<H> {
@@ -160,6 +210,8 @@ impl<H: PartitionHook> ConsumerContext for GroupContext<H> {
                 if let Err(e) = res {
                     tracing::error!(service = self.service, error = %e, "assign failed");
                 }
+                self.watchdog
+                    .set(consumer.assignment().map(|t| t.count()).unwrap_or(0));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.hook.on_revoke(tpl);
@@ -183,6 +235,8 @@ impl<H: PartitionHook> ConsumerContext for GroupContext<H> {
                 if let Err(e) = res {
                     tracing::error!(service = self.service, error = %e, "unassign failed");
                 }
+                self.watchdog
+                    .set(consumer.assignment().map(|t| t.count()).unwrap_or(0));
             }
             other => {
                 tracing::error!(service = self.service, error = ?other, "rebalance error");
@@ -270,7 +324,11 @@ pub fn group_consumer<H: PartitionHook>(
     for (k, v) in &config.properties {
         c.set(k, v);
     }
-    let consumer: GroupConsumer<H> = c.create_with_context(GroupContext { service, hook })?;
+    let consumer: GroupConsumer<H> = c.create_with_context(GroupContext {
+        service,
+        hook,
+        watchdog: AssignmentWatch::new(config.empty_assignment_rejoin_ms),
+    })?;
     consumer.subscribe(topics)?;
     Ok(consumer)
 }
@@ -291,6 +349,8 @@ pub async fn next_batch<H: PartitionHook>(
 ) -> Option<Vec<rdkafka::message::OwnedMessage>> {
     let mut batch = Vec::new();
     let mut errors = ErrorLog::default();
+    let watch = &consumer.context().watchdog;
+    let check_every = Duration::from_millis(watch.rejoin_after_ms.clamp(1_000, 5_000));
     // First message: block until one arrives or we are told to stop.
     while batch.is_empty() {
         tokio::select! {
@@ -299,6 +359,11 @@ pub async fn next_batch<H: PartitionHook>(
             m = consumer.recv() => match m {
                 Ok(m) => batch.push(m.detach()),
                 Err(e) => errors.record(&e),
+            },
+            _ = tokio::time::sleep(check_every), if watch.rejoin_after_ms > 0 => {
+                if watch.stuck(now_ms()) {
+                    rejoin(consumer);
+                }
             }
         }
     }
@@ -315,6 +380,31 @@ pub async fn next_batch<H: PartitionHook>(
         }
     }
     Some(batch)
+}
+
+/// Leaves and rejoins the group with the same subscription (the empty-assignment watchdog).
+fn rejoin<H: PartitionHook>(consumer: &GroupConsumer<H>) {
+    let ctx = consumer.context();
+    let topics: Vec<String> = match consumer.subscription() {
+        Ok(t) => t.elements().iter().map(|e| e.topic().to_string()).collect(),
+        Err(e) => {
+            tracing::warn!(service = ctx.service, error = %e, "cannot read the subscription");
+            return;
+        }
+    };
+    tracing::warn!(
+        service = ctx.service,
+        after_ms = ctx.watchdog.rejoin_after_ms,
+        ?topics,
+        "no partition assigned for too long: rejoining the consumer group"
+    );
+    // Counted from now, so a rejoin that again yields nothing waits a full period before the next.
+    ctx.watchdog.set(0);
+    consumer.unsubscribe();
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    if let Err(e) = consumer.subscribe(&refs) {
+        tracing::error!(service = ctx.service, error = %e, "re-subscribe failed");
+    }
 }
 
 /// Logs consumer errors without flooding: the first one, then one summary every 5 s.
@@ -701,6 +791,23 @@ pub fn flush(producer: &FutureProducer, timeout: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watchdog_acts_only_when_enabled_empty_and_overdue() {
+        // Off (0): never, however long the assignment has been empty.
+        assert!(!is_stuck(0, 0, 0, 1_000_000));
+        // Something assigned: never.
+        assert!(!is_stuck(20_000, 3, 0, 1_000_000));
+        // Empty, but not yet for the whole period.
+        assert!(!is_stuck(20_000, 0, 100_000, 120_000));
+        // Empty for longer than the period.
+        assert!(is_stuck(20_000, 0, 100_000, 120_001));
+        let w = AssignmentWatch::new(20_000);
+        assert!(!w.stuck(now_ms()));
+        assert!(w.stuck(now_ms() + 20_001));
+        w.set(2);
+        assert!(!w.stuck(now_ms() + 60_000));
+    }
 
     #[test]
     fn batch_offsets_keep_the_highest_plus_one() {
