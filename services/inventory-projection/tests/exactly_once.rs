@@ -111,6 +111,8 @@ async fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitSt
 }
 
 async fn scenario(stack: &Stack, url_for: impl Fn(&str) -> String) {
+    // The in-process projection's logs land in the test's captured output (shown on failure).
+    tillstream_runtime::telemetry::init_tracing("projection-test");
     let work = tempfile::tempdir().unwrap();
     let kafka = stack.kafka();
     apply_topology(&kafka).await.unwrap();
