@@ -12,8 +12,10 @@
 //!    has committed everything;
 //! 3. librdkafka's MockCluster in a child process (a broker fast enough that the service, not
 //!    the broker, is the limit);
-//! 4. tansu memory storage (`memory://`), started here on a free port, if the installed binary
-//!    supports it (0.6.0 from crates.io does not: it lacks the `dynostore` feature).
+//! 4. tansu memory storage (`memory://`), started here on a free port, if the binary supports it:
+//!    the project's `tansu` (`--features libsql`) does not; a build with the `dynostore` feature does:
+//!    `cargo install tansu --version 0.6.0 --locked --features libsql,dynostore --root DIR`, then
+//!    `TILLSTREAM_TANSU_MEMORY_BIN=DIR/bin/tansu cargo bench -p tillstream-dedup --bench throughput`.
 //!
 //! CPU is this process's user+system time from /proc/self/stat (what getrusage(RUSAGE_SELF)
 //! reports; librdkafka's threads included, the broker excluded and reported apart).
@@ -301,7 +303,9 @@ async fn main() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("tcp://127.0.0.1:{port}");
-    let child = std::process::Command::new("tansu")
+    let tansu_bin =
+        std::env::var("TILLSTREAM_TANSU_MEMORY_BIN").unwrap_or_else(|_| "tansu".to_string());
+    let child = std::process::Command::new(&tansu_bin)
         .args([
             "broker",
             "--listener-url",
