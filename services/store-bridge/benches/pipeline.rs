@@ -6,8 +6,11 @@
 //!   - the bridge's rate and its ratio to the slower of the two,
 //!   - the bridge's CPU (utime+stime from /proc/<pid>/stat) and events/s per core,
 //!
-//! against tansu with SQLite storage (the durable local stack) and against an in-memory sink
-//! (librdkafka's mock cluster; the installed tansu has no `memory://` storage), plus an in-process breakdown (conversion, outbox append) of where the bridge's CPU goes.
+//! against tansu with SQLite storage (the durable local stack), an in-memory sink (librdkafka's
+//! mock cluster), and tansu with `memory://` storage when `TILLSTREAM_TANSU_MEMORY_BIN` names a tansu
+//! built with the `dynostore` feature (the project's `--features libsql` build has no memory storage:
+//! `cargo install tansu --version 0.6.0 --locked --features libsql,dynostore --root DIR`), plus an
+//! in-process breakdown (conversion, outbox append) of where the bridge's CPU goes.
 //! Figures are printed, never asserted. Run: `cargo bench -p tillstream-store-bridge --bench pipeline`.
 
 #[path = "../tests/common/mod.rs"]
@@ -72,6 +75,77 @@ impl FastSink {
             session_timeout_ms: 6_000,
             ..KafkaConfig::default()
         }
+    }
+}
+
+/// tansu with memory storage (`TILLSTREAM_TANSU_MEMORY_BIN`), on a free loopback port; stopped
+/// (SIGTERM to the child we started) on drop.
+struct TansuMemory {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl TansuMemory {
+    async fn start() -> Option<TansuMemory> {
+        let bin = std::env::var("TILLSTREAM_TANSU_MEMORY_BIN").ok()?;
+        let port = free_port();
+        let dir = tempfile::tempdir().ok()?;
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let mut t = TansuMemory {
+            child,
+            port,
+            _dir: dir,
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if !matches!(t.child.try_wait(), Ok(None)) {
+            println!("tansu memory: {bin} exited at start (no memory storage in this build?)");
+            return None;
+        }
+        match tokio::time::timeout(
+            Duration::from_secs(60),
+            tillstream_integration_tests::apply_topology(&t.kafka()),
+        )
+        .await
+        {
+            Ok(Ok(())) => Some(t),
+            other => {
+                println!("tansu memory: topics could not be created: {other:?}");
+                None
+            }
+        }
+    }
+
+    fn kafka(&self) -> KafkaConfig {
+        KafkaConfig {
+            brokers: format!("127.0.0.1:{}", self.port),
+            session_timeout_ms: 6_000,
+            ..KafkaConfig::default()
+        }
+    }
+}
+
+impl Drop for TansuMemory {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
     }
 }
 
@@ -410,10 +484,15 @@ async fn main() {
     let mosq = mosquitto_drain(port, &events).await;
     let linger = base.outbox.producer_linger_ms;
     let mut rows = Vec::new();
-    for (name, kafka_cfg) in [
+    let tansu_memory = TansuMemory::start().await;
+    let mut sinks = vec![
         ("tansu-sqlite", env.stack.kafka()),
         ("mock-memory", fast.kafka()),
-    ] {
+    ];
+    if let Some(t) = &tansu_memory {
+        sinks.push(("tansu-memory", t.kafka()));
+    }
+    for (name, kafka_cfg) in sinks {
         let tansu = tansu_produce(&kafka_cfg, &recs, linger).await;
         let run = bridge_drain(&base, &kafka_cfg, name, env.dir.path(), &events).await;
         rows.push((name, tansu, run));
