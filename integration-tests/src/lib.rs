@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use tillstream_runtime::CancellationToken;
 use tillstream_runtime::kafka::KafkaConfig;
 
+pub mod bench;
 pub mod pipeline;
 
 pub use tillstream_contracts as contracts;

@@ -12,9 +12,8 @@
 //!    has committed everything;
 //! 3. librdkafka's MockCluster in a child process (a broker fast enough that the service, not
 //!    the broker, is the limit);
-//! 4. tansu memory storage (`memory://`), started here on a free port, if the binary supports it:
-//!    the project's `tansu` (`--features libsql`) does not; a build with the `dynostore` feature does:
-//!    `cargo install tansu --version 0.6.0 --locked --features libsql,dynostore --root DIR`, then
+//! 4. tansu memory storage (`memory://`), started here on a free port when a build with it is
+//!    available (`tillstream_integration_tests::bench::TansuMemory`; the project's `tansu` has none):
 //!    `TILLSTREAM_TANSU_MEMORY_BIN=DIR/bin/tansu cargo bench -p tillstream-dedup --bench throughput`.
 //!
 //! CPU is this process's user+system time from /proc/self/stat (what getrusage(RUSAGE_SELF)
@@ -31,20 +30,10 @@ use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tillstream_dedup::core::{CoreConfig, Input, PartitionDedup};
 use tillstream_dedup::decode::{Decoded, decode_with};
-use tillstream_integration_tests::{Stack, Svc, TestRegistry, apply_topology, free_port};
+use tillstream_integration_tests::bench::{TansuMemory, cpu_seconds};
+use tillstream_integration_tests::{Stack, Svc, TestRegistry, apply_topology};
 use tillstream_runtime::CancellationToken;
 use tillstream_runtime::kafka::KafkaConfig;
-
-/// (user+system seconds) of a process from /proc/<pid>/stat.
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which may contain spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime, stime are fields 14 and 15 of the whole line = 12 and 13 after the ')'.
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 struct Sample {
     wall: Duration,
@@ -65,17 +54,15 @@ fn line(name: &str, n: usize, s: &Sample) {
     );
 }
 
-fn measure<R>(broker_pid: Option<&str>, f: impl FnOnce() -> R) -> (R, Sample) {
-    let (c0, b0) = (
-        cpu_seconds("self"),
-        broker_pid.map(cpu_seconds).unwrap_or(0.0),
-    );
+fn measure<R>(broker_pid: Option<u32>, f: impl FnOnce() -> R) -> (R, Sample) {
+    let me = std::process::id();
+    let (c0, b0) = (cpu_seconds(me), broker_pid.map(cpu_seconds).unwrap_or(0.0));
     let t = Instant::now();
     let r = f();
     let wall = t.elapsed();
     let s = Sample {
         wall,
-        cpu: cpu_seconds("self") - c0,
+        cpu: cpu_seconds(me) - c0,
         broker_cpu: broker_pid.map(cpu_seconds).unwrap_or(0.0) - b0,
     };
     (r, s)
@@ -187,7 +174,7 @@ async fn on_broker(
     kafka: KafkaConfig,
     registry: &TestRegistry,
     w: &Workload,
-    broker_pid: Option<String>,
+    broker_pid: Option<u32>,
 ) {
     let n = w.records.len();
     let t = Instant::now();
@@ -196,12 +183,10 @@ async fn on_broker(
         "{label}: pre-filled {n} records in {:.1}s",
         t.elapsed().as_secs_f64()
     );
-    let pid = broker_pid.clone();
     let kc = kafka.clone();
-    let (got, s) =
-        tokio::task::spawn_blocking(move || measure(pid.as_deref(), || consume_all(&kc, n)))
-            .await
-            .unwrap();
+    let (got, s) = tokio::task::spawn_blocking(move || measure(broker_pid, || consume_all(&kc, n)))
+        .await
+        .unwrap();
     line(&format!("{label}: baseline plain consumer"), got, &s);
 
     let mut cfg = tillstream_dedup::Config {
@@ -222,15 +207,16 @@ async fn on_broker(
         cfg.dedup.max_batch = b.parse().unwrap();
     }
     let token = CancellationToken::new();
-    let c0 = cpu_seconds("self");
-    let b0 = broker_pid.as_deref().map(cpu_seconds).unwrap_or(0.0);
+    let me = std::process::id();
+    let c0 = cpu_seconds(me);
+    let b0 = broker_pid.map(cpu_seconds).unwrap_or(0.0);
     let t = Instant::now();
     let running = tillstream_dedup::start(cfg, token.clone()).await.unwrap();
     let ok = wait_all_committed(&kafka, n as i64, Duration::from_secs(900)).await;
     let s = Sample {
         wall: t.elapsed(),
-        cpu: cpu_seconds("self") - c0,
-        broker_cpu: broker_pid.as_deref().map(cpu_seconds).unwrap_or(0.0) - b0,
+        cpu: cpu_seconds(me) - c0,
+        broker_cpu: broker_pid.map(cpu_seconds).unwrap_or(0.0) - b0,
     };
     token.cancel();
     let _ = running.wait().await;
@@ -280,7 +266,7 @@ async fn on_mock_cluster(registry: &TestRegistry, w: &Workload) {
         kafka,
         registry,
         w,
-        Some(child.id().to_string()),
+        Some(child.id()),
     )
     .await;
     drop(child.stdin.take());
@@ -326,63 +312,22 @@ async fn main() {
         apply_topology(&kafka).await.unwrap();
         let pid = std::fs::read_to_string(stack.dir().join("tansu/tansu.pid"))
             .ok()
-            .map(|s| s.trim().to_string());
+            .and_then(|s| s.trim().parse().ok());
         on_broker("tansu sqlite", kafka, &registry, &w, pid).await;
     }
 
-    // tansu with memory storage, if this build supports it.
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let tansu_bin =
-        std::env::var("TILLSTREAM_TANSU_MEMORY_BIN").unwrap_or_else(|_| "tansu".to_string());
-    let child = std::process::Command::new(&tansu_bin)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("tansu.log")).unwrap())
-        .spawn();
-    let Ok(mut child) = child else {
-        println!("tansu memory: cannot start tansu");
-        return;
-    };
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    if let Ok(Some(status)) = child.try_wait() {
-        let log = std::fs::read_to_string(dir.path().join("tansu.log")).unwrap_or_default();
-        println!(
-            "tansu memory: not available with the installed binary ({status}): {}",
-            log.lines().last().unwrap_or("")
-        );
-        return;
-    }
-    let kafka = KafkaConfig {
-        brokers: format!("127.0.0.1:{port}"),
-        session_timeout_ms: 6_000,
-        ..KafkaConfig::default()
-    };
-    match tokio::time::timeout(Duration::from_secs(60), apply_topology(&kafka)).await {
-        Ok(Ok(())) => {
+    // tansu with memory storage, if a build with it is available.
+    match TansuMemory::start().await {
+        Ok(tansu) => {
             on_broker(
                 "tansu memory",
-                kafka,
+                tansu.kafka(),
                 &registry,
                 &w,
-                Some(child.id().to_string()),
+                Some(tansu.pid()),
             )
-            .await;
+            .await
         }
-        other => println!("tansu memory: topology could not be applied: {other:?}"),
+        Err(e) => println!("tansu memory: {e}"),
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
 }

@@ -67,6 +67,26 @@ struct MockEnv {
     registry: TestRegistry,
 }
 
+type Cluster = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+
+impl MockEnv {
+    /// A mock cluster with the dedup topics and a registry; keep the cluster alive for the test.
+    async fn start() -> (Cluster, MockEnv) {
+        let cluster = MockCluster::new(1).unwrap();
+        topics(&cluster);
+        let kafka = KafkaConfig {
+            brokers: cluster.bootstrap_servers(),
+            session_timeout_ms: 6_000,
+            ..KafkaConfig::default()
+        };
+        let env = MockEnv {
+            kafka,
+            registry: TestRegistry::start().await.unwrap(),
+        };
+        (cluster, env)
+    }
+}
+
 /// Waits (bounded) until the instance has read `n` input records.
 async fn wait_read(running: &tillstream_dedup::Running, n: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -124,17 +144,7 @@ async fn run_to_end(env: &MockEnv, w: &Workload, transactional: bool, max_duplic
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactional_mode_commits_outputs_changelog_and_offsets_together() {
-    let cluster = MockCluster::new(1).unwrap();
-    topics(&cluster);
-    let kafka = KafkaConfig {
-        brokers: cluster.bootstrap_servers(),
-        session_timeout_ms: 6_000,
-        ..KafkaConfig::default()
-    };
-    let env = MockEnv {
-        kafka,
-        registry: TestRegistry::start().await.unwrap(),
-    };
+    let (_cluster, env) = MockEnv::start().await;
     let w = workload(&env.registry.client(), &spec()).await;
     produce(&env.kafka, &w.records).await;
     run_to_end(&env, &w, true, 0).await;
@@ -163,17 +173,7 @@ async fn transactional_mode_commits_outputs_changelog_and_offsets_together() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_errors_are_retried_without_loss() {
-    let cluster = MockCluster::new(1).unwrap();
-    topics(&cluster);
-    let kafka = KafkaConfig {
-        brokers: cluster.bootstrap_servers(),
-        session_timeout_ms: 6_000,
-        ..KafkaConfig::default()
-    };
-    let env = MockEnv {
-        kafka,
-        registry: TestRegistry::start().await.unwrap(),
-    };
+    let (cluster, env) = MockEnv::start().await;
     let w = workload(&env.registry.client(), &spec()).await;
     produce(&env.kafka, &w.records).await;
     // Every produce request of the service fails a few times first (retriable errors: librdkafka

@@ -68,19 +68,7 @@ fn workload(n: usize) -> Vec<Envelope> {
 
 /// (this process's CPU seconds, whole machine's busy CPU seconds).
 fn cpu() -> (f64, f64) {
-    let me = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = me
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // After the ")": field 3 is state; utime/stime are fields 14/15 of the full line = 11/12 here.
-    let proc_s = (ticks(11) + ticks(12)) / 100.0;
+    let proc_s = tillstream_integration_tests::bench::cpu_seconds(std::process::id());
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let cpu: Vec<f64> = stat
         .lines()

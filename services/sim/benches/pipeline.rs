@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use tillstream_integration_tests::bench::cpu_seconds;
 use tillstream_integration_tests::pipeline::{Pipeline, PipelineOptions, Service};
 use tillstream_integration_tests::{Stack, Svc, TestRegistry, apply_topology};
 use tillstream_runtime::CancellationToken;
@@ -41,16 +42,6 @@ fn fleet(seed: u64, events: u64, offline_everyone: bool) -> FleetSpec {
         replay_on_reconnect: 0,
         ..FleetSpec::default()
     }
-}
-
-/// CPU seconds (user + system) a process has used, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 struct Env {

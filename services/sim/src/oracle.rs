@@ -27,6 +27,17 @@ pub struct CheckResult {
 }
 
 impl CheckResult {
+    /// A check the pipeline was asked to pass.
+    fn checked(name: &str, expected: String, observed: String, differences: Vec<String>) -> Self {
+        CheckResult {
+            name: name.into(),
+            expected,
+            observed,
+            differences,
+            applicable: true,
+        }
+    }
+
     pub fn passed(&self) -> bool {
         !self.applicable || self.differences.is_empty()
     }
@@ -614,13 +625,12 @@ pub fn compare_with(truth: &Truth, observed: Observed<'_>, allow: Allowances) ->
             {
                 diffs.push(format!("unexpected event {id}"));
             }
-            checks.push(CheckResult {
-                name: "events (deduplicated)".into(),
-                expected: truth.store_event_ids.len().to_string(),
-                observed: k.deduped.len().to_string(),
-                differences: diffs,
-                applicable: true,
-            });
+            checks.push(CheckResult::checked(
+                "events (deduplicated)",
+                truth.store_event_ids.len().to_string(),
+                k.deduped.len().to_string(),
+                diffs,
+            ));
             let extra: u64 = k.deduped.values().map(|n| n.saturating_sub(1)).sum();
             let dups: Vec<String> = if extra > allow.dedup_topic_duplicates {
                 k.deduped
@@ -631,13 +641,12 @@ pub fn compare_with(truth: &Truth, observed: Observed<'_>, allow: Allowances) ->
             } else {
                 Vec::new()
             };
-            checks.push(CheckResult {
-                name: "duplicates on dedup topic".into(),
-                expected: format!("<= {}", allow.dedup_topic_duplicates),
-                observed: extra.to_string(),
-                differences: dups,
-                applicable: true,
-            });
+            checks.push(CheckResult::checked(
+                "duplicates on dedup topic",
+                format!("<= {}", allow.dedup_topic_duplicates),
+                extra.to_string(),
+                dups,
+            ));
             let mut diffs = Vec::new();
             for id in truth.collisions.difference(&k.collisions) {
                 diffs.push(format!("collision of {id} not reported"));
@@ -645,13 +654,12 @@ pub fn compare_with(truth: &Truth, observed: Observed<'_>, allow: Allowances) ->
             for id in k.collisions.difference(&truth.collisions) {
                 diffs.push(format!("collision of {id} reported but not constructed"));
             }
-            checks.push(CheckResult {
-                name: "identity collisions".into(),
-                expected: truth.collisions.len().to_string(),
-                observed: k.collisions.len().to_string(),
-                differences: diffs,
-                applicable: true,
-            });
+            checks.push(CheckResult::checked(
+                "identity collisions",
+                truth.collisions.len().to_string(),
+                k.collisions.len().to_string(),
+                diffs,
+            ));
             let mut diffs = Vec::new();
             for g in truth.gaps.difference(&k.open_gaps) {
                 diffs.push(format!(
@@ -665,13 +673,12 @@ pub fn compare_with(truth: &Truth, observed: Observed<'_>, allow: Allowances) ->
                     g.device_id, g.from_seq, g.to_seq
                 ));
             }
-            checks.push(CheckResult {
-                name: "open sequence gaps".into(),
-                expected: truth.gaps.len().to_string(),
-                observed: k.open_gaps.len().to_string(),
-                differences: diffs,
-                applicable: true,
-            });
+            checks.push(CheckResult::checked(
+                "open sequence gaps",
+                truth.gaps.len().to_string(),
+                k.open_gaps.len().to_string(),
+                diffs,
+            ));
             let mut diffs = Vec::new();
             let reasons: BTreeSet<&String> = truth
                 .dead_letters
@@ -687,13 +694,12 @@ pub fn compare_with(truth: &Truth, observed: Observed<'_>, allow: Allowances) ->
                     diffs.push(format!("dead letters {r}: expected {e}, observed {o}"));
                 }
             }
-            checks.push(CheckResult {
-                name: "dead letters".into(),
-                expected: truth.dead_letters.values().sum::<u64>().to_string(),
-                observed: k.dead_letters.values().sum::<u64>().to_string(),
-                differences: diffs,
-                applicable: true,
-            });
+            checks.push(CheckResult::checked(
+                "dead letters",
+                truth.dead_letters.values().sum::<u64>().to_string(),
+                k.dead_letters.values().sum::<u64>().to_string(),
+                diffs,
+            ));
         }
         None => {
             for n in [
@@ -710,18 +716,17 @@ pub fn compare_with(truth: &Truth, observed: Observed<'_>, allow: Allowances) ->
     match db {
         Some(d) => {
             let diffs = diff_maps("stock", &truth.stock, &d.stock, |v| *v == 0);
-            checks.push(CheckResult {
-                name: "stock on hand".into(),
-                expected: truth
+            checks.push(CheckResult::checked(
+                "stock on hand",
+                truth
                     .stock
                     .values()
                     .map(|m| m.len())
                     .sum::<usize>()
                     .to_string(),
-                observed: d.stock.values().map(|m| m.len()).sum::<usize>().to_string(),
-                differences: diffs,
-                applicable: true,
-            });
+                d.stock.values().map(|m| m.len()).sum::<usize>().to_string(),
+                diffs,
+            ));
             let expected_sales: BTreeMap<String, BTreeMap<String, (i64, i64)>> = truth
                 .sku_sales
                 .iter()
@@ -735,27 +740,25 @@ pub fn compare_with(truth: &Truth, observed: Observed<'_>, allow: Allowances) ->
             let diffs = diff_maps("sales (qty, net)", &expected_sales, &d.sku_sales, |v| {
                 *v == (0, 0)
             });
-            checks.push(CheckResult {
-                name: "sales by store/sku".into(),
-                expected: expected_sales
+            checks.push(CheckResult::checked(
+                "sales by store/sku",
+                expected_sales
                     .values()
                     .map(|m| m.len())
                     .sum::<usize>()
                     .to_string(),
-                observed: d
-                    .sku_sales
+                d.sku_sales
                     .values()
                     .map(|m| m.len())
                     .sum::<usize>()
                     .to_string(),
-                differences: diffs,
-                applicable: true,
-            });
-            checks.push(CheckResult {
-                name: "ledger lines".into(),
-                expected: truth.ledger_lines.to_string(),
-                observed: d.ledger_lines.to_string(),
-                differences: if truth.ledger_lines == d.ledger_lines {
+                diffs,
+            ));
+            checks.push(CheckResult::checked(
+                "ledger lines",
+                truth.ledger_lines.to_string(),
+                d.ledger_lines.to_string(),
+                if truth.ledger_lines == d.ledger_lines {
                     vec![]
                 } else {
                     vec![format!(
@@ -763,8 +766,7 @@ pub fn compare_with(truth: &Truth, observed: Observed<'_>, allow: Allowances) ->
                         d.ledger_lines, truth.ledger_lines
                     )]
                 },
-                applicable: true,
-            });
+            ));
         }
         None => {
             for n in ["stock on hand", "sales by store/sku", "ledger lines"] {
@@ -800,13 +802,12 @@ pub fn compare_with(truth: &Truth, observed: Observed<'_>, allow: Allowances) ->
                     .iter()
                     .map(|m| format!("misplaced document {m}")),
             );
-            checks.push(CheckResult {
-                name: "price lists at stores".into(),
-                expected: truth.price_lists.len().to_string(),
-                observed: c.price_lists.len().to_string(),
-                differences: diffs,
-                applicable: true,
-            });
+            checks.push(CheckResult::checked(
+                "price lists at stores",
+                truth.price_lists.len().to_string(),
+                c.price_lists.len().to_string(),
+                diffs,
+            ));
         }
         None => checks.push(na("price lists at stores")),
     }

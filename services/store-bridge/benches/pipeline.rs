@@ -7,9 +7,8 @@
 //!   - the bridge's CPU (utime+stime from /proc/<pid>/stat) and events/s per core,
 //!
 //! against tansu with SQLite storage (the durable local stack), an in-memory sink (librdkafka's
-//! mock cluster), and tansu with `memory://` storage when `TILLSTREAM_TANSU_MEMORY_BIN` names a tansu
-//! built with the `dynostore` feature (the project's `--features libsql` build has no memory storage:
-//! `cargo install tansu --version 0.6.0 --locked --features libsql,dynostore --root DIR`), plus an
+//! mock cluster), and tansu with `memory://` storage when a build with it is available
+//! (`tillstream_integration_tests::bench::TansuMemory`: `TILLSTREAM_TANSU_MEMORY_BIN`), plus an
 //! in-process breakdown (conversion, outbox append) of where the bridge's CPU goes.
 //! Figures are printed, never asserted. Run: `cargo bench -p tillstream-store-bridge --bench pipeline`.
 
@@ -27,30 +26,15 @@ use rdkafka::producer::FutureRecord;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tillstream_integration_tests::bench::{TansuMemory, cpu_seconds};
 use tillstream_integration_tests::{TestRegistry, free_port};
 use tillstream_runtime::kafka::{self, KafkaConfig, make_headers};
 use tillstream_store_bridge::Config;
 use tillstream_store_bridge::outbox::{self, WriterMsg};
 use tillstream_store_bridge::uplink::{Converted, Converter};
 
-fn clk_tck() -> f64 {
-    100.0
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields after the command: state(0) ... utime(11) stime(12).
-    let ut: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    (ut + st) / clk_tck()
-}
-
 /// The fast sink: librdkafka's in-process mock cluster (real TCP listener the bridge process can
-/// reach, data in memory). The installed tansu lacks the `dynostore` feature its `memory://`
-/// storage needs.
+/// reach, data in memory), available whatever tansu is installed.
 struct FastSink {
     mock: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
 }
@@ -75,77 +59,6 @@ impl FastSink {
             session_timeout_ms: 6_000,
             ..KafkaConfig::default()
         }
-    }
-}
-
-/// tansu with memory storage (`TILLSTREAM_TANSU_MEMORY_BIN`), on a free loopback port; stopped
-/// (SIGTERM to the child we started) on drop.
-struct TansuMemory {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl TansuMemory {
-    async fn start() -> Option<TansuMemory> {
-        let bin = std::env::var("TILLSTREAM_TANSU_MEMORY_BIN").ok()?;
-        let port = free_port();
-        let dir = tempfile::tempdir().ok()?;
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let mut t = TansuMemory {
-            child,
-            port,
-            _dir: dir,
-        };
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        if !matches!(t.child.try_wait(), Ok(None)) {
-            println!("tansu memory: {bin} exited at start (no memory storage in this build?)");
-            return None;
-        }
-        match tokio::time::timeout(
-            Duration::from_secs(60),
-            tillstream_integration_tests::apply_topology(&t.kafka()),
-        )
-        .await
-        {
-            Ok(Ok(())) => Some(t),
-            other => {
-                println!("tansu memory: topics could not be created: {other:?}");
-                None
-            }
-        }
-    }
-
-    fn kafka(&self) -> KafkaConfig {
-        KafkaConfig {
-            brokers: format!("127.0.0.1:{}", self.port),
-            session_timeout_ms: 6_000,
-            ..KafkaConfig::default()
-        }
-    }
-}
-
-impl Drop for TansuMemory {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
     }
 }
 
@@ -484,7 +397,10 @@ async fn main() {
     let mosq = mosquitto_drain(port, &events).await;
     let linger = base.outbox.producer_linger_ms;
     let mut rows = Vec::new();
-    let tansu_memory = TansuMemory::start().await;
+    let tansu_memory = TansuMemory::start()
+        .await
+        .inspect_err(|e| println!("tansu memory: {e}"))
+        .ok();
     let mut sinks = vec![
         ("tansu-sqlite", env.stack.kafka()),
         ("mock-memory", fast.kafka()),
