@@ -17,6 +17,16 @@ use tokio::time::sleep;
 
 const RATE: u64 = 600;
 
+/// A small fleet (2,000 events) that also publishes `poison`, through the whole pipeline: every bad
+/// payload must end as exactly one dead letter with its reason, and everything else must arrive.
+async fn bad_input_passes_the_oracle(seed: u64, poison: PoisonSpec) {
+    let mut spec = small_fleet(seed, 2_000);
+    spec.poison = poison;
+    let run = E2e::start(&spec, Backend::Sqlite).await;
+    run.publish().await;
+    run.assert_oracle_passes().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_fault_bridge_kill9_twice() {
     let run = E2e::start(&small_fleet(101, 4_000), Backend::Sqlite).await;
@@ -145,52 +155,52 @@ async fn heavy_fault_second_consumer_instances_rebalance() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_fault_poison_payloads() {
-    let mut spec = small_fleet(109, 2_000);
-    spec.poison = PoisonSpec {
-        bad_json: 3,
-        missing_field: 2,
-        wrong_type: 2,
-        ..Default::default()
-    };
-    let run = E2e::start(&spec, Backend::Sqlite).await;
-    run.publish().await;
-    run.assert_oracle_passes().await;
+    bad_input_passes_the_oracle(
+        109,
+        PoisonSpec {
+            bad_json: 3,
+            missing_field: 2,
+            wrong_type: 2,
+            ..Default::default()
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_fault_incompatible_schema_version() {
-    let mut spec = small_fleet(110, 2_000);
-    spec.poison = PoisonSpec {
-        unknown_schema_version: 4,
-        ..Default::default()
-    };
-    let run = E2e::start(&spec, Backend::Sqlite).await;
-    run.publish().await;
-    run.assert_oracle_passes().await;
+    bad_input_passes_the_oracle(
+        110,
+        PoisonSpec {
+            unknown_schema_version: 4,
+            ..Default::default()
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_fault_spoofed_store_id() {
-    let mut spec = small_fleet(111, 2_000);
-    spec.poison = PoisonSpec {
-        spoofed_store: 4,
-        ..Default::default()
-    };
-    let run = E2e::start(&spec, Backend::Sqlite).await;
-    run.publish().await;
-    run.assert_oracle_passes().await;
+    bad_input_passes_the_oracle(
+        111,
+        PoisonSpec {
+            spoofed_store: 4,
+            ..Default::default()
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_fault_oversize_payloads() {
-    let mut spec = small_fleet(112, 2_000);
-    spec.poison = PoisonSpec {
-        oversize: 3,
-        ..Default::default()
-    };
-    let run = E2e::start(&spec, Backend::Sqlite).await;
-    run.publish().await;
-    run.assert_oracle_passes().await;
+    bad_input_passes_the_oracle(
+        112,
+        PoisonSpec {
+            oversize: 3,
+            ..Default::default()
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
