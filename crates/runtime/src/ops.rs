@@ -80,6 +80,12 @@ impl Health {
         checks.values().all(|c| c.live)
     }
 
+    /// The names of the registered checks.
+    pub fn checks(&self) -> Vec<String> {
+        let checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        checks.keys().cloned().collect()
+    }
+
     fn snapshot(&self) -> BTreeMap<String, Check> {
         self.checks
             .lock()

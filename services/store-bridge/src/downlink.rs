@@ -28,6 +28,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{DownlinkConfig, MqttConfig};
 use crate::metrics as m;
 
+/// The readiness check of the downlink (registered by `crate::start` when enabled).
+pub const HEALTH: &str = "downlink";
+
 #[derive(Debug, thiserror::Error)]
 pub enum DownlinkError {
     #[error("kafka: {0}")]
@@ -94,7 +97,6 @@ pub async fn run(
     let (client, mut eventloop) = AsyncClient::new(o, cfg.batch * 2 + 16);
     let acked = Arc::new(AtomicU64::new(0));
     let acked_notify = Arc::new(tokio::sync::Notify::new());
-    health.register("downlink");
     let loop_task = {
         let (acked, notify, token, health) = (
             acked.clone(),
@@ -111,7 +113,7 @@ pub async fn run(
                 };
                 match ev {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        health.ready("downlink", "connected");
+                        health.ready(HEALTH, "connected");
                     }
                     Ok(Event::Incoming(Packet::PubAck(a))) => {
                         if !matches!(
@@ -127,7 +129,7 @@ pub async fn run(
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        health.not_ready("downlink", format!("{e}"));
+                        health.not_ready(HEALTH, format!("{e}"));
                         tracing::warn!(error = %e, "downlink mqtt error; reconnecting");
                         tokio::time::sleep(Duration::from_millis(delay)).await;
                     }

@@ -113,9 +113,17 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
         routes = config.routes.len(),
         "store bridge starting"
     );
+    // Every readiness check is declared before the ops endpoint answers: a component that
+    // registered itself once its task ran would leave a window in which /readyz says ready
+    // without it (seen: devices published before the uplink had subscribed, and mosquitto
+    // discarded those messages, as it does for a topic nobody subscribes to).
     let health = Health::new();
     health.register("kafka");
     health.register("registry");
+    health.register(uplink::HEALTH);
+    if config.downlink.enabled {
+        health.register(downlink::HEALTH);
+    }
     let ops_addr = ops::serve(&config.ops, health.clone(), token.clone()).await?;
 
     let registry = Registry::new(config.registry.clone())?;

@@ -25,6 +25,9 @@ use crate::metrics as m;
 use crate::outbox::{Record, WriterMsg};
 use crate::validate::{Classifier, Rejection, Verdict};
 
+/// The readiness check of the uplink (registered by `crate::start`): ready once subscribed.
+pub const HEALTH: &str = "mqtt";
+
 /// Name in the `tillstream-producer` header and in dead letters.
 pub const SERVICE: &str = "store-bridge";
 
@@ -287,7 +290,6 @@ pub async fn run(
 ) -> Result<(), UplinkError> {
     let options = mqtt_options(&cfg)?;
     let (client, mut eventloop) = AsyncClient::new(options, cfg.receive_maximum as usize * 2 + 64);
-    health.register("mqtt");
     let state = Arc::new(Mutex::new(ConnState::default()));
     // Messages handed to the writer and not yet acked (or dropped as stale) by the acker.
     let outstanding = Arc::new(AtomicU64::new(0));
@@ -371,7 +373,7 @@ pub async fn run(
                     "mqtt uplink connected"
                 );
                 if ack.session_present {
-                    health.ready("mqtt", "connected, session resumed");
+                    health.ready(HEALTH, "connected, session resumed");
                 }
                 if matches!(phase, Phase::Running)
                     && let Err(e) = client.subscribe_many(filters.clone()).await
@@ -403,7 +405,7 @@ pub async fn run(
                 writer.send(msg).map_err(|_| UplinkError::OutboxGone)?;
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
-                health.ready("mqtt", "connected and subscribed");
+                health.ready(HEALTH, "connected and subscribed");
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                 tracing::info!("mqtt uplink disconnected cleanly");
@@ -420,7 +422,7 @@ pub async fn run(
                     break;
                 }
                 metrics::counter!(m::MQTT_RECONNECTS_TOTAL).increment(1);
-                health.not_ready("mqtt", format!("{e}"));
+                health.not_ready(HEALTH, format!("{e}"));
                 tracing::warn!(error = %e, "mqtt uplink connection error; reconnecting");
                 tokio::select! {
                     _ = token.cancelled() => {}
@@ -431,7 +433,7 @@ pub async fn run(
     }
     acker.abort();
     metrics::gauge!(m::MQTT_CONNECTED).set(0.0);
-    health.not_ready("mqtt", "stopped");
+    health.not_ready(HEALTH, "stopped");
     Ok(())
 }
 

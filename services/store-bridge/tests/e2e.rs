@@ -357,6 +357,73 @@ async fn the_downlink_delivers_each_stores_catalog_retained_on_its_own_topic_onl
     running.wait().await.unwrap();
 }
 
+/// /readyz must not say ready before the uplink has subscribed (devices publishing earlier would
+/// lose messages: mosquitto discards a message nobody subscribes to). Every check is declared by
+/// the time `start` returns, before any component task ran (the bridge runs on a one-thread runtime
+/// of its own, so none has been polled yet), and with MQTT unreachable the bridge stays not ready
+/// once Kafka and the registry are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_the_uplink_has_subscribed() {
+    let env = Env::start().await;
+    let mut cfg = env.config();
+    // Nothing listens there.
+    cfg.mqtt.url = format!(
+        "mqtt://127.0.0.1:{}",
+        tillstream_integration_tests::free_port()
+    );
+    tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let token = CancellationToken::new();
+            let running = tillstream_store_bridge::start(cfg, token.clone())
+                .await
+                .unwrap();
+            let checks = running.health.checks();
+            for c in ["kafka", "registry", "mqtt", "downlink"] {
+                assert!(
+                    checks.iter().any(|x| x == c),
+                    "{c} not declared: {checks:?}"
+                );
+            }
+            // The ops endpoint is served by this same thread: ask it from the blocking pool.
+            let ops = running.ops_addr.to_string();
+            let readyz = || {
+                let ops = ops.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || http_get(&ops, "/readyz"))
+                        .await
+                        .unwrap()
+                        .expect("ops answers")
+                }
+            };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let (_, body) = readyz().await;
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                if v["kafka"]["ready"] == true && v["registry"]["ready"] == true {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "kafka/registry never ready: {body}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let (code, body) = readyz().await;
+            assert_eq!(code, 503, "ready without an MQTT subscription: {body}");
+            assert!(!running.health.is_ready());
+            token.cancel();
+            let _ = running.wait().await;
+        });
+    })
+    .await
+    .unwrap();
+    drop(env);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_stores_and_acks_what_it_took_and_exits_cleanly() {
     let env = Env::start().await;
