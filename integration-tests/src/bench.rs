@@ -21,6 +21,23 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Busy CPU seconds of the whole machine so far (all cores; `/proc/stat` minus idle and iowait):
+/// what every process together used, to see whether a run was short of cores.
+pub fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: f64 = f.iter().take(8).sum();
+    let idle = f.get(3).copied().unwrap_or(0.0) + f.get(4).copied().unwrap_or(0.0);
+    (total - idle) / 100.0
+}
+
 /// A tansu broker with `memory://` storage on a free loopback port, with the project's topics,
 /// stopped (SIGTERM to the child started here) on drop.
 ///

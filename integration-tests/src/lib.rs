@@ -166,6 +166,22 @@ impl Stack {
         )
     }
 
+    /// The pid of a running service of this stack (from its pid file), for CPU figures in benches.
+    pub fn pid(&self, svc: Svc) -> Option<u32> {
+        let file = match svc {
+            Svc::Tansu => self.dir().join("tansu/tansu.pid"),
+            Svc::Mosquitto => self.dir().join("mosquitto/mosquitto.pid"),
+            Svc::Postgres => return None,
+        };
+        std::fs::read_to_string(file)
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// `scripts/stack stop <svc>` (SIGTERM, wait).
     pub fn stop(&self, svc: Svc) -> anyhow::Result<()> {
         self.script(&["stop", svc.name()]).map(|_| ())

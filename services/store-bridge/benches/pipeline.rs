@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures::StreamExt;
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use tillstream_integration_tests::bench::{TansuMemory, cpu_seconds};
-use tillstream_integration_tests::{TestRegistry, free_port};
+use tillstream_integration_tests::bench::{TansuMemory, cpu_seconds, machine_busy_seconds};
+use tillstream_integration_tests::{Svc, TestRegistry, free_port};
 use tillstream_runtime::kafka::{self, KafkaConfig, make_headers};
 use tillstream_store_bridge::Config;
 use tillstream_store_bridge::outbox::{self, WriterMsg};
@@ -172,12 +172,90 @@ fn records(converter: &Converter, events: &[(String, String, Vec<u8>)]) -> Vec<o
         .collect()
 }
 
+/// A drain rate measured two ways: over the whole run (start-up and tail included) and over its
+/// steady middle, from 10% to 90% of the records delivered (start-up and tail excluded).
+#[derive(Default, Clone, Copy)]
+struct Rate {
+    whole: f64,
+    steady: f64,
+    /// Seconds to the first 10%, and from 90% to the end.
+    ramp: f64,
+    tail: f64,
+}
+
+/// Watches a delivered count grow towards `n` and notes when it passes 10% and 90%.
+struct Progress {
+    n: usize,
+    started: Instant,
+    t10: Option<Instant>,
+    t90: Option<Instant>,
+}
+
+impl Progress {
+    fn new(n: usize, started: Instant) -> Progress {
+        Progress {
+            n,
+            started,
+            t10: None,
+            t90: None,
+        }
+    }
+
+    fn at(&mut self, delivered: usize, now: Instant) {
+        if self.t10.is_none() && delivered * 10 >= self.n {
+            self.t10 = Some(now);
+        }
+        if self.t90.is_none() && delivered * 10 >= self.n * 9 {
+            self.t90 = Some(now);
+        }
+    }
+
+    fn rate(&self, end: Instant) -> Rate {
+        let steady = match (self.t10, self.t90) {
+            (Some(a), Some(b)) if b > a => 0.8 * self.n as f64 / (b - a).as_secs_f64(),
+            _ => 0.0,
+        };
+        let secs = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+            (Some(a), Some(b)) => b.saturating_duration_since(a).as_secs_f64(),
+            _ => 0.0,
+        };
+        Rate {
+            whole: self.n as f64 / (end - self.started).as_secs_f64(),
+            steady,
+            ramp: secs(Some(self.started), self.t10),
+            tail: secs(self.t90, Some(end)),
+        }
+    }
+}
+
 /// tansu alone: produce rate of the same records with the bridge's producer settings.
-async fn tansu_produce(kafka: &KafkaConfig, recs: &[outbox::Record], linger_ms: u32) -> f64 {
+async fn tansu_produce(kafka: &KafkaConfig, recs: &[outbox::Record], linger_ms: u32) -> Rate {
     let cfg = tillstream_store_bridge::drainer::producer_config(kafka, linger_ms, 60_000);
     let p = kafka::producer(&cfg, "bench-baseline").unwrap();
     let started = Instant::now();
-    let mut futs = futures::stream::FuturesUnordered::new();
+    // Deliveries are counted by their own task as they complete (so the 10% and 90% marks are
+    // seen when they happen, not when the sending loop gets round to polling).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<DeliveryFuture>();
+    let n = recs.len();
+    let counter = tokio::spawn(async move {
+        let mut progress = Progress::new(n, started);
+        let mut futs = futures::stream::FuturesUnordered::new();
+        let (mut delivered, mut open) = (0, true);
+        while delivered < n {
+            tokio::select! {
+                f = rx.recv(), if open => match f {
+                    Some(f) => futs.push(f),
+                    None => open = false,
+                },
+                Some(r) = futs.next(), if !futs.is_empty() => {
+                    assert!(matches!(r, Ok(Ok(_))), "baseline delivery failed");
+                    delivered += 1;
+                    progress.at(delivered, Instant::now());
+                }
+            }
+        }
+        progress.rate(Instant::now())
+    });
     for r in recs {
         let pairs: Vec<(&str, &str)> = r
             .headers
@@ -191,31 +269,61 @@ async fn tansu_produce(kafka: &KafkaConfig, recs: &[outbox::Record], linger_ms: 
                 .headers(make_headers(&pairs));
             match p.send_result(rec) {
                 Ok(f) => {
-                    futs.push(f);
+                    tx.send(f).unwrap();
                     break;
                 }
-                Err(_) => {
-                    futs.next().await;
-                }
+                // librdkafka's queue is full: wait for deliveries to make room.
+                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
             }
         }
-        if futs.len() >= 50_000 {
-            futs.next().await;
+    }
+    drop(tx);
+    counter.await.unwrap()
+}
+
+/// CPU seconds of the broker, of mosquitto and of the whole machine over one phase.
+#[derive(Default, Clone, Copy)]
+struct Others {
+    broker: f64,
+    mosquitto: f64,
+    machine: f64,
+}
+
+impl Others {
+    fn now(broker: Option<u32>, mosquitto: Option<u32>) -> Others {
+        Others {
+            broker: broker.map(cpu_seconds).unwrap_or(0.0),
+            mosquitto: mosquitto.map(cpu_seconds).unwrap_or(0.0),
+            machine: machine_busy_seconds(),
         }
     }
-    while let Some(r) = futs.next().await {
-        assert!(matches!(r, Ok(Ok(_))), "baseline delivery failed");
+
+    fn since(self, start: Others) -> Others {
+        Others {
+            broker: self.broker - start.broker,
+            mosquitto: self.mosquitto - start.mosquitto,
+            machine: self.machine - start.machine,
+        }
     }
-    recs.len() as f64 / started.elapsed().as_secs_f64()
+
+    fn show(&self, secs: f64) -> String {
+        format!(
+            "broker {:.2} cores, mosquitto {:.2}, machine busy {:.2} of 2",
+            self.broker / secs,
+            self.mosquitto / secs,
+            self.machine / secs
+        )
+    }
 }
 
 struct BridgeRun {
-    rate: f64,
+    rate: Rate,
     cpu: f64,
     secs: f64,
     commit_avg_ms: f64,
     batch_avg: f64,
     delivery_avg_ms: f64,
+    others: Others,
 }
 
 /// The bridge binary draining the backlog into `kafka`.
@@ -225,6 +333,7 @@ async fn bridge_drain(
     name: &str,
     dir: &Path,
     events: &[(String, String, Vec<u8>)],
+    pids: (Option<u32>, Option<u32>),
 ) -> BridgeRun {
     let mut cfg = base.clone();
     cfg.kafka = kafka.clone();
@@ -266,6 +375,8 @@ async fn bridge_drain(
     let pid = child.id();
     let n = events.len() as f64;
     let (mut t0, mut c0) = (None, 0.0);
+    let mut o0 = Others::default();
+    let mut progress = Progress::new(events.len(), Instant::now());
     let deadline = Instant::now() + Duration::from_secs(900);
     let (t1, c1) = loop {
         assert!(
@@ -277,16 +388,20 @@ async fn bridge_drain(
         if t0.is_none() && received > 0.0 {
             t0 = Some(Instant::now());
             c0 = cpu;
+            o0 = Others::now(pids.0, pids.1);
+            progress.started = Instant::now();
         }
-        if metric(&ops, "tillstream_store_bridge_messages_out_total").unwrap_or(0.0) >= n {
+        let out = metric(&ops, "tillstream_store_bridge_messages_out_total").unwrap_or(0.0);
+        progress.at(out as usize, Instant::now());
+        if out >= n {
             break (Instant::now(), cpu_seconds(pid));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let secs = t1.duration_since(t0.unwrap()).as_secs_f64();
     let get = |m: &str| metric(&ops, m).unwrap_or(0.0);
     let run = BridgeRun {
-        rate: n / secs,
+        rate: progress.rate(t1),
         cpu: c1 - c0,
         secs,
         commit_avg_ms: 1000.0 * get("tillstream_store_bridge_outbox_commit_seconds_sum")
@@ -295,6 +410,7 @@ async fn bridge_drain(
             / get("tillstream_store_bridge_outbox_commit_batch_events_count").max(1.0),
         delivery_avg_ms: 1000.0 * get("tillstream_store_bridge_kafka_delivery_seconds_sum")
             / get("tillstream_store_bridge_kafka_delivery_seconds_count").max(1.0),
+        others: Others::now(pids.0, pids.1).since(o0),
     };
     Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -408,10 +524,28 @@ async fn main() {
     if let Some(t) = &tansu_memory {
         sinks.push(("tansu-memory", t.kafka()));
     }
+    let mosquitto_pid = env.stack.pid(Svc::Mosquitto);
     for (name, kafka_cfg) in sinks {
+        let broker_pid = match name {
+            "tansu-sqlite" => env.stack.pid(Svc::Tansu),
+            "tansu-memory" => tansu_memory.as_ref().map(|t| t.pid()),
+            _ => None,
+        };
+        let o0 = Others::now(broker_pid, None);
+        let started = Instant::now();
         let tansu = tansu_produce(&kafka_cfg, &recs, linger).await;
-        let run = bridge_drain(&base, &kafka_cfg, name, env.dir.path(), &events).await;
-        rows.push((name, tansu, run));
+        let base_others = Others::now(broker_pid, None).since(o0);
+        let base_secs = started.elapsed().as_secs_f64();
+        let run = bridge_drain(
+            &base,
+            &kafka_cfg,
+            name,
+            env.dir.path(),
+            &events,
+            (broker_pid, mosquitto_pid),
+        )
+        .await;
+        rows.push((name, tansu, run, base_others, base_secs));
     }
 
     println!();
@@ -424,18 +558,31 @@ async fn main() {
         n as f64 / outbox_secs
     );
     println!("mosquitto drain to an ack-only subscriber: {mosq:.0} events/s");
-    for (name, tansu, run) in &rows {
-        let limit = mosq.min(*tansu);
+    for (name, tansu, run, base_others, base_secs) in &rows {
+        let whole = run.rate.whole / mosq.min(tansu.whole);
+        let steady = run.rate.steady / mosq.min(tansu.steady);
         println!(
-            "{name:12}: produce {tansu:.0}/s | bridge {:.0}/s in {:.2} s | ratio to min(mosquitto, tansu) = {:.2} | bridge CPU {:.2} s = {:.0} events/s per core | commit avg {:.2} ms x {:.0} events | delivery avg {:.1} ms",
-            run.rate,
+            "{name:12}: produce {:.0}/s (steady {:.0}) | bridge {:.0}/s (steady {:.0}) in {:.2} s | ratio to min(mosquitto, tansu) = {whole:.2} whole run, {steady:.2} steady 10-90% | bridge CPU {:.2} s = {:.0} events/s per core | commit avg {:.2} ms x {:.0} events | delivery avg {:.1} ms",
+            tansu.whole,
+            tansu.steady,
+            run.rate.whole,
+            run.rate.steady,
             run.secs,
-            run.rate / limit,
             run.cpu,
             n as f64 / run.cpu.max(0.01),
             run.commit_avg_ms,
             run.batch_avg,
             run.delivery_avg_ms
+        );
+        println!(
+            "{:12}  first 10% / last 10%: baseline {:.2} s / {:.2} s, bridge {:.2} s / {:.2} s",
+            "", tansu.ramp, tansu.tail, run.rate.ramp, run.rate.tail
+        );
+        println!(
+            "{:12}  CPU during the baseline: {}; during the bridge: {}",
+            "",
+            base_others.show(*base_secs),
+            run.others.show(run.secs)
         );
     }
 }

@@ -191,6 +191,9 @@ pub struct OutboxConfig {
     pub hot_bytes: usize,
     /// Records produced to Kafka and not yet confirmed, at most.
     pub max_in_flight: usize,
+    /// The drainer keeps about this long's worth of deliveries (at Kafka's measured pace) in
+    /// flight, between 1,000 records and `max_in_flight`.
+    pub in_flight_window_ms: u64,
     /// On shutdown, how long to wait for in-flight deliveries (the rest stay in the outbox).
     pub shutdown_drain_ms: u64,
     /// `linger.ms` of the drainer's producer. Fewer, larger batches: tansu 0.6 (SQLite) serves a
@@ -211,6 +214,7 @@ impl Default for OutboxConfig {
             max_batch: 5_000,
             hot_bytes: 64 * 1024 * 1024,
             max_in_flight: 10_000,
+            in_flight_window_ms: 1_000,
             shutdown_drain_ms: 10_000,
             producer_linger_ms: 20,
             delivery_timeout_ms: 60_000,

@@ -177,10 +177,22 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
         reader: Some(ob.reader),
         writer: ob.tx.clone(),
         max_in_flight: config.outbox.max_in_flight.max(1),
+        window_ms: config.outbox.in_flight_window_ms,
         linger_ms: config.outbox.producer_linger_ms,
         delivery_timeout_ms: config.outbox.delivery_timeout_ms,
         shutdown_drain: Duration::from_millis(config.outbox.shutdown_drain_ms),
         refused: Arc::new(RefusedToDeadLetter(converter.clone())),
+        topics: {
+            let mut t: Vec<String> = config
+                .routes
+                .iter()
+                .map(|r| r.kafka_topic.clone())
+                .collect();
+            t.push(config.dead_letter.topic.clone());
+            t.sort();
+            t.dedup();
+            t
+        },
     };
     let drainer_stop = CancellationToken::new();
     let mut drainer_task = tokio::spawn(drainer.run(drainer_stop.clone()));
