@@ -453,8 +453,22 @@ impl Db {
             MIGRATION_0001.into_sql_str(),
             false,
         )]);
-        migrator.run(&self.pool).await?;
-        Ok(())
+        // sqlx serialises migrations with an advisory lock on PostgreSQL only. On SQLite, two
+        // processes opening a fresh file at once both try to apply; the loser fails ("table ...
+        // already exists") when the winner commits, and a second pass finds the migration applied.
+        // A real migration error fails every pass and is returned.
+        let mut attempt = 0u64;
+        loop {
+            match migrator.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(e) if self.backend == Backend::Sqlite && attempt < 5 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "migration raced another instance; checking again");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// The colour the views point at.
@@ -1183,6 +1197,36 @@ pub fn first_difference(a: &str, b: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Instances starting together on a fresh SQLite file all come up (sqlx locks migrations on
+    /// PostgreSQL only; on SQLite the losers of the race used to fail with "table already exists").
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn instances_starting_together_on_a_fresh_sqlite_file_all_come_up() {
+        for round in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = DatabaseConfig {
+                url: dir.path().join("p.db").display().to_string(),
+                ..DatabaseConfig::default()
+            };
+            let tasks: Vec<_> = (0..4)
+                .map(|_| {
+                    let cfg = cfg.clone();
+                    tokio::spawn(async move { Db::connect(&cfg).await.map(|_| ()) })
+                })
+                .collect();
+            for t in tasks {
+                if let Err(e) = t.await.unwrap() {
+                    panic!("round {round}: {e}");
+                }
+            }
+            let db = Db::connect(&cfg).await.unwrap();
+            let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM projection_state")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+            assert_eq!(rows, 1);
+        }
+    }
 
     #[test]
     fn urls_resolve_to_a_backend() {

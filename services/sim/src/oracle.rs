@@ -578,7 +578,8 @@ fn diff_maps<V: PartialEq + std::fmt::Debug>(
 pub struct Allowances {
     /// Copies on the deduplicated topic beyond the first. A dedup instance killed between
     /// delivering a batch's outputs and recording it in its changelog re-emits that batch once
-    /// restarted (its at-least-once window: at most one batch per partition per crash). Every
+    /// restarted (its at-least-once window: at most one batch per partition per crash); a broker
+    /// that fails an in-flight output set (after storing part of it) gets the set again. Every
     /// downstream sink is idempotent on the event id, so these copies have no effect; the projection
     /// checks below must still be exact.
     pub dedup_topic_duplicates: u64,

@@ -17,6 +17,15 @@ use tokio::time::sleep;
 
 const RATE: u64 = 600;
 
+/// The dedup's window for a broker that goes away: the output set it had in flight (one batch, at
+/// most `max_batch` = 5,000 records) fails and is re-sent whole once the broker is back, and tansu
+/// may have stored part of it before failing the request (on SIGTERM it answers in-flight produce
+/// requests with an error; idempotence is off against tansu, see the README). Seen once in CI: 107
+/// copies. The projection must still be exact.
+const BROKER_OUTAGE: oracle::Allowances = oracle::Allowances {
+    dedup_topic_duplicates: 5_000,
+};
+
 /// A small fleet (2,000 events) that also publishes `poison`, through the whole pipeline: every bad
 /// payload must end as exactly one dead letter with its reason, and everything else must arrive.
 async fn bad_input_passes_the_oracle(seed: u64, poison: PoisonSpec) {
@@ -60,7 +69,7 @@ async fn heavy_fault_tansu_restart() {
     sleep(Duration::from_secs(3)).await;
     run.stack.restart(Svc::Tansu).unwrap();
     publishing.await.unwrap();
-    run.assert_oracle_passes().await;
+    run.assert_oracle_passes_with(BROKER_OUTAGE).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -72,7 +81,7 @@ async fn heavy_fault_kafka_unreachable_60s() {
     sleep(Duration::from_secs(60)).await;
     run.stack.start_svc(Svc::Tansu).unwrap();
     publishing.await.unwrap();
-    run.assert_oracle_passes().await;
+    run.assert_oracle_passes_with(BROKER_OUTAGE).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
