@@ -6,7 +6,7 @@
 //! lands on (sums, maxima, "latest in stream order", first-wins coalesce, and for stock an
 //! add-or-set operation), and `db.rs` mirrors each composition rule in its upsert SQL.
 
-use std::collections::HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 
 use tillstream_contracts::{AdjustmentKind, DeviceEvent, ReleaseReason};
 
@@ -216,7 +216,7 @@ impl Delta<'_> {
 /// The gate rows of a batch, first occurrence of each event id only (a duplicate within one batch is
 /// dropped here; across batches the gate's primary key drops it).
 pub fn gate_rows(batch: &[Envelope]) -> Vec<GateRow<'_>> {
-    let mut seen = std::collections::HashSet::with_capacity(batch.len());
+    let mut seen = FxHashSet::with_capacity_and_hasher(batch.len(), Default::default());
     batch
         .iter()
         .filter(|e| seen.insert(e.event.event_id()))
@@ -351,11 +351,11 @@ fn release_reason(r: ReleaseReason) -> &'static str {
 pub fn project<'a>(batch: &[&'a Envelope], params: &ProjectionParams) -> Delta<'a> {
     let mut b = Builder {
         movements: Vec::with_capacity(batch.len() * 3),
-        stock: HashMap::new(),
-        sales: HashMap::new(),
-        reservations: HashMap::new(),
-        sync: HashMap::new(),
-        days: HashMap::new(),
+        stock: HashMap::default(),
+        sales: HashMap::default(),
+        reservations: HashMap::default(),
+        sync: HashMap::default(),
+        days: HashMap::default(),
         lines_of_event: Vec::new(),
     };
     for env in batch {
