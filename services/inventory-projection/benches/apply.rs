@@ -68,19 +68,8 @@ fn workload(n: usize) -> Vec<Envelope> {
 
 /// (this process's CPU seconds, whole machine's busy CPU seconds).
 fn cpu() -> (f64, f64) {
-    let proc_s = tillstream_integration_tests::bench::cpu_seconds(std::process::id());
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let cpu: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let total: f64 = cpu.iter().sum();
-    let idle = cpu.get(3).copied().unwrap_or(0.0) + cpu.get(4).copied().unwrap_or(0.0);
-    (proc_s, (total - idle) / 100.0)
+    use tillstream_integration_tests::bench::{cpu_seconds, machine_busy_seconds};
+    (cpu_seconds(std::process::id()), machine_busy_seconds())
 }
 
 struct Measured {
