@@ -126,11 +126,16 @@ async fn run_with(cfg: Config, token: CancellationToken, health: Health) -> Resu
     let hook = consumer::OffsetHook::new(db.clone(), &cfg.topic, parts.clone());
     let consumer = Arc::new(consumer::Live::new_consumer(&cfg, hook)?);
     health.ready("kafka", format!("subscribed to {}", cfg.topic));
-    tokio::spawn(consumer::Live::lag_loop(
+    // The lag loop shares the consumer; it is stopped and awaited before `run_with` returns, so the
+    // consumer is closed here, by its owner, and not later by whichever thread drops the last
+    // clone (a runtime shutting down waits for a blocking thread stuck closing a consumer whose
+    // broker has gone meanwhile: seen as a 900 s hang at the end of a test).
+    let lag_token = token.child_token();
+    let lag = tokio::spawn(consumer::Live::lag_loop(
         consumer.clone(),
         cfg.topic.clone(),
         parts.clone(),
-        token.clone(),
+        lag_token.clone(),
     ));
     let live = consumer::Live {
         cfg,
@@ -147,5 +152,13 @@ async fn run_with(cfg: Config, token: CancellationToken, health: Health) -> Resu
         tracing::error!(error = %e, "projection stopped");
     }
     kafka::flush(live.dead.producer(), Duration::from_secs(5));
+    lag_token.cancel();
+    let _ = lag.await;
+    debug_assert_eq!(
+        Arc::strong_count(&live.consumer),
+        1,
+        "nothing else may hold the consumer when the service stops"
+    );
+    drop(live); // closes the consumer (leaves the group) before the service reports it stopped
     res
 }
