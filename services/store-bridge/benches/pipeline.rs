@@ -386,10 +386,11 @@ async fn bridge_drain(
         let cpu = cpu_seconds(pid);
         let received = metric(&ops, "tillstream_store_bridge_messages_in_total").unwrap_or(0.0);
         if t0.is_none() && received > 0.0 {
-            t0 = Some(Instant::now());
+            let now = Instant::now();
+            t0 = Some(now);
             c0 = cpu;
             o0 = Others::now(pids.0, pids.1);
-            progress.started = Instant::now();
+            progress.started = now;
         }
         let out = metric(&ops, "tillstream_store_bridge_messages_out_total").unwrap_or(0.0);
         progress.at(out as usize, Instant::now());
@@ -532,10 +533,9 @@ async fn main() {
             _ => None,
         };
         let o0 = Others::now(broker_pid, None);
-        let started = Instant::now();
         let tansu = tansu_produce(&kafka_cfg, &recs, linger).await;
         let base_others = Others::now(broker_pid, None).since(o0);
-        let base_secs = started.elapsed().as_secs_f64();
+        let base_secs = n as f64 / tansu.whole;
         let run = bridge_drain(
             &base,
             &kafka_cfg,

@@ -180,7 +180,6 @@ impl<A: Send + 'static> Drainer<A> {
                 }
                 break;
             }
-            let window = pace.size;
             let room = st.in_flight.len() + (window / 10).max(1) <= window && !queue_full;
             tokio::select! {
                 biased;
