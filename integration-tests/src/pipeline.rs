@@ -254,8 +254,11 @@ impl Pipeline {
         set("KAFKA__MAX_POLL_INTERVAL_MS", "20000".into());
         // tansu 0.6's idempotent-producer support breaks after a broker restart (see KafkaConfig).
         set("KAFKA__IDEMPOTENCE", "false".into());
-        // tansu 0.6 can settle a group with nothing assigned to its only live member (see
-        // KafkaConfig::empty_assignment_rejoin_ms).
+        // tansu 0.6's group coordinator can leave a live member with nothing assigned: each
+        // instance assigns itself its share (`Assignment::Static`). A second instance of a service
+        // (`add`) takes the second share; tests that exercise a consumer group ask for it in
+        // `extra_env`, which comes last.
+        set("KAFKA__ASSIGNMENT", "static".into());
         set("KAFKA__EMPTY_ASSIGNMENT_REJOIN_MS", "15000".into());
         match service {
             Service::Bridge => {

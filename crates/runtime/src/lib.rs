@@ -1,14 +1,28 @@
-//! Shared runtime for tillstream services: configuration (file + environment), telemetry
-//! (tracing + Prometheus), the ops HTTP endpoints (`/metrics`, `/healthz`, `/readyz`), shutdown on
-//! SIGTERM, error classification and the Kafka plumbing every consumer and producer uses.
+//! Shared runtime for tillstream services.
 //!
-//! Delivery guarantee: none by itself; the Kafka helpers here implement the house rule that an offset
-//! is stored only after the work it covers is durable, and committed on revoke and shutdown.
+//! # Layout
+//! - `config`: configuration from defaults, a TOML file and the environment; the ops address.
+//! - `telemetry`: tracing and the Prometheus recorder.
+//! - `ops`: `/metrics`, `/healthz`, `/readyz` and [`Health`].
+//! - `shutdown`: SIGTERM / Ctrl-C as a [`CancellationToken`].
+//! - `service`: the shape of a started service ([`service::Running`]) and the staged
+//!   [`service::ShutdownGuard`] that owns its tasks.
+//! - `error`: [`ErrorClass`] (retryable / fatal / poison) and [`Classify`].
+//! - `retry`: the one back-off every retry loop uses; running blocking work from async code.
+//! - `kafka`: consumer (group or static assignment), offsets, producer, dead letters, reads.
+//! - `clock`, `ids`: wall-clock milliseconds; deterministic UUIDv5 identities.
+//!
+//! Delivery guarantee: none by itself; the Kafka helpers implement the house rule that an offset is
+//! stored only after the work it covers is durable, and committed on revoke and shutdown.
 
+pub mod clock;
 pub mod config;
 pub mod error;
+pub mod ids;
 pub mod kafka;
 pub mod ops;
+pub mod retry;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -8,149 +8,178 @@
 //! changelog record delivered -> gap records delivered -> input offsets stored (committed by the
 //! auto-commit timer, on revoke and on shutdown). A crash can duplicate at most the one batch in
 //! flight per partition (outputs delivered, changelog record not yet written); a batch whose
-//! changelog record was written is never replayed, because a restore starts after what the changelog
-//! covers. With `transactional = true` (Apache Kafka only) the whole batch, changelog and offsets
-//! included, is one Kafka transaction.
+//! changelog record was written is never replayed, because a partition resumes where its changelog
+//! ends. With `delivery = "transactional"` (Apache Kafka only) the whole batch, changelog and
+//! offsets included, is one Kafka transaction.
 //!
-//! Modules: `core` (pure decisions), `changelog` (state record format), `decode` (raw record ->
-//! input), `restore` (rebalance hook, state restore), `service` (the consumer loop), `metrics`.
+//! # Layout
+//! - [`config`]: [`Config`], [`DeliveryMode`]; [`error`]: [`DedupError`]; [`metrics`]: names and
+//!   emit functions.
+//! - [`core`] (pure): a batch of decoded events in, verdicts, conflicts, gap records and the
+//!   changelog delta out. [`changelog`] (pure): the delta's record format.
+//! - I/O edges: [`decode`] (raw record -> core input), [`restore`] (partition hook: state from the
+//!   changelog, start offsets), [`produce`] (records out, the batch transaction), [`processor`]
+//!   (the batch loop).
+//! - [`start`] wires them and returns a [`Running`].
 
 pub mod changelog;
+pub mod config;
 pub mod core;
 pub mod decode;
+pub mod error;
 pub mod metrics;
+pub mod processor;
+pub mod produce;
 pub mod restore;
-pub mod service;
 
-use serde::{Deserialize, Serialize};
-use tillstream_contracts::{RegistryConfig, RegistryError};
-use tillstream_runtime::config::OpsConfig;
-use tillstream_runtime::kafka::KafkaConfig;
-use tillstream_runtime::{Classify, ErrorClass};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-pub use service::{Counters, Running, run, start};
+use rdkafka::consumer::Consumer;
+use tillstream_contracts::{EventKind, Registry};
+use tillstream_runtime::kafka::{self, ConsumerSettings, DeadLetters, InputConsumer};
+use tillstream_runtime::service::ShutdownGuard;
+use tillstream_runtime::{CancellationToken, Health};
 
-/// Service name (config prefix `TILLSTREAM_DEDUP__`, `tillstream-producer` header, dead letters).
-pub const SERVICE: &str = "dedup";
+pub use config::{Config, DedupConfig, DeliveryMode, SERVICE};
+pub use error::DedupError;
+pub use processor::{BEYOND_HORIZON_HEADER, Counters, Observed};
 
-/// Header added to an emitted event whose `occurred_at` is older than the retention horizon.
-pub const BEYOND_HORIZON_HEADER: &str = "tillstream-dedup-beyond-horizon";
+use crate::processor::BatchProcessor;
+use crate::produce::BatchTransaction;
+use crate::restore::{Hook, Restorer, Shared};
 
-/// Full configuration (`config::load::<Config>("dedup", file)`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Config {
-    pub kafka: KafkaConfig,
-    pub registry: RegistryConfig,
-    pub ops: OpsConfig,
-    pub dedup: DedupConfig,
+/// A started dedup (its [`Observed`] counters and state are for tests and benches).
+pub type Running = tillstream_runtime::service::Running<DedupError, Observed>;
+
+/// Runs until `token` is cancelled (then finishes the batch in hand and commits) or a fatal error.
+pub async fn run(config: Config, token: CancellationToken) -> Result<(), DedupError> {
+    start(config, token).await?.wait().await
 }
 
-/// The `[dedup]` section.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct DedupConfig {
-    pub input_topic: String,
-    pub output_topic: String,
-    pub gaps_topic: String,
-    pub conflicts_topic: String,
-    pub dead_letter_topic: String,
-    pub changelog_topic: String,
-    pub group_id: String,
-    pub client_id: String,
-    /// Retention horizon (record time): how long an event id is remembered, and the age of
-    /// `occurred_at` beyond which an event is emitted flagged. Default 7 days.
-    pub horizon_ms: i64,
-    /// Device states are re-written to the changelog at least this often (record time).
-    pub device_refresh_ms: i64,
-    pub max_open_gaps_per_device: usize,
-    /// Records per batch at most (one batch = one changelog record per partition).
-    pub max_batch: usize,
-    /// How long a batch waits for more records after its first.
-    pub linger_ms: u64,
-    /// Largest changelog record; a bigger delta is split into chunks.
-    pub changelog_chunk_bytes: usize,
-    /// Give up restoring a partition after this long (the service then stops: never runs without
-    /// its state).
-    pub restore_timeout_ms: u64,
-    /// Kafka transactions around each batch (Apache Kafka only; tansu has none).
-    pub transactional: bool,
-    /// `transactional.id` (default `<client_id>-txn`); must be stable per instance.
-    pub transactional_id: Option<String>,
-    /// How often the per-store gap gauges and state-size gauges are refreshed.
-    pub gauge_interval_ms: u64,
-    /// librdkafka properties for the producer only (on top of the runtime's idempotent producer
-    /// settings and `kafka.properties`).
-    pub producer_properties: std::collections::BTreeMap<String, String>,
+/// Starts the service: checks the topics, warms up the registry, serves the ops endpoint, and
+/// starts the batch loop on its input consumer.
+pub async fn start(config: Config, token: CancellationToken) -> Result<Running, DedupError> {
+    let cfg = &config.dedup;
+    cfg.validate(&config.kafka).map_err(DedupError::Config)?;
+    let health = Health::new();
+    health.register(restore::HEALTH);
+    let ops_addr =
+        tillstream_runtime::ops::serve(&config.ops, health.clone(), token.clone()).await?;
+
+    let registry = Registry::new(config.registry.clone())?;
+    registry
+        .warm_up(&[
+            EventKind::ConflictDetected,
+            EventKind::SequenceGap,
+            EventKind::DeadLetter,
+        ])
+        .await?;
+
+    let restorer = Restorer::new(
+        &config.kafka,
+        &cfg.group_id,
+        &cfg.client_id,
+        &cfg.changelog_topic,
+        Duration::from_millis(cfg.restore_timeout_ms),
+    )?;
+    check_topics(&restorer, cfg)?;
+
+    let mut producer_cfg = config.kafka.clone();
+    producer_cfg
+        .properties
+        .extend(cfg.producer_properties.clone());
+    if cfg.delivery == DeliveryMode::Transactional {
+        let id = cfg
+            .transactional_id
+            .clone()
+            .unwrap_or_else(|| format!("{}-txn", cfg.client_id));
+        producer_cfg
+            .properties
+            .insert("transactional.id".into(), id);
+    }
+    let producer = kafka::producer(&producer_cfg, &cfg.client_id)?;
+    let transaction = BatchTransaction::new(cfg.delivery, producer.clone());
+    transaction.init().await?;
+    let dead_letters = DeadLetters::new(
+        producer.clone(),
+        &cfg.dead_letter_topic,
+        registry.clone(),
+        SERVICE,
+        metrics::DEAD_LETTERS,
+    );
+
+    let shared = Arc::new(Shared::default());
+    let hook = Hook::new(
+        shared.clone(),
+        restorer,
+        cfg.core(),
+        &cfg.input_topic,
+        health.clone(),
+    );
+    let settings = ConsumerSettings::new(&cfg.group_id, &cfg.client_id);
+    let consumer = InputConsumer::new(
+        &config.kafka,
+        &settings,
+        SERVICE,
+        hook,
+        &[cfg.input_topic.as_str()],
+    )?;
+    let counters = Arc::new(Counters::default());
+    let processor = BatchProcessor {
+        config: config.clone(),
+        registry,
+        producer,
+        transaction,
+        dead_letters,
+        shared: shared.clone(),
+        counters: counters.clone(),
+        group_seq: 0,
+        writer_id: u64::from(uuid::Uuid::new_v4().as_u128() as u32) << 32,
+        gauge_stores: BTreeSet::new(),
+        last_gauges: Instant::now(),
+    };
+    let mut guard = ShutdownGuard::new(SERVICE, token);
+    let intake = guard.stage("batches");
+    guard.spawn_task("batch loop", processor.run(consumer, intake));
+    Ok(Running::new(
+        ops_addr,
+        health,
+        Observed { counters, shared },
+        guard,
+    ))
 }
 
-impl Default for DedupConfig {
-    fn default() -> Self {
-        let core = core::CoreConfig::default();
-        DedupConfig {
-            input_topic: "tillstream.store-events.raw".into(),
-            output_topic: "tillstream.store-events".into(),
-            gaps_topic: "tillstream.sequence-gaps".into(),
-            conflicts_topic: "tillstream.conflicts".into(),
-            dead_letter_topic: "tillstream.dead-letter".into(),
-            changelog_topic: "tillstream.dedup.changelog".into(),
-            group_id: "tillstream-dedup".into(),
-            client_id: "tillstream-dedup".into(),
-            horizon_ms: core.horizon_ms,
-            device_refresh_ms: core.device_refresh_ms,
-            max_open_gaps_per_device: core.max_open_gaps_per_device,
-            max_batch: 5000,
-            linger_ms: 20,
-            changelog_chunk_bytes: 512 * 1024,
-            restore_timeout_ms: 300_000,
-            transactional: false,
-            transactional_id: None,
-            gauge_interval_ms: 5_000,
-            producer_properties: Default::default(),
+/// The output, changelog and input topics must have the same partition count (outputs and state are
+/// co-partitioned with the input).
+fn check_topics(restorer: &Restorer, cfg: &DedupConfig) -> Result<(), DedupError> {
+    let count = |topic: &str| -> Result<usize, DedupError> {
+        let n =
+            kafka::partition_count(restorer.consumer().client(), topic, Duration::from_secs(15))?;
+        if n == 0 {
+            return Err(DedupError::Topology(format!(
+                "topic {topic} does not exist (run `tillctl topology apply`)"
+            )));
+        }
+        Ok(n)
+    };
+    let input = count(&cfg.input_topic)?;
+    for t in [&cfg.output_topic, &cfg.changelog_topic] {
+        let n = count(t)?;
+        if n != input {
+            return Err(DedupError::Topology(format!(
+                "{t} has {n} partitions, {} has {input}: they must be co-partitioned",
+                cfg.input_topic
+            )));
         }
     }
-}
-
-impl DedupConfig {
-    pub fn core(&self) -> core::CoreConfig {
-        core::CoreConfig {
-            horizon_ms: self.horizon_ms,
-            device_refresh_ms: self.device_refresh_ms,
-            max_open_gaps_per_device: self.max_open_gaps_per_device,
-        }
+    for t in [
+        &cfg.gaps_topic,
+        &cfg.conflicts_topic,
+        &cfg.dead_letter_topic,
+    ] {
+        count(t)?;
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DedupError {
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    #[error("topology: {0}")]
-    Topology(String),
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("schema registry: {0}")]
-    Registry(#[from] RegistryError),
-    #[error("encoding an output record: {0}")]
-    Codec(#[from] tillstream_contracts::CodecError),
-    #[error("changelog: {0}")]
-    Changelog(#[from] changelog::ChangelogError),
-    #[error("dead letter: {0}")]
-    DeadLetter(#[from] tillstream_runtime::kafka::DeadLetterError),
-    #[error("state restore failed: {0}")]
-    Restore(String),
-    #[error("transaction: {0}")]
-    Transaction(String),
-    #[error("ops endpoint: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-impl Classify for DedupError {
-    fn class(&self) -> ErrorClass {
-        match self {
-            DedupError::Kafka(e) => e.class(),
-            DedupError::Registry(e) => e.class(),
-            _ => ErrorClass::Fatal,
-        }
-    }
+    Ok(())
 }

@@ -59,3 +59,73 @@ pub const CHANGELOG_BYTES: &str = "tillstream_dedup_changelog_bytes_total";
 pub const DEAD_LETTERS: &str = "tillstream_dedup_dead_letters_total";
 /// Deliveries retried after a failure reported by the producer.
 pub const DELIVERY_RETRIES: &str = "tillstream_dedup_delivery_retries_total";
+
+// Emit functions: the only places metrics are recorded (the rest of the crate calls these).
+
+use std::time::Duration;
+
+use crate::core::BatchStats;
+
+/// One batch processed: its counts, size and wall time.
+pub fn batch_done(s: &BatchStats, in_count: u64, took: Duration) {
+    metrics::counter!(EVENTS_IN).increment(in_count);
+    metrics::counter!(EVENTS_OUT).increment(s.emitted);
+    metrics::counter!(DUPLICATES_DROPPED).increment(s.duplicates);
+    metrics::counter!(IDENTITY_COLLISIONS).increment(s.collisions);
+    metrics::counter!(COLLISIONS_REPEATED).increment(s.collisions_repeated);
+    metrics::counter!(BEYOND_HORIZON).increment(s.beyond_horizon);
+    metrics::counter!(DEVICE_RESETS).increment(s.resets);
+    metrics::counter!(SEQUENCE_BASELINES).increment(s.baselines);
+    metrics::counter!(SEQUENCE_UNACCOUNTED, "reason" => "straggler").increment(s.stragglers);
+    metrics::counter!(SEQUENCE_UNACCOUNTED, "reason" => "unsequenced").increment(s.unsequenced);
+    metrics::counter!(SEQUENCE_UNACCOUNTED, "reason" => "beyond_horizon")
+        .increment(s.beyond_horizon_unaccounted);
+    metrics::counter!(GAPS_ABANDONED).increment(s.gaps_abandoned);
+    metrics::counter!(STATE_EXPIRED, "kind" => "event_id").increment(s.ids_expired);
+    metrics::counter!(STATE_EXPIRED, "kind" => "device").increment(s.devices_expired);
+    metrics::histogram!(BATCH_SECONDS).record(took.as_secs_f64());
+    metrics::histogram!(BATCH_EVENTS).record(in_count as f64);
+}
+
+/// An emitted event was delivered `lag_s` seconds after its Kafka timestamp.
+pub fn event_delivered(lag_s: f64) {
+    metrics::histogram!(EVENT_LAG_SECONDS).record(lag_s);
+}
+
+pub fn changelog_written(records: usize, bytes: usize) {
+    metrics::counter!(CHANGELOG_RECORDS).increment(records as u64);
+    metrics::counter!(CHANGELOG_BYTES).increment(bytes as u64);
+}
+
+pub fn gap_record_written(status: &'static str) {
+    metrics::counter!(GAP_RECORDS, "status" => status).increment(1);
+}
+
+pub fn delivery_retried() {
+    metrics::counter!(DELIVERY_RETRIES).increment(1);
+}
+
+/// A restore of some partitions took `took`.
+pub fn restore_done(took: Duration) {
+    metrics::histogram!(RESTORE_SECONDS).record(took.as_secs_f64());
+}
+
+/// One partition's restore read `records` changelog records, `incomplete` of them unusable.
+pub fn partition_restored(records: u64, incomplete: u64) {
+    metrics::counter!(RESTORE_RECORDS).increment(records);
+    metrics::counter!(RESTORE_INCOMPLETE).increment(incomplete);
+}
+
+/// State held for one owned input partition.
+pub fn state_size(partition: i32, event_ids: usize, devices: usize) {
+    let label = partition.to_string();
+    metrics::gauge!(STATE_EVENT_IDS, "partition" => label.clone()).set(event_ids as f64);
+    metrics::gauge!(STATE_DEVICES, "partition" => label).set(devices as f64);
+}
+
+/// A store's open gaps (all zero once it has none).
+pub fn store_gaps(store: &str, open: u64, missing: i64, oldest_age_s: f64) {
+    metrics::gauge!(OPEN_GAPS, "store" => store.to_string()).set(open as f64);
+    metrics::gauge!(MISSING_SEQS, "store" => store.to_string()).set(missing as f64);
+    metrics::gauge!(OLDEST_GAP_AGE, "store" => store.to_string()).set(oldest_age_s);
+}

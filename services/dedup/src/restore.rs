@@ -20,6 +20,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tillstream_contracts::SequenceGap;
 use tillstream_runtime::Health;
 use tillstream_runtime::kafka::{KafkaConfig, PartitionHook};
+use tillstream_runtime::retry::blocking;
 
 use crate::changelog::{self, Assembler};
 use crate::core::{CoreConfig, PartitionDedup};
@@ -315,11 +316,11 @@ impl Hook {
             .map(|(p, _)| *p)
             .collect();
         let restored = self.restorer.restore(bases, &self.core)?;
-        let secs = started.elapsed().as_secs_f64();
-        metrics::histogram!(m::RESTORE_SECONDS).record(secs);
+        let took = started.elapsed();
+        let secs = took.as_secs_f64();
+        m::restore_done(took);
         for (p, r) in restored {
-            metrics::counter!(m::RESTORE_RECORDS).increment(r.records);
-            metrics::counter!(m::RESTORE_INCOMPLETE).increment(r.incomplete);
+            m::partition_restored(r.records, r.incomplete);
             tracing::info!(
                 partition = p,
                 from_standby = from_standby.contains(&p),
@@ -343,17 +344,6 @@ impl Hook {
     }
 }
 
-/// Runs blocking work from inside an async context without stalling the runtime's other tasks
-/// (the rebalance callback runs inside the consumer's `recv` future).
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
-}
-
 impl PartitionHook for Hook {
     fn on_assign(&self, tpl: &mut TopicPartitionList) {
         let parts: Vec<i32> = tpl
@@ -365,11 +355,26 @@ impl PartitionHook for Hook {
             self.health
                 .not_ready(HEALTH, format!("restoring partitions {parts:?}"));
         }
+        // The rebalance callback runs inside the consumer's `recv` future: restore without
+        // stalling the runtime's other tasks.
         if let Err(e) = blocking(|| self.assign(&parts)) {
             tracing::error!(partitions = ?parts, error = %e, "restore failed: stopping");
             self.health.broken(HEALTH, e.to_string());
             self.shared.set_fatal(e.to_string());
             return;
+        }
+        // Resume each partition where its changelog ends: what it covers was processed and made
+        // durable by an earlier owner. A partition with no state starts from the committed offset.
+        {
+            let owned = lock(&self.shared.owned);
+            for p in &parts {
+                if let Some(next) = owned.get(p).and_then(|s| s.dedup.next_offset())
+                    && let Err(e) =
+                        tpl.set_partition_offset(&self.input_topic, *p, Offset::Offset(next))
+                {
+                    tracing::warn!(partition = p, error = %e, "cannot set the start offset: covered records will be skipped");
+                }
+            }
         }
         let owned: Vec<i32> = lock(&self.shared.owned).keys().copied().collect();
         self.health

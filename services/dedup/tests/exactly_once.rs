@@ -68,7 +68,7 @@ async fn heavy_100k_events_with_duplicates_collisions_and_50_missing_seqs() {
     assert!(text.contains("tillstream_dedup_events_in_total"), "{text}");
     assert!(text.contains("tillstream_dedup_open_gaps"), "{text}");
     token.cancel();
-    let counters = running.counters.clone();
+    let counters = running.state.counters.clone();
     running.wait().await.expect("clean stop");
 
     // Every event exactly once, and nothing else.

@@ -57,7 +57,11 @@ fn config(kafka: &KafkaConfig, registry: &TestRegistry, transactional: bool) -> 
             client_id: "dedup-mock".into(),
             max_batch: 500,
             linger_ms: 10,
-            transactional,
+            delivery: if transactional {
+                tillstream_dedup::DeliveryMode::Transactional
+            } else {
+                tillstream_dedup::DeliveryMode::AtLeastOnce
+            },
             ..DedupConfig::default()
         },
     }
@@ -91,7 +95,7 @@ impl MockEnv {
 /// Waits (bounded) until the instance has read `n` input records.
 async fn wait_read(running: &tillstream_dedup::Running, n: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while running.counters.events_in.load(Ordering::Relaxed) < n {
+    while running.state.counters.events_in.load(Ordering::Relaxed) < n {
         assert!(
             std::time::Instant::now() < deadline,
             "input not read in 120 s"
@@ -182,7 +186,7 @@ async fn transactional_mode_commits_outputs_changelog_and_offsets_together() {
     produce(&env.kafka, &w.records[..500]).await;
     wait_read(&running, 500).await;
     token.cancel();
-    let counters = running.counters.clone();
+    let counters = running.state.counters.clone();
     running.wait().await.unwrap();
     assert_eq!(read(&env.kafka, OUT).await.len(), before);
     assert_eq!(counters.events_out.load(Ordering::Relaxed), 0);

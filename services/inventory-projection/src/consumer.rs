@@ -16,7 +16,9 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::OwnedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tillstream_contracts::{Registry, SourceKind};
-use tillstream_runtime::kafka::{self, DeadLetters, GroupConsumer, GroupSettings, PartitionHook};
+use tillstream_runtime::kafka::{
+    self, ConsumerSettings, DeadLetters, InputConsumer, PartitionHook,
+};
 use tillstream_runtime::{CancellationToken, Classify, ErrorClass, Health};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
@@ -121,7 +123,7 @@ pub(crate) struct Live {
     pub db: Db,
     pub registry: Registry,
     pub dead: DeadLetters,
-    pub consumer: Arc<GroupConsumer<OffsetHook>>,
+    pub consumer: InputConsumer<OffsetHook>,
     pub parts: Arc<Mutex<Partitions>>,
     pub token: CancellationToken,
     pub health: Health,
@@ -141,26 +143,24 @@ impl Live {
     pub fn new_consumer(
         cfg: &Config,
         hook: OffsetHook,
-    ) -> Result<GroupConsumer<OffsetHook>, rdkafka::error::KafkaError> {
+    ) -> Result<InputConsumer<OffsetHook>, rdkafka::error::KafkaError> {
         // read_committed (the default): with Apache Kafka, only what dedup committed is applied.
-        let settings = GroupSettings::new(&cfg.group_id, "tillstream-inventory-projection");
-        kafka::group_consumer(&cfg.kafka, &settings, SERVICE, hook, &[&cfg.topic])
+        let settings = ConsumerSettings::new(&cfg.group_id, "tillstream-inventory-projection");
+        InputConsumer::new(&cfg.kafka, &settings, SERVICE, hook, &[&cfg.topic])
     }
 
     /// The batch loop; returns when the token is cancelled (after finishing the batch in hand).
-    pub async fn run(&self) -> Result<(), Error> {
+    pub async fn run(&mut self) -> Result<(), Error> {
         let linger = Duration::from_millis(self.cfg.batch.linger_ms);
-        while let Some(batch) = kafka::next_batch(
-            &self.consumer,
-            &self.token,
-            self.cfg.batch.max_events,
-            linger,
-        )
-        .await
+        let token = self.token.clone();
+        while let Some(batch) = self
+            .consumer
+            .next_batch(&token, self.cfg.batch.max_events, linger)
+            .await
         {
             self.process(batch).await?;
         }
-        kafka::commit_on_shutdown(&self.consumer, SERVICE);
+        self.consumer.commit_on_shutdown();
         Ok(())
     }
 
@@ -195,12 +195,7 @@ impl Live {
                     want,
                     "consumer started past the database offset: seeking back"
                 );
-                self.consumer.seek(
-                    &self.cfg.topic,
-                    p,
-                    Offset::Offset(want),
-                    Duration::from_secs(10),
-                )?;
+                self.consumer.seek(&self.cfg.topic, p, want)?;
                 drop.insert(p);
             }
             let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
@@ -272,7 +267,7 @@ impl Live {
                 offsets.done(&self.cfg.topic, *p, o - 1);
             }
         }
-        kafka::store_batch_offsets(&self.consumer, &offsets);
+        self.consumer.store_offsets(&offsets);
         Ok(())
     }
 
@@ -380,7 +375,7 @@ impl Live {
             store.as_deref(),
             event.map(|e| e.event.device_id()),
             event.map(|e| e.event.event_id()),
-            kafka::now_ms(),
+            tillstream_runtime::clock::now_ms(),
         );
         self.dead.publish(&record, &self.token).await?;
         Ok(())
@@ -404,9 +399,10 @@ impl Live {
             .await
     }
 
-    /// Every 5 s: lag per assigned partition = high watermark - next offset in the database.
+    /// Every 5 s: lag per assigned partition = high watermark - next offset in the database. Reads
+    /// watermarks with its own client (`consumer`, no group), never the input consumer.
     pub async fn lag_loop(
-        consumer: Arc<GroupConsumer<OffsetHook>>,
+        consumer: Arc<rdkafka::consumer::BaseConsumer>,
         topic: String,
         parts: Arc<Mutex<Partitions>>,
         token: CancellationToken,

@@ -18,12 +18,12 @@ pub mod metrics;
 pub mod model;
 pub mod rebuild;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tillstream_contracts::{Registry, RegistryError};
 use tillstream_runtime::kafka::{self, DeadLetterError, DeadLetters};
+use tillstream_runtime::service::{ShutdownGuard, TaskFailure};
 use tillstream_runtime::{CancellationToken, Classify, ErrorClass, Health, ops};
 
 pub use config::{Config, SERVICE};
@@ -43,6 +43,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Other(String),
+    #[error(transparent)]
+    Task(#[from] TaskFailure),
 }
 
 impl Classify for Error {
@@ -52,7 +54,7 @@ impl Classify for Error {
             Error::Kafka(e) => e.class(),
             Error::Registry(e) => e.class(),
             Error::DeadLetter(_) | Error::Io(_) => ErrorClass::Retryable,
-            Error::Other(_) => ErrorClass::Fatal,
+            Error::Other(_) | Error::Task(_) => ErrorClass::Fatal,
         }
     }
 }
@@ -77,32 +79,26 @@ pub async fn connect_db(cfg: &Config, token: &CancellationToken) -> Result<Optio
 }
 
 /// A started live projection.
-#[derive(Debug)]
-pub struct Running {
-    pub ops_addr: SocketAddr,
-    pub task: tokio::task::JoinHandle<Result<(), Error>>,
-}
+pub type Running = tillstream_runtime::service::Running<Error>;
 
 /// Starts the live projection: ops endpoint, database (migrated, views over the active set), the
-/// group consumer with database-held offsets, and the batch loop. Must run on a multi-thread
-/// runtime (the rebalance hook blocks in place to read offsets).
+/// input consumer with database-held offsets, and the batch loop. Must run on a multi-thread
+/// runtime (the partition hook blocks in place to read offsets).
 pub async fn start(cfg: Config, token: CancellationToken) -> Result<Running, Error> {
     let health = Health::new();
     health.register("database");
     health.register("kafka");
     let ops_addr = ops::serve(&cfg.ops, health.clone(), token.clone()).await?;
-    let task = tokio::spawn(async move { run_with(cfg, token, health).await });
-    Ok(Running { ops_addr, task })
+    let mut guard = ShutdownGuard::new(SERVICE, token);
+    let batches = guard.stage("batches");
+    guard.spawn_task("batch loop", run_with(cfg, batches, health.clone()));
+    Ok(Running::new(ops_addr, health, (), guard))
 }
 
 /// Runs the live projection until `token` is cancelled (SIGTERM): the batch in hand is finished
 /// (or rolled back by a failure), then the loop exits; the database offsets make either safe.
 pub async fn run(cfg: Config, token: CancellationToken) -> Result<(), Error> {
-    let running = start(cfg, token).await?;
-    running
-        .task
-        .await
-        .map_err(|e| Error::Other(format!("projection task: {e}")))?
+    start(cfg, token).await?.wait().await
 }
 
 async fn run_with(cfg: Config, token: CancellationToken, health: Health) -> Result<(), Error> {
@@ -124,20 +120,23 @@ async fn run_with(cfg: Config, token: CancellationToken, health: Health) -> Resu
     );
     let parts = Arc::new(Mutex::new(consumer::Partitions::default()));
     let hook = consumer::OffsetHook::new(db.clone(), &cfg.topic, parts.clone());
-    let consumer = Arc::new(consumer::Live::new_consumer(&cfg, hook)?);
+    let consumer = consumer::Live::new_consumer(&cfg, hook)?;
     health.ready("kafka", format!("subscribed to {}", cfg.topic));
-    // The lag loop shares the consumer; it is stopped and awaited before `run_with` returns, so the
-    // consumer is closed here, by its owner, and not later by whichever thread drops the last
-    // clone (a runtime shutting down waits for a blocking thread stuck closing a consumer whose
-    // broker has gone meanwhile: seen as a 900 s hang at the end of a test).
+    // The lag loop reads watermarks with a client of its own (no group): it never holds the input
+    // consumer, which is closed here, by its owner (a runtime shutting down waits for a blocking
+    // thread stuck closing a consumer whose broker has gone meanwhile: once a 900 s test hang).
+    let lag_client: rdkafka::consumer::BaseConsumer = cfg
+        .kafka
+        .client_config("tillstream-inventory-projection-lag")
+        .create()?;
     let lag_token = token.child_token();
     let lag = tokio::spawn(consumer::Live::lag_loop(
-        consumer.clone(),
+        Arc::new(lag_client),
         cfg.topic.clone(),
         parts.clone(),
         lag_token.clone(),
     ));
-    let live = consumer::Live {
+    let mut live = consumer::Live {
         cfg,
         db,
         registry,
@@ -154,11 +153,6 @@ async fn run_with(cfg: Config, token: CancellationToken, health: Health) -> Resu
     kafka::flush(live.dead.producer(), Duration::from_secs(5));
     lag_token.cancel();
     let _ = lag.await;
-    debug_assert_eq!(
-        Arc::strong_count(&live.consumer),
-        1,
-        "nothing else may hold the consumer when the service stops"
-    );
     drop(live); // closes the consumer (leaves the group) before the service reports it stopped
     res
 }

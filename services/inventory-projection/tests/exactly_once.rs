@@ -172,7 +172,7 @@ async fn scenario(stack: &Stack, url_for: impl Fn(&str) -> String) {
     // 2. Applied twice: stop, forget the offsets in the database, start again (another group, so
     //    Kafka's committed offsets do not help): every event is redelivered and refused.
     token.cancel();
-    running.task.await.unwrap().unwrap();
+    running.wait().await.unwrap();
     db_a.reset_offsets(Color::Blue).await.unwrap();
     let token = CancellationToken::new();
     let cfg_b = common::config(&kafka, &registry.url, &url_a, "it-projection-b");
@@ -360,7 +360,7 @@ async fn scenario(stack: &Stack, url_for: impl Fn(&str) -> String) {
     assert!(out.contains("equal to the live set"), "{out}");
     assert_eq!(db_a.dump(Color::Green).await.unwrap(), live);
     token.cancel();
-    running.task.await.unwrap().unwrap();
+    running.wait().await.unwrap();
 }
 
 async fn reqwest_metrics(addr: std::net::SocketAddr) -> String {

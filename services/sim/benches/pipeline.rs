@@ -34,7 +34,7 @@ fn fleet(seed: u64, events: u64, offline_everyone: bool) -> FleetSpec {
         stores: 10,
         devices_per_store: 4,
         events,
-        start_ms: Some(recent_start(kafka::now_ms(), 2)),
+        start_ms: Some(recent_start(tillstream_runtime::clock::now_ms(), 2)),
         offline_fraction: if offline_everyone { 1.0 } else { 0.0 },
         offline_periods: 1,
         offline_events: if offline_everyone { u32::MAX } else { 0 },

@@ -252,7 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut fleet = load_spec(&spec)?;
             if fleet.start_ms.is_none() {
                 fleet.start_ms = Some(tillstream_sim::plan::recent_start(
-                    tillstream_runtime::kafka::now_ms(),
+                    tillstream_runtime::clock::now_ms(),
                     fleet.days,
                 ));
             }

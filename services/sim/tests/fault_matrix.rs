@@ -142,7 +142,20 @@ async fn heavy_fault_postgres_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_fault_second_consumer_instances_rebalance() {
-    let run = E2e::start(&small_fleet(108, 5_000), Backend::Sqlite).await;
+    // A consumer group moves partitions between the two instances (the static default would give
+    // each instance every partition: scaling out statically means a new `static_count` for all).
+    let group = |s: Service| {
+        let prefix = match s {
+            Service::Dedup => "TILLSTREAM_DEDUP__",
+            _ => "TILLSTREAM_INVENTORY_PROJECTION__",
+        };
+        (
+            s,
+            vec![(format!("{prefix}KAFKA__ASSIGNMENT"), "group".to_string())],
+        )
+    };
+    let env = BTreeMap::from([group(Service::Dedup), group(Service::Projection)]);
+    let run = E2e::start_with(&small_fleet(108, 5_000), Backend::Sqlite, env).await;
     let publishing = run.publish_in_background(RATE).await;
     let mut run = run;
     sleep(Duration::from_secs(2)).await;

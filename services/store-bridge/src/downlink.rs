@@ -20,8 +20,9 @@ use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tillstream_contracts::{DeviceEvent, Registry, SourceKind, codec};
 use tillstream_runtime::Health;
+use tillstream_runtime::clock::now_ms;
 use tillstream_runtime::kafka::{
-    self, BatchOffsets, DeadLetters, GroupSettings, KafkaConfig, Source, now_ms,
+    BatchOffsets, ConsumerSettings, DeadLetters, InputConsumer, KafkaConfig, Source,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -138,14 +139,16 @@ pub async fn run(
         })
     };
 
-    let settings = GroupSettings {
-        isolation_level: "read_uncommitted",
-        ..GroupSettings::new(&cfg.group_id, "tillstream-store-bridge-downlink")
+    let settings = ConsumerSettings {
+        isolation_level: "read_uncommitted".into(),
+        ..ConsumerSettings::new(&cfg.group_id, "tillstream-store-bridge-downlink")
     };
-    let consumer = kafka::group_consumer(&kafka_cfg, &settings, "store-bridge", (), &[&cfg.topic])?;
+    let mut consumer =
+        InputConsumer::new(&kafka_cfg, &settings, "store-bridge", (), &[&cfg.topic])?;
     let mut sent = 0u64;
-    while let Some(batch) =
-        kafka::next_batch(&consumer, &token, cfg.batch, Duration::from_millis(50)).await
+    while let Some(batch) = consumer
+        .next_batch(&token, cfg.batch, Duration::from_millis(50))
+        .await
     {
         let mut offsets = BatchOffsets::new();
         for msg in &batch {
@@ -196,7 +199,7 @@ pub async fn run(
         loop {
             let wait = acked_notify.notified();
             if acked.load(Ordering::SeqCst) >= sent {
-                kafka::store_batch_offsets(&consumer, &offsets);
+                consumer.store_offsets(&offsets);
                 break;
             }
             tokio::select! {
@@ -209,7 +212,7 @@ pub async fn run(
             break;
         }
     }
-    kafka::commit_on_shutdown(&consumer, "store-bridge");
+    consumer.commit_on_shutdown();
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_secs(1), loop_task).await;
     Ok(())

@@ -241,7 +241,9 @@ impl<A: Send + 'static> Drainer<A> {
                 let now = Instant::now();
                 metrics::histogram!(m::KAFKA_DELIVERY_SECONDS)
                     .record(now.duration_since(started).as_secs_f64());
-                let inside = (kafka::now_ms() - record.received_at_ms).max(0) as f64 / 1000.0;
+                let inside = (tillstream_runtime::clock::now_ms() - record.received_at_ms).max(0)
+                    as f64
+                    / 1000.0;
                 metrics::histogram!(m::BRIDGE_LATENCY_SECONDS).record(inside);
                 metrics::counter!(m::MESSAGES_OUT_TOTAL,
                     "kind" => record.kind.clone(), "store" => record.store.clone())

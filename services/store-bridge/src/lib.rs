@@ -22,7 +22,6 @@ pub mod routes;
 pub mod uplink;
 pub mod validate;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +29,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
 use tillstream_contracts::{EventKind, Registry, SourceKind};
 use tillstream_runtime::kafka::{self, DeadLetters, Source};
+use tillstream_runtime::retry::Backoff;
+use tillstream_runtime::service::{ShutdownGuard, TaskFailure};
 use tillstream_runtime::{CancellationToken, Classify, ErrorClass, Health, ops};
 
 pub use config::Config;
@@ -59,8 +60,8 @@ pub enum BridgeError {
     Downlink(#[from] downlink::DownlinkError),
     #[error("ops endpoint: {0}")]
     Ops(#[from] std::io::Error),
-    #[error("a component stopped unexpectedly: {0}")]
-    Task(String),
+    #[error(transparent)]
+    Task(#[from] TaskFailure),
 }
 
 impl Classify for BridgeError {
@@ -74,21 +75,7 @@ impl Classify for BridgeError {
 }
 
 /// A started bridge.
-#[derive(Debug)]
-pub struct Running {
-    pub ops_addr: SocketAddr,
-    pub health: Health,
-    done: tokio::task::JoinHandle<Result<(), BridgeError>>,
-}
-
-impl Running {
-    /// Waits until the bridge has stopped (after the token was cancelled, or on a fatal error).
-    pub async fn wait(self) -> Result<(), BridgeError> {
-        self.done
-            .await
-            .map_err(|e| BridgeError::Task(e.to_string()))?
-    }
-}
+pub type Running = tillstream_runtime::service::Running<BridgeError>;
 
 /// Runs the bridge until `token` is cancelled (SIGTERM), then stops in order.
 pub async fn run(config: Config, token: CancellationToken) -> Result<(), BridgeError> {
@@ -129,18 +116,14 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
     let registry = Registry::new(config.registry.clone())?;
     let kinds = kinds(&routes);
     // Every schema id up front: the hot path never waits on HTTP.
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200));
     loop {
         match registry.warm_up(&kinds).await {
             Ok(()) => break,
             Err(e) if e.class() == ErrorClass::Retryable && !token.is_cancelled() => {
                 health.not_ready("registry", e.to_string());
                 tracing::warn!(error = %e, "schema registry not ready; retrying");
-                tokio::select! {
-                    _ = token.cancelled() => {}
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff.wait(&token).await;
             }
             Err(e) => return Err(e.into()),
         }
@@ -194,124 +177,77 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
             t
         },
     };
-    let drainer_stop = CancellationToken::new();
-    let mut drainer_task = tokio::spawn(drainer.run(drainer_stop.clone()));
-
-    // A component failing stops the others (through `internal`), then everything stops in order.
-    let internal = token.child_token();
-    let uplink_task = tokio::spawn(uplink::run(
-        config.mqtt.clone(),
-        converter,
-        ob.tx.clone(),
-        ack_rx,
-        health.clone(),
-        internal.clone(),
-    ));
-    let downlink_task = config.downlink.enabled.then(|| {
-        tokio::spawn(downlink::run(
+    // Stopped in stages: intake first (the uplink stops taking MQTT messages, makes what it
+    // received durable and acks it; the downlink commits), then the drainer finishes in-flight
+    // deliveries (the rest stays in the outbox), then the writer commits the last deletes and
+    // closes the database. A component failing stops everything in the same order.
+    let mut guard = ShutdownGuard::new(uplink::SERVICE, token);
+    let intake = guard.stage("intake");
+    guard.spawn_task("uplink", {
+        let run = uplink::run(
+            config.mqtt.clone(),
+            converter,
+            ob.tx.clone(),
+            ack_rx,
+            health.clone(),
+            intake.clone(),
+        );
+        async move { run.await.map_err(BridgeError::from) }
+    });
+    if config.downlink.enabled {
+        let run = downlink::run(
             config.downlink.clone(),
             config.mqtt.clone(),
             config.kafka.clone(),
             registry.clone(),
             dead_letters.clone(),
             health.clone(),
-            internal.clone(),
-        ))
+            intake.clone(),
+        );
+        guard.spawn_task(
+            "downlink",
+            async move { run.await.map_err(BridgeError::from) },
+        );
+    }
+    guard.spawn_task(
+        "kafka probe",
+        probe_kafka(
+            config.kafka.clone(),
+            config.dead_letter.topic.clone(),
+            health.clone(),
+            intake,
+        ),
+    );
+    let drain = guard.stage("drain");
+    guard.spawn_task("drainer", async move {
+        drainer.run(drain).await.map_err(BridgeError::from)
     });
-    tokio::spawn(probe_kafka(
-        config.kafka.clone(),
-        config.dead_letter.topic.clone(),
-        health.clone(),
-        internal.clone(),
-    ));
+    let close = guard.stage("outbox");
     let writer_thread = ob.thread;
-
-    let done = tokio::spawn(async move {
-        let mut first_error: Option<BridgeError> = None;
-        let mut drainer_done = false;
-        let mut uplink_task = Some(uplink_task);
-        let mut downlink_task = downlink_task;
-        // Phase 1: run until told to stop, or until any component ends (a failure, or a downlink
-        // that gave up): then everything stops in order.
+    guard.spawn_task("outbox writer", async move {
+        let mut join = tokio::task::spawn_blocking(move || writer_thread.join());
         tokio::select! {
-            _ = internal.cancelled() => {}
-            r = &mut drainer_task => {
-                drainer_done = true;
-                if let Some(e) = joined(r, BridgeError::Drainer) { first_error = Some(e); }
-            }
-            r = async { uplink_task.as_mut().expect("set").await } => {
-                uplink_task = None;
-                if let Some(e) = joined(r, BridgeError::Uplink) { first_error = Some(e); }
-            }
-            r = async {
-                match downlink_task.as_mut() {
-                    Some(t) => t.await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                downlink_task = None;
-                match joined(r, BridgeError::Downlink) {
-                    Some(e) => first_error = Some(e),
-                    None if !internal.is_cancelled() => {
-                        first_error = Some(BridgeError::Task("downlink stopped".into()));
-                    }
-                    None => {}
-                }
-            }
+            r = &mut join => return writer_result(r),
+            _ = close.cancelled() => {}
         }
-        internal.cancel();
-        // Phase 2: the uplink flushes the outbox, acks and disconnects; the downlink commits.
-        if let Some(t) = uplink_task
-            && let Some(e) = joined(t.await, BridgeError::Uplink)
-        {
-            first_error.get_or_insert(e);
-        }
-        if let Some(t) = downlink_task
-            && let Some(e) = joined(t.await, BridgeError::Downlink)
-        {
-            first_error.get_or_insert(e);
-        }
-        // Phase 3: the drainer finishes in-flight deliveries (the rest stays in the outbox).
-        drainer_stop.cancel();
-        if !drainer_done && let Some(e) = joined(drainer_task.await, BridgeError::Drainer) {
-            first_error.get_or_insert(e);
-        }
-        // Phase 4: the writer commits the last deletes and closes the database.
         let _ = writer_tx.send(WriterMsg::Shutdown);
-        match tokio::task::spawn_blocking(move || writer_thread.join()).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => {
-                first_error.get_or_insert(e.into());
-            }
-            _ => {
-                first_error.get_or_insert(BridgeError::Task("outbox writer panicked".into()));
-            }
-        }
+        let r = writer_result(join.await);
         tracing::info!("store bridge stopped");
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        r
     });
-    Ok(Running {
-        ops_addr,
-        health,
-        done,
-    })
+    Ok(Running::new(ops_addr, health, (), guard))
 }
 
-fn joined<E>(
-    r: Result<Result<(), E>, tokio::task::JoinError>,
-    wrap: fn(E) -> BridgeError,
-) -> Option<BridgeError> {
+/// What the outbox writer thread ended with.
+fn writer_result(
+    r: Result<std::thread::Result<Result<(), outbox::OutboxError>>, tokio::task::JoinError>,
+) -> Result<(), BridgeError> {
     match r {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => {
-            let e = wrap(e);
-            tracing::error!(error = %e, "component failed");
-            Some(e)
-        }
-        Err(e) => Some(BridgeError::Task(e.to_string())),
+        Ok(Ok(res)) => res.map_err(BridgeError::from),
+        _ => Err(BridgeError::Task(TaskFailure {
+            task: "outbox writer",
+            detail: "panicked".into(),
+        })),
     }
 }
 
@@ -321,7 +257,7 @@ async fn probe_kafka(
     topic: String,
     health: Health,
     token: CancellationToken,
-) {
+) -> Result<(), BridgeError> {
     let probe: BaseProducer = match kafka_cfg
         .client_config("tillstream-store-bridge-probe")
         .create()
@@ -329,7 +265,7 @@ async fn probe_kafka(
         Ok(p) => p,
         Err(e) => {
             health.broken("kafka", e.to_string());
-            return;
+            return Err(e.into());
         }
     };
     let probe = Arc::new(probe);
@@ -358,7 +294,7 @@ async fn probe_kafka(
             }
         }
         tokio::select! {
-            _ = token.cancelled() => return,
+            _ = token.cancelled() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_secs(3)) => {}
         }
     }

@@ -488,7 +488,7 @@ impl<A: Send + 'static> Writer<A> {
         let oldest = self.shared.oldest_received_at_ms.load(Ordering::Relaxed);
         self.shared.depth.load(Ordering::Relaxed) > 0
             && oldest > 0
-            && tillstream_runtime::kafka::now_ms() - oldest > (self.cfg.max_age_s as i64) * 1000
+            && tillstream_runtime::clock::now_ms() - oldest > (self.cfg.max_age_s as i64) * 1000
     }
 
     fn is_full(&self) -> bool {
@@ -518,7 +518,7 @@ impl<A: Send + 'static> Writer<A> {
         metrics::gauge!(m::OUTBOX_BYTES).set(self.shared.bytes.load(Ordering::Relaxed) as f64);
         let oldest = self.shared.oldest_received_at_ms.load(Ordering::Relaxed);
         let age = if depth > 0 && oldest > 0 {
-            (tillstream_runtime::kafka::now_ms() - oldest).max(0) as f64 / 1000.0
+            (tillstream_runtime::clock::now_ms() - oldest).max(0) as f64 / 1000.0
         } else {
             0.0
         };
@@ -644,7 +644,7 @@ mod tests {
             headers: vec![("a".into(), n.to_string()), ("b".into(), String::new())],
             kind: "OrderCreated".into(),
             store: store.into(),
-            received_at_ms: tillstream_runtime::kafka::now_ms(),
+            received_at_ms: tillstream_runtime::clock::now_ms(),
         }
     }
 

@@ -17,7 +17,8 @@ use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tillstream_contracts::{DeviceEvent, EventKind, Registry, SourceKind, codec};
 use tillstream_runtime::Health;
-use tillstream_runtime::kafka::{DeadLetters, Source, headers, now_ms};
+use tillstream_runtime::clock::now_ms;
+use tillstream_runtime::kafka::{DeadLetters, Source, headers};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DeadLetterConfig, MqttConfig};

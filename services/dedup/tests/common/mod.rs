@@ -201,7 +201,7 @@ pub async fn workload(client: &Registry, spec: &Spec) -> Workload {
     }
     let mut per_device: Vec<Vec<Raw>> = Vec::new();
     let mut alteration = 0i64;
-    let base = kafka::now_ms() - spec.per_device * 1000 - 60_000;
+    let base = tillstream_runtime::clock::now_ms() - spec.per_device * 1000 - 60_000;
     for (store, dev) in &devices {
         let mut evs = Vec::new();
         for seq in 1..=spec.per_device {

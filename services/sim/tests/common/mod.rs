@@ -26,7 +26,7 @@ pub fn small_fleet(seed: u64, events: u64) -> FleetSpec {
         devices_per_store: 2,
         events,
         start_ms: Some(tillstream_sim::plan::recent_start(
-            tillstream_runtime::kafka::now_ms(),
+            tillstream_runtime::clock::now_ms(),
             2,
         )),
         ..FleetSpec::default()

@@ -1,0 +1,156 @@
+//! Kafka client settings shared by every consumer and producer of a service, and how a consumer gets
+//! its partitions ([`Assignment`]). Pure configuration; no delivery guarantee of its own.
+
+use std::collections::BTreeMap;
+
+use rdkafka::config::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+/// How a consumer gets its partitions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Assignment {
+    /// Apache Kafka's consumer group: the coordinator spreads partitions over the members and moves
+    /// them when a member comes or goes. The default, for a broker whose coordinator is reliable.
+    #[default]
+    Group,
+    /// The instance assigns itself its share of the topic's partitions (`static_index` of
+    /// `static_count`, by partition number modulo the count) and starts each from the position the
+    /// service owns (the projection's database offsets, the dedup's changelog), like Flink's Kafka
+    /// source. No group coordinator is involved, so nothing a coordinator does after a fault can
+    /// leave a live instance without partitions. For the embedded tansu stack, whose coordinator can
+    /// settle a group with nothing assigned to its only live member.
+    Static,
+}
+
+impl Assignment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Assignment::Group => "group",
+            Assignment::Static => "static",
+        }
+    }
+}
+
+/// Connection settings shared by every Kafka client of a service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, e.g. `127.0.0.1:19092`.
+    pub brokers: String,
+    /// How this instance's consumers get their partitions: `group` or `static`.
+    pub assignment: Assignment,
+    /// With `assignment = "static"`: this instance's number, from 0.
+    pub static_index: u32,
+    /// With `assignment = "static"`: how many instances share the partitions (1 = this one reads
+    /// them all). Instance `i` reads every partition `p` with `p % count == i`.
+    pub static_count: u32,
+    /// Consumer group session timeout. Short in tests; a crashed member's partitions move after this.
+    pub session_timeout_ms: u32,
+    /// Longest pause between two polls before the member is considered stuck; librdkafka also sends
+    /// it as the JoinGroup rebalance timeout, i.e. how long a rejoin waits for members that are gone.
+    /// After a broker restart tansu still lists the old members, so a rejoin waits this long.
+    pub max_poll_interval_ms: u32,
+    /// Idempotent producer (no duplicates from producer retries, per-partition order kept with
+    /// several requests in flight). Turn it off only for a broker whose idempotence is broken: tansu
+    /// 0.6 panics in its storage task on the first produce after it restarts and then fails every
+    /// request. Off, producers keep one request in flight (order kept) and a retry may duplicate a
+    /// record, which every tillstream sink absorbs (they are idempotent on the event id).
+    pub idempotence: bool,
+    /// Group mode only: self-healing for a group that settled with nothing assigned to this member.
+    /// After this long with an empty assignment the member leaves and rejoins the group, which makes
+    /// the coordinator rebalance; after `rejoins_before_recreate` rejoins that brought nothing, the
+    /// consumer is closed and created again (a new member). 0 = off. Off for Apache Kafka, where an
+    /// empty assignment only means more members than partitions.
+    pub empty_assignment_rejoin_ms: u64,
+    /// Group mode only: fruitless rejoins before the consumer is re-created (see above).
+    pub rejoins_before_recreate: u32,
+    /// Extra librdkafka properties passed through verbatim (security.protocol, sasl.*, ...).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:19092".into(),
+            assignment: Assignment::Group,
+            static_index: 0,
+            static_count: 1,
+            session_timeout_ms: 10_000,
+            max_poll_interval_ms: 60_000,
+            idempotence: true,
+            empty_assignment_rejoin_ms: 0,
+            rejoins_before_recreate: 2,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// A librdkafka config with the brokers, the client id and the pass-through properties.
+    pub fn client_config(&self, client_id: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", client_id)
+            // Fail fast on a wrong address instead of hanging metadata requests forever.
+            .set("socket.connection.setup.timeout.ms", "10000");
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Checks the assignment settings (a wrong static share would silently skip partitions).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.assignment == Assignment::Static
+            && (self.static_count == 0 || self.static_index >= self.static_count)
+        {
+            return Err(format!(
+                "kafka.static_index ({}) must be below kafka.static_count ({}), which must be at least 1",
+                self.static_index, self.static_count
+            ));
+        }
+        Ok(())
+    }
+
+    /// The partitions of a topic with `partitions` partitions this instance reads in static mode.
+    pub fn static_share(&self, partitions: usize) -> Vec<i32> {
+        let count = self.static_count.max(1) as usize;
+        (0..partitions)
+            .filter(|p| p % count == self.static_index as usize)
+            .map(|p| p as i32)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_shares_cover_every_partition_exactly_once() {
+        for count in 1..=5u32 {
+            let mut seen = vec![0; 12];
+            for index in 0..count {
+                let k = KafkaConfig {
+                    assignment: Assignment::Static,
+                    static_index: index,
+                    static_count: count,
+                    ..Default::default()
+                };
+                k.validate().unwrap();
+                for p in k.static_share(12) {
+                    seen[p as usize] += 1;
+                }
+            }
+            assert!(seen.iter().all(|n| *n == 1), "count {count}: {seen:?}");
+        }
+        let bad = KafkaConfig {
+            assignment: Assignment::Static,
+            static_index: 2,
+            static_count: 2,
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

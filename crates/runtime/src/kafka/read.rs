@@ -1,0 +1,116 @@
+//! Reading a topic outside any consumer group: every record from the low to the high watermark,
+//! committing nothing (the oracle, `tillctl tail`, tests). Blocking; no delivery guarantee needed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::KafkaConfig;
+
+/// Reads every record currently in `topic` (all partitions, from the low watermark to the high
+/// watermark seen at the start) without joining a consumer group and without committing anything.
+/// Blocking: call it from `spawn_blocking` or a blocking context. Fails if the end is not reached
+/// within `timeout` or the topic does not exist.
+pub fn read_topic_to_end(
+    config: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<rdkafka::message::OwnedMessage>, ReadError> {
+    use rdkafka::Message;
+    let mut cfg = config.client_config("tillstream-reader");
+    cfg.set("group.id", "tillstream-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    let consumer: BaseConsumer = cfg.create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let parts: Vec<i32> = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    if parts.is_empty() {
+        return Err(ReadError::NoTopic(topic.to_string()));
+    }
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = BTreeMap::new();
+    for p in parts {
+        let (lo, hi) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        if hi > lo {
+            remaining.insert(p, hi);
+            tpl.add_partition_offset(topic, p, Offset::Offset(lo))?;
+        }
+    }
+    let mut out = Vec::new();
+    if remaining.is_empty() {
+        return Ok(out);
+    }
+    consumer.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + timeout;
+    while !remaining.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(ReadError::Timeout {
+                topic: topic.to_string(),
+                read: out.len(),
+            });
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m?;
+        if let Some(hi) = remaining.get(&m.partition())
+            && m.offset() + 1 >= *hi
+        {
+            remaining.remove(&m.partition());
+        }
+        out.push(m.detach());
+    }
+    Ok(out)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("topic {0} does not exist")]
+    NoTopic(String),
+    #[error("reading {topic}: end not reached in time ({read} records read)")]
+    Timeout { topic: String, read: usize },
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+}
+
+/// Headers of a record as a map (values lossily decoded as UTF-8).
+pub fn header_map(m: &impl rdkafka::Message) -> BTreeMap<String, String> {
+    use rdkafka::message::Headers;
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|x| {
+                    (
+                        x.key.to_string(),
+                        x.value
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The partition count of `topic` (0 when it does not exist). Blocking.
+pub fn partition_count<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<usize, KafkaError> {
+    let md = client.fetch_metadata(Some(topic), timeout)?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().len())
+        .unwrap_or(0))
+}
