@@ -1,8 +1,9 @@
 #!/bin/sh
 # Generates mosquitto's password and ACL files for docker-compose / k8s from the fleet registry
 # (/fleet/devices.csv: device_id,store_id), with the same rules as scripts/stack (gen_mqtt_auth):
-# an admin user, the bridge (reads store/+/# and fleet/+/#, writes store/+/catalog/#), and one user per
-# device writing only its own store's event topics and reading only its store's catalog.
+# an admin user, the bridge (reads store/+/# and fleet/+/#, writes store/+/catalog/# and
+# device/+/receipt), and one user per device writing only its own store's event topics, reading only
+# its store's catalog and its own sync receipt.
 set -eu
 out=${AUTH_DIR:-/mosquitto/auth}
 fleet=${FLEET_FILE:-/fleet/devices.csv}
@@ -20,6 +21,7 @@ umask 077
 mosquitto_passwd -U "$plain"
 {
   echo "pattern write fleet/%u/#"
+  echo "pattern read device/%u/receipt"
   echo
   echo "user admin"
   echo "topic readwrite #"
@@ -29,6 +31,7 @@ mosquitto_passwd -U "$plain"
   echo "topic read store/+/#"
   echo "topic read fleet/+/#"
   echo "topic write store/+/catalog/#"
+  echo "topic write device/+/receipt"
   tail -n +2 "$fleet" | while IFS=, read -r dev store; do
     [ -n "$dev" ] || continue
     echo

@@ -25,6 +25,7 @@ pub enum EventKind {
     ConflictResolved,
     SequenceGap,
     DeadLetter,
+    DeviceReceipt,
 }
 
 /// (kind, version, schema text) for every `.avsc` in the repository.
@@ -104,10 +105,15 @@ const SCHEMA_FILES: &[(EventKind, u32, &str)] = &[
         1,
         include_str!("../../../schemas/avro/dead_letter/v1.avsc"),
     ),
+    (
+        EventKind::DeviceReceipt,
+        1,
+        include_str!("../../../schemas/avro/device_receipt/v1.avsc"),
+    ),
 ];
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::OrderCreated,
         EventKind::OrderRefunded,
         EventKind::InventoryAdjusted,
@@ -122,6 +128,7 @@ impl EventKind {
         EventKind::ConflictResolved,
         EventKind::SequenceGap,
         EventKind::DeadLetter,
+        EventKind::DeviceReceipt,
     ];
 
     /// Folder under `schemas/avro/` (snake_case).
@@ -141,6 +148,7 @@ impl EventKind {
             EventKind::ConflictResolved => "conflict_resolved",
             EventKind::SequenceGap => "sequence_gap",
             EventKind::DeadLetter => "dead_letter",
+            EventKind::DeviceReceipt => "device_receipt",
         }
     }
 
@@ -163,6 +171,7 @@ impl EventKind {
             EventKind::ConflictResolved => "com.tillstream.pipeline.ConflictResolved",
             EventKind::SequenceGap => "com.tillstream.pipeline.SequenceGap",
             EventKind::DeadLetter => "com.tillstream.pipeline.DeadLetter",
+            EventKind::DeviceReceipt => "com.tillstream.pipeline.DeviceReceipt",
         }
     }
 

@@ -454,6 +454,43 @@ pub struct SequenceGap {
     pub observed_at: i64,
 }
 
+/// A seq range, both ends inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SeqRange {
+    pub from_seq: i64,
+    pub to_seq: i64,
+}
+
+/// End-to-end sync receipt for one device (see `schemas/avro/device_receipt/v1.avsc`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceReceipt {
+    pub device_id: String,
+    pub store_id: String,
+    /// The cloud's sequence epoch for the device (a numbering restart starts a new one).
+    pub epoch: i32,
+    /// `occurred_at` of the epoch's first event (device clock).
+    pub epoch_started_at: i64,
+    /// Lowest seq accounted in the epoch.
+    pub from_seq: i64,
+    /// Highest seq the log holds.
+    pub acked_through_seq: i64,
+    /// Ranges inside `from_seq..=acked_through_seq` the log does not hold, ascending.
+    pub missing: Vec<SeqRange>,
+    pub issued_at: i64,
+}
+
+impl DeviceReceipt {
+    /// Whether the log holds `seq` of this epoch (the device may forget it).
+    pub fn covers(&self, seq: i64) -> bool {
+        seq >= self.from_seq
+            && seq <= self.acked_through_seq
+            && !self
+                .missing
+                .iter()
+                .any(|r| seq >= r.from_seq && seq <= r.to_seq)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SourceKind {

@@ -322,3 +322,25 @@ pub fn gap() -> SequenceGap {
         observed_at: T0,
     }
 }
+
+pub fn receipt() -> DeviceReceipt {
+    DeviceReceipt {
+        device_id: "s001-d01".into(),
+        store_id: "s001".into(),
+        epoch: 0,
+        epoch_started_at: T0,
+        from_seq: 1,
+        acked_through_seq: 12,
+        missing: vec![
+            SeqRange {
+                from_seq: 5,
+                to_seq: 6,
+            },
+            SeqRange {
+                from_seq: 9,
+                to_seq: 9,
+            },
+        ],
+        issued_at: T0 + 7,
+    }
+}

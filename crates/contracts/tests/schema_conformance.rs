@@ -111,6 +111,7 @@ fn every_rust_type_matches_its_latest_schema_exactly() {
                     EventKind::ConflictDetected => check_exact(kind, &samples::conflict()),
                     EventKind::ConflictResolved => check_exact(kind, &samples::conflict_resolved()),
                     EventKind::SequenceGap => check_exact(kind, &samples::gap()),
+                    EventKind::DeviceReceipt => check_exact(kind, &samples::receipt()),
                     other => panic!("no sample for {other}"),
                 },
             }
@@ -182,6 +183,10 @@ fn pipeline_records_round_trip() {
     let bytes = codec::encode_record(EventKind::SequenceGap, &gap).unwrap();
     let w = WriterSchema::shipped(9, EventKind::SequenceGap, 1).unwrap();
     assert_eq!(w.decode::<SequenceGap>(&bytes).unwrap(), gap);
+    let receipt = samples::receipt();
+    let bytes = codec::encode_record(EventKind::DeviceReceipt, &receipt).unwrap();
+    let w = WriterSchema::shipped(9, EventKind::DeviceReceipt, 1).unwrap();
+    assert_eq!(w.decode::<DeviceReceipt>(&bytes).unwrap(), receipt);
     let c = samples::conflict();
     let bytes = codec::encode_record(EventKind::ConflictDetected, &c).unwrap();
     let w = WriterSchema::shipped(9, EventKind::ConflictDetected, 1).unwrap();

@@ -231,7 +231,7 @@ async fn on_broker(
 /// not counted as the service's), serving until stdin closes.
 fn mock_broker_child() {
     let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-    for t in [RAW, OUT, CHANGELOG, GAPS, CONFLICTS, DLQ] {
+    for t in [RAW, OUT, CHANGELOG, GAPS, CONFLICTS, DLQ, RECEIPTS] {
         cluster.create_topic(t, 12, 1).expect("topic");
     }
     println!("{}", cluster.bootstrap_servers());

@@ -50,6 +50,12 @@ pub struct DedupConfig {
     pub dead_letter_topic: String,
     /// The state's changelog, co-partitioned with the input.
     pub changelog_topic: String,
+    /// Sync receipts for devices (compacted, keyed by device id), delivered to each device by the
+    /// store bridge's downlink.
+    pub receipts_topic: String,
+    /// A device gets at most one receipt per this many milliseconds; the newest state of a device
+    /// whose receipt was held back goes out once the interval has passed. 0 = no receipts.
+    pub receipt_interval_ms: u64,
     pub group_id: String,
     pub client_id: String,
     /// Retention horizon (record time): how long an event id is remembered, and the age of
@@ -88,6 +94,8 @@ impl Default for DedupConfig {
             conflicts_topic: "tillstream.conflicts".into(),
             dead_letter_topic: "tillstream.dead-letter".into(),
             changelog_topic: "tillstream.dedup.changelog".into(),
+            receipts_topic: "tillstream.device-receipts".into(),
+            receipt_interval_ms: 1_000,
             group_id: "tillstream-dedup".into(),
             client_id: "tillstream-dedup".into(),
             horizon_ms: core.horizon_ms,

@@ -16,10 +16,11 @@
 //! - [`config`]: [`Config`], [`DeliveryMode`]; [`error`]: [`DedupError`]; [`metrics`]: names and
 //!   emit functions.
 //! - [`core`] (pure): a batch of decoded events in, verdicts, conflicts, gap records and the
-//!   changelog delta out. [`changelog`] (pure): the delta's record format.
+//!   changelog delta out. [`changelog`] (pure): the delta's record format. [`receipts`] (pure):
+//!   a device's sync receipt from its sequence state, and their per-device rate limit.
 //! - I/O edges: [`decode`] (raw record -> core input), [`restore`] (partition hook: state from the
 //!   changelog, start offsets), [`produce`] (records out, the batch transaction), [`processor`]
-//!   (the batch loop).
+//!   (the batch loop), [`receipt_sender`] (receipts out, after their batch is durable).
 //! - [`start`] wires them and returns a [`Running`].
 
 pub mod changelog;
@@ -30,6 +31,8 @@ pub mod error;
 pub mod metrics;
 pub mod processor;
 pub mod produce;
+pub mod receipt_sender;
+pub mod receipts;
 pub mod restore;
 
 use std::collections::BTreeSet;
@@ -74,6 +77,7 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
             EventKind::ConflictDetected,
             EventKind::SequenceGap,
             EventKind::DeadLetter,
+            EventKind::DeviceReceipt,
         ])
         .await?;
 
@@ -127,10 +131,12 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
         &[cfg.input_topic.as_str()],
     )?;
     let counters = Arc::new(Counters::default());
+    let (receipts_tx, receipts_rx) = tokio::sync::mpsc::unbounded_channel();
+    let receipts_on = cfg.receipt_interval_ms > 0;
     let processor = BatchProcessor {
         config: config.clone(),
-        registry,
-        producer,
+        registry: registry.clone(),
+        producer: producer.clone(),
         transaction,
         dead_letters,
         shared: shared.clone(),
@@ -139,10 +145,26 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
         writer_id: u64::from(uuid::Uuid::new_v4().as_u128() as u32) << 32,
         gauge_stores: BTreeSet::new(),
         last_gauges: Instant::now(),
+        receipts: receipts_on.then_some(receipts_tx),
     };
     let mut guard = ShutdownGuard::new(SERVICE, token);
     let intake = guard.stage("batches");
     guard.spawn_task("batch loop", processor.run(consumer, intake));
+    if receipts_on {
+        let schema_id = registry.schema_id(EventKind::DeviceReceipt, 1).await?;
+        let stop = guard.stage("receipts");
+        guard.spawn_task(
+            "receipt sender",
+            receipt_sender::run(
+                receipts_rx,
+                producer.clone(),
+                cfg.receipts_topic.clone(),
+                schema_id,
+                cfg.receipt_interval_ms,
+                stop,
+            ),
+        );
+    }
     Ok(Running::new(
         ops_addr,
         health,
@@ -180,6 +202,9 @@ fn check_topics(restorer: &Restorer, cfg: &DedupConfig) -> Result<(), DedupError
         &cfg.dead_letter_topic,
     ] {
         count(t)?;
+    }
+    if cfg.receipt_interval_ms > 0 {
+        count(&cfg.receipts_topic)?;
     }
     Ok(())
 }

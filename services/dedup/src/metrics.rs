@@ -129,3 +129,16 @@ pub fn store_gaps(store: &str, open: u64, missing: i64, oldest_age_s: f64) {
     metrics::gauge!(MISSING_SEQS, "store" => store.to_string()).set(missing as f64);
     metrics::gauge!(OLDEST_GAP_AGE, "store" => store.to_string()).set(oldest_age_s);
 }
+
+/// Sync receipts published to devices.
+pub const RECEIPTS: &str = "tillstream_dedup_receipts_total";
+/// Receipts held back by the per-device rate limit.
+pub const RECEIPTS_HELD: &str = "tillstream_dedup_receipts_held";
+
+pub fn receipts_published(n: usize) {
+    metrics::counter!(RECEIPTS).increment(n as u64);
+}
+
+pub fn receipts_held(n: usize) {
+    metrics::gauge!(RECEIPTS_HELD).set(n as f64);
+}

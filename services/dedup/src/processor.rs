@@ -17,7 +17,9 @@ use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, OwnedMessage};
 use rdkafka::producer::FutureProducer;
-use tillstream_contracts::{EventKind, GapStatus, Registry, SequenceGap, SourceKind};
+use tillstream_contracts::{
+    DeviceReceipt, EventKind, GapStatus, Registry, SequenceGap, SourceKind,
+};
 use tillstream_runtime::kafka::{self, BatchOffsets, DeadLetters, InputConsumer, Source, headers};
 use tillstream_runtime::retry::Backoff;
 use tillstream_runtime::{CancellationToken, Classify, ErrorClass};
@@ -31,6 +33,7 @@ use crate::metrics as m;
 use crate::produce::{
     BatchTransaction, OutputRecord, Stop, conflict_record, deliver_all, gap_record,
 };
+use crate::receipts::receipt_of;
 use crate::restore::{Hook, Shared, lock};
 
 /// Header added to an emitted event whose `occurred_at` is older than the retention horizon.
@@ -94,6 +97,8 @@ pub struct BatchProcessor {
     /// Stores whose gap gauges are non-zero (so they are zeroed when their gaps close).
     pub gauge_stores: BTreeSet<String>,
     pub last_gauges: Instant,
+    /// Where the receipts of each finished batch go (the receipt sender), when receipts are on.
+    pub receipts: Option<tokio::sync::mpsc::UnboundedSender<Vec<DeviceReceipt>>>,
 }
 
 impl BatchProcessor {
@@ -253,8 +258,34 @@ impl BatchProcessor {
                 }
             }
         }
+        self.send_receipts(&work);
         self.account(&work, in_count, started);
         Ok(())
+    }
+
+    /// One receipt per device seen in the batch, from its state now that the batch is durable
+    /// (a device that only re-sent duplicates gets one too: it has evidently not seen the last).
+    fn send_receipts(&self, work: &[PartitionBatch<'_>]) {
+        let Some(tx) = &self.receipts else {
+            return;
+        };
+        let now = tillstream_runtime::clock::now_ms();
+        let owned = lock(&self.shared.owned);
+        let mut out = Vec::new();
+        for w in work {
+            let Some(slot) = owned.get(&w.partition) else {
+                continue;
+            };
+            let devices: BTreeSet<&str> = w.inputs.iter().map(|i| i.device_id.as_str()).collect();
+            out.extend(
+                devices
+                    .into_iter()
+                    .filter_map(|d| slot.dedup.device(d).map(|state| receipt_of(d, state, now))),
+            );
+        }
+        if !out.is_empty() && tx.send(out).is_err() {
+            tracing::debug!("receipt sender gone (stopping)");
+        }
     }
 
     /// Delivers a batch's effects in the order the guarantee needs. Returns the changelog end

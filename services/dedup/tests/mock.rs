@@ -29,6 +29,7 @@ fn topics(cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>) 
         (GAPS, 12),
         (CONFLICTS, 12),
         (DLQ, 12),
+        (RECEIPTS, 6),
     ] {
         cluster.create_topic(t, n, 1).unwrap();
     }

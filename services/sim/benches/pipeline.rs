@@ -95,6 +95,8 @@ fn publish_cfg(stack: &Stack, rate: u64, record: bool) -> PublishConfig {
         offline_for: Duration::from_millis(100),
         timeout: Duration::from_secs(600),
         record_sent: record,
+        // Times publishing and the pipeline separately, as before receipts existed.
+        await_receipts: false,
         ..Default::default()
     }
 }

@@ -3,6 +3,7 @@
 //! publisher that plays a plan against a real broker like POS apps would (`publish`), and the oracle
 //! that compares the pipeline's outputs with the truth (`oracle`).
 
+pub mod device;
 pub mod oracle;
 pub mod plan;
 pub mod publish;

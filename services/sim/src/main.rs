@@ -76,6 +76,16 @@ enum Command {
         /// Do not publish the plan's price lists (the cloud side) to the downlink topic.
         #[arg(long)]
         no_price_lists: bool,
+        /// Stop each device at its last PUBACK instead of waiting for sync receipts to cover every
+        /// event it recorded (for a broker without the pipeline behind it).
+        #[arg(long)]
+        no_receipts: bool,
+        /// A device re-sends what no receipt covers after this long without a receipt.
+        #[arg(long, default_value_t = 5_000)]
+        resend_after_ms: u64,
+        /// Give up publishing after this long.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
     },
     /// Compare the pipeline's outputs with a run's ground truth; prints a pass/fail table.
     Check {
@@ -248,6 +258,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             offline_ms,
             cloud,
             no_price_lists,
+            no_receipts,
+            resend_after_ms,
+            timeout_secs,
         } => {
             let mut fleet = load_spec(&spec)?;
             if fleet.start_ms.is_none() {
@@ -285,6 +298,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 device_password,
                 rate,
                 offline_for: Duration::from_millis(offline_ms),
+                await_receipts: !no_receipts,
+                resend_after: Duration::from_millis(resend_after_ms),
+                timeout: Duration::from_secs(timeout_secs),
                 ..Default::default()
             };
             let r = publish::publish(&plan, &cfg).await?;
@@ -297,6 +313,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 r.elapsed.as_secs_f64(),
                 r.rate()
             );
+            if !no_receipts {
+                println!(
+                    "receipts: {} applied; {} events re-sent as listed missing, {} re-sent uncovered; every recorded event covered",
+                    r.receipts, r.resent_missing, r.resent_overdue
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Check {

@@ -39,6 +39,13 @@ pub struct Gap {
     pub to_seq: i64,
 }
 
+const HOUR_MS: i64 = 3_600_000;
+
+/// The key of an hourly sales bucket: `{sku}@{hour_start_ms}`.
+pub fn hour_key(sku: &str, hour_start: i64) -> String {
+    format!("{sku}@{hour_start}")
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Truth {
     pub currency: String,
@@ -48,6 +55,10 @@ pub struct Truth {
     pub days: BTreeMap<String, BTreeMap<i32, DayTotals>>,
     /// Sales per store, per sku.
     pub sku_sales: BTreeMap<String, BTreeMap<String, SkuSales>>,
+    /// Sales per store, per [`hour_key`] (sku and the UTC hour of the sale's `occurred_at` as the
+    /// device recorded it, skewed clock included): (qty, net).
+    #[serde(default)]
+    pub hourly_sales: BTreeMap<String, BTreeMap<String, (i64, i64)>>,
     /// Every unique store event that reached the broker (not counting health heartbeats).
     pub store_event_ids: BTreeSet<String>,
     /// Stock-moving lines expected in the ledger.
@@ -119,9 +130,18 @@ impl Truth {
                 day.discounts += o.totals.discounts.amount_minor;
                 day.tax += o.totals.tax.amount_minor;
                 day.net += o.totals.net.amount_minor;
+                let hour = o.occurred_at.div_euclid(HOUR_MS) * HOUR_MS;
                 for l in &o.lines {
                     let gross = l.unit_price.amount_minor * i64::from(l.qty);
                     let disc: i64 = l.discounts.iter().map(|d| d.amount.amount_minor).sum();
+                    let h = self
+                        .hourly_sales
+                        .entry(store.clone())
+                        .or_default()
+                        .entry(hour_key(&l.sku, hour))
+                        .or_default();
+                    h.0 += i64::from(l.qty);
+                    h.1 += gross - disc + l.tax.amount_minor;
                     let s = self
                         .sku_sales
                         .entry(store.clone())

@@ -243,12 +243,18 @@ impl Default for DeadLetterConfig {
 #[serde(default)]
 pub struct DownlinkConfig {
     pub enabled: bool,
+    /// Cloud-to-store documents (key `{store}/{document}`).
     pub topic: String,
     pub group_id: String,
     /// MQTT client id of the downlink connection (its own session, separate from the uplink's).
     pub client_id: String,
     /// MQTT topic per document: `{store}` and `{document}` are filled from the Kafka key.
     pub mqtt_topic: String,
+    /// Sync receipts written by the dedup (key = device id); empty = not delivered.
+    pub receipts_topic: String,
+    /// MQTT topic of a device's receipt (`{device}` filled from the key): retained, and readable
+    /// only by that device (the broker's ACL).
+    pub receipt_mqtt_topic: String,
     /// Documents published per batch before waiting for the broker's PUBACKs.
     pub batch: usize,
 }
@@ -261,6 +267,8 @@ impl Default for DownlinkConfig {
             group_id: "tillstream-store-bridge-downlink".into(),
             client_id: "tillstream-store-bridge-downlink".into(),
             mqtt_topic: "store/{store}/catalog/{document}".into(),
+            receipts_topic: "tillstream.device-receipts".into(),
+            receipt_mqtt_topic: "device/{device}/receipt".into(),
             batch: 500,
         }
     }

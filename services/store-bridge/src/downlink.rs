@@ -2,7 +2,9 @@
 //! (key `{store_id}/{document}`, value a Confluent-framed `PriceListApproved` or other store
 //! document) and publishes each record as a retained QoS 1 MQTT message on
 //! `store/{store}/catalog/{document}` (payload: the event as JSON) — only on that store's topic.
-//! A tombstone (null value) clears the retained message.
+//! A tombstone (null value) clears the retained message. It also consumes the dedup's sync
+//! receipts (`tillstream.device-receipts`, key = device id) and publishes each as the retained
+//! `device/{device}/receipt` message that only that device may read.
 //!
 //! Delivery guarantee: at-least-once. Offsets are stored only after the broker acknowledged every
 //! publish of the batch (PUBACK); a record that cannot be delivered (bad key, undecodable value,
@@ -18,7 +20,7 @@ use rdkafka::message::OwnedMessage;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use tillstream_contracts::{DeviceEvent, Registry, SourceKind, codec};
+use tillstream_contracts::{DeviceEvent, DeviceReceipt, Registry, SourceKind, codec};
 use tillstream_runtime::Health;
 use tillstream_runtime::clock::now_ms;
 use tillstream_runtime::kafka::{
@@ -54,6 +56,8 @@ pub struct Target {
     pub store: String,
     pub document: String,
     pub mqtt_topic: String,
+    /// Metric label: `catalog` or `receipt`.
+    pub kind: &'static str,
 }
 
 /// Parses `{store_id}/{document}` and fills the MQTT topic template. Pure.
@@ -74,7 +78,18 @@ pub fn target(key: Option<&[u8]>, template: &str) -> Result<Target, String> {
         mqtt_topic: template
             .replace("{store}", store)
             .replace("{document}", document),
+        kind: "catalog",
     })
+}
+
+/// Parses a receipt's key (a device id: one topic level) and fills the device's MQTT topic. Pure.
+pub fn receipt_target(key: Option<&[u8]>, template: &str) -> Result<String, String> {
+    let key = key.ok_or("receipt has no key")?;
+    let device = std::str::from_utf8(key).map_err(|_| "key is not UTF-8".to_string())?;
+    if device.is_empty() || device.contains(['+', '#', '/', '\0']) {
+        return Err(format!("key {device:?} is not a device id"));
+    }
+    Ok(template.replace("{device}", device))
 }
 
 /// Runs the downlink until `token` is cancelled.
@@ -143,8 +158,11 @@ pub async fn run(
         isolation_level: "read_uncommitted".into(),
         ..ConsumerSettings::new(&cfg.group_id, "tillstream-store-bridge-downlink")
     };
-    let mut consumer =
-        InputConsumer::new(&kafka_cfg, &settings, "store-bridge", (), &[&cfg.topic])?;
+    let mut topics = vec![cfg.topic.as_str()];
+    if !cfg.receipts_topic.is_empty() {
+        topics.push(cfg.receipts_topic.as_str());
+    }
+    let mut consumer = InputConsumer::new(&kafka_cfg, &settings, "store-bridge", (), &topics)?;
     let mut sent = 0u64;
     while let Some(batch) = consumer
         .next_batch(&token, cfg.batch, Duration::from_millis(50))
@@ -152,7 +170,12 @@ pub async fn run(
     {
         let mut offsets = BatchOffsets::new();
         for msg in &batch {
-            match document(&cfg, &registry, msg).await {
+            let delivery = if msg.topic() == cfg.receipts_topic {
+                receipt(&cfg, &registry, msg).await
+            } else {
+                document(&cfg, &registry, msg).await
+            };
+            match delivery {
                 Ok((t, payload)) => {
                     if client
                         .publish(t.mqtt_topic.clone(), QoS::AtLeastOnce, true, payload)
@@ -162,7 +185,8 @@ pub async fn run(
                         break;
                     }
                     sent += 1;
-                    metrics::counter!(m::DOWNLINK_PUBLISHED_TOTAL, "store" => t.store).increment(1);
+                    metrics::counter!(m::DOWNLINK_PUBLISHED_TOTAL, "store" => t.store, "document" => t.kind)
+                        .increment(1);
                 }
                 Err((reason, detail, store)) => {
                     metrics::counter!(m::DOWNLINK_REJECTED_TOTAL, "reason" => reason).increment(1);
@@ -216,6 +240,50 @@ pub async fn run(
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_secs(1), loop_task).await;
     Ok(())
+}
+
+/// The device's MQTT topic and the JSON receipt of one receipt record, or (reason, detail, store)
+/// for a dead letter. The JSON is the Avro record's fields (documented in `schemas/json/`).
+async fn receipt(
+    cfg: &DownlinkConfig,
+    registry: &Registry,
+    msg: &OwnedMessage,
+) -> Result<(Target, Vec<u8>), (&'static str, String, Option<String>)> {
+    let mqtt_topic =
+        receipt_target(msg.key(), &cfg.receipt_mqtt_topic).map_err(|d| ("bad_key", d, None))?;
+    let Some(value) = msg.payload() else {
+        return Err(("empty_receipt", "receipt record has no value".into(), None));
+    };
+    let (id, datum) = codec::unframe(value).map_err(|e| ("not_framed", e.to_string(), None))?;
+    let writer = registry
+        .writer_schema(id)
+        .await
+        .map_err(|e| ("unknown_schema", e.to_string(), None))?;
+    let r: DeviceReceipt = writer
+        .decode(datum)
+        .map_err(|e| ("undecodable", e.to_string(), None))?;
+    let store = Some(r.store_id.clone());
+    if msg.key() != Some(r.device_id.as_bytes()) {
+        return Err((
+            "device_mismatch",
+            format!(
+                "key names device {:?}, receipt is for {:?}",
+                String::from_utf8_lossy(msg.key().unwrap_or_default()),
+                r.device_id
+            ),
+            store,
+        ));
+    }
+    let json = serde_json::to_vec(&r).unwrap_or_default();
+    Ok((
+        Target {
+            store: r.store_id.clone(),
+            document: "receipt".into(),
+            mqtt_topic,
+            kind: "receipt",
+        },
+        json,
+    ))
 }
 
 /// The MQTT target and JSON payload of one downlink record (empty payload for a tombstone), or
@@ -277,5 +345,18 @@ mod tests {
             assert!(target(Some(bad), tpl).is_err(), "{bad:?}");
         }
         assert!(target(None, tpl).is_err());
+    }
+
+    #[test]
+    fn receipts_go_to_the_devices_own_topic() {
+        let tpl = "device/{device}/receipt";
+        assert_eq!(
+            receipt_target(Some(b"s001-d01"), tpl).unwrap(),
+            "device/s001-d01/receipt"
+        );
+        for bad in [&b""[..], b"a/b", b"+", b"d#", b"\xff"] {
+            assert!(receipt_target(Some(bad), tpl).is_err(), "{bad:?}");
+        }
+        assert!(receipt_target(None, tpl).is_err());
     }
 }

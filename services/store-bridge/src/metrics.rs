@@ -39,7 +39,8 @@ pub const MQTT_RECONNECTS_TOTAL: &str = "tillstream_store_bridge_mqtt_reconnects
 pub const KAFKA_REACHABLE: &str = "tillstream_store_bridge_kafka_reachable";
 /// Counter: drainer resets (producer rebuilt, undelivered records re-sent in order).
 pub const DRAINER_RESETS_TOTAL: &str = "tillstream_store_bridge_drainer_resets_total";
-/// Counter: catalog documents published to stores, labelled `store`.
+/// Counter: downlink messages published (retained), labelled `store` and `document`
+/// (`catalog`: a store document; `receipt`: a device's sync receipt).
 pub const DOWNLINK_PUBLISHED_TOTAL: &str = "tillstream_store_bridge_downlink_published_total";
 /// Counter: downlink records that could not be delivered to a store (dead-lettered), by `reason`.
 pub const DOWNLINK_REJECTED_TOTAL: &str = "tillstream_store_bridge_downlink_rejected_total";

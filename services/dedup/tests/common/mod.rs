@@ -27,6 +27,7 @@ pub const GAPS: &str = "tillstream.sequence-gaps";
 pub const CONFLICTS: &str = "tillstream.conflicts";
 pub const DLQ: &str = "tillstream.dead-letter";
 pub const CHANGELOG: &str = "tillstream.dedup.changelog";
+pub const RECEIPTS: &str = "tillstream.device-receipts";
 pub const GROUP: &str = "tillstream-dedup";
 
 /// A private tansu with the topology applied, and an in-process registry.

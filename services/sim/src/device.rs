@@ -1,0 +1,244 @@
+//! A POS device's local event store, as the vendor contract asks (`schemas/json/README.md`): every
+//! recorded store event is kept until a sync receipt from the cloud covers it, not merely until the
+//! MQTT PUBACK. Pure: times are passed in, nothing is sent from here; the publisher sends what these
+//! functions return.
+//!
+//! - A receipt covers seq `s` when `from_seq <= s <= acked_through_seq` and `s` is in none of its
+//!   missing ranges; covered events are forgotten.
+//! - The missing ranges a receipt lists are re-sent at once (what the device still holds of them),
+//!   unless they were sent less than [`MISSING_DEBOUNCE`] ago (a receipt issued before the re-send
+//!   arrived lists them again).
+//! - When the cloud has been quiet about this device for `resend_after` (no receipt since then, nor
+//!   since the last (re)connect), anything not covered that was last sent at least that long ago
+//!   is re-sent: a loss no later seq reveals (the last events before a broker crash). Waiting for
+//!   quiet, not merely for age, keeps a device whose receipts are advancing through a backlog from
+//!   re-sending that backlog.
+//! - A receipt of an earlier numbering (its epoch started before this device's first event) is
+//!   ignored.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tillstream_contracts::DeviceReceipt;
+
+/// Missing events are not re-sent twice within this long (a receipt may list them again before the
+/// first re-send has crossed the pipeline).
+pub const MISSING_DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// One recorded event the device still holds.
+#[derive(Debug, Clone)]
+pub struct HeldEvent {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// When it was last handed to the MQTT client.
+    pub last_sent: Instant,
+}
+
+/// What the device holds, by seq.
+#[derive(Debug)]
+pub struct DeviceLedger {
+    /// `occurred_at` of this device's first event (its current numbering).
+    numbering_started_at: i64,
+    held: BTreeMap<i64, HeldEvent>,
+    resend_after: Duration,
+    /// The last sign of progress: an applied receipt, or a (re)connect.
+    quiet_since: Instant,
+    /// Receipts applied (ignored ones not counted).
+    pub receipts: u64,
+    /// Events re-sent because a receipt listed them missing.
+    pub resent_missing: u64,
+    /// Events re-sent because nothing covered them in time.
+    pub resent_overdue: u64,
+}
+
+impl DeviceLedger {
+    pub fn new(numbering_started_at: i64, resend_after: Duration, now: Instant) -> Self {
+        DeviceLedger {
+            numbering_started_at,
+            held: BTreeMap::new(),
+            resend_after,
+            quiet_since: now,
+            receipts: 0,
+            resent_missing: 0,
+            resent_overdue: 0,
+        }
+    }
+
+    /// The event `seq` was handed to the MQTT client (first time or again).
+    pub fn sent(&mut self, seq: i64, topic: &str, payload: &[u8], now: Instant) {
+        self.held
+            .entry(seq)
+            .and_modify(|h| h.last_sent = now)
+            .or_insert_with(|| HeldEvent {
+                topic: topic.to_string(),
+                payload: payload.to_vec(),
+                last_sent: now,
+            });
+    }
+
+    /// Applies a receipt: forgets what it covers and returns the held events it lists missing
+    /// (seq, topic, payload) to re-send now, marked as sent.
+    pub fn apply(&mut self, r: &DeviceReceipt, now: Instant) -> Vec<(i64, String, Vec<u8>)> {
+        if r.epoch_started_at < self.numbering_started_at {
+            return Vec::new();
+        }
+        self.receipts += 1;
+        self.quiet_since = now;
+        self.held.retain(|seq, _| !r.covers(*seq));
+        let mut out = Vec::new();
+        for range in &r.missing {
+            for (seq, h) in self.held.range_mut(range.from_seq..=range.to_seq) {
+                if now.duration_since(h.last_sent) >= MISSING_DEBOUNCE {
+                    h.last_sent = now;
+                    out.push((*seq, h.topic.clone(), h.payload.clone()));
+                }
+            }
+        }
+        self.resent_missing += out.len() as u64;
+        out
+    }
+
+    /// A new connection to the broker: the retained receipt is on its way.
+    pub fn connected(&mut self, now: Instant) {
+        self.quiet_since = now;
+    }
+
+    /// After `resend_after` of quiet, the held events last sent at least that long ago: re-send
+    /// them now.
+    pub fn overdue(&mut self, now: Instant) -> Vec<(i64, String, Vec<u8>)> {
+        let mut out = Vec::new();
+        if now.duration_since(self.quiet_since) < self.resend_after {
+            return out;
+        }
+        for (seq, h) in self.held.iter_mut() {
+            if now.duration_since(h.last_sent) >= self.resend_after {
+                h.last_sent = now;
+                out.push((*seq, h.topic.clone(), h.payload.clone()));
+            }
+        }
+        self.resent_overdue += out.len() as u64;
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// The seqs still held (not covered by any receipt).
+    pub fn held_seqs(&self) -> Vec<i64> {
+        self.held.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tillstream_contracts::SeqRange;
+
+    use super::*;
+
+    fn receipt(
+        from: i64,
+        through: i64,
+        missing: &[(i64, i64)],
+        epoch_started_at: i64,
+    ) -> DeviceReceipt {
+        DeviceReceipt {
+            device_id: "d1".into(),
+            store_id: "s1".into(),
+            epoch: 0,
+            epoch_started_at,
+            from_seq: from,
+            acked_through_seq: through,
+            missing: missing
+                .iter()
+                .map(|(f, t)| SeqRange {
+                    from_seq: *f,
+                    to_seq: *t,
+                })
+                .collect(),
+            issued_at: 0,
+        }
+    }
+
+    fn ledger_with(seqs: impl IntoIterator<Item = i64>, at: Instant) -> DeviceLedger {
+        let mut l = DeviceLedger::new(1_000, Duration::from_secs(5), at);
+        for s in seqs {
+            l.sent(
+                s,
+                "store/s1/pos/order.created",
+                format!("e{s}").as_bytes(),
+                at,
+            );
+        }
+        l
+    }
+
+    #[test]
+    fn a_device_re_sends_exactly_the_ranges_a_receipt_reports_missing() {
+        let t0 = Instant::now();
+        let mut l = ledger_with(1..=20, t0);
+        // The log holds 1..=20 except 4..=6 and 15 (lost in transit); the device holds all of them.
+        let later = t0 + Duration::from_secs(2);
+        let resend = l.apply(&receipt(1, 20, &[(4, 6), (15, 15)], 1_000), later);
+        let seqs: Vec<i64> = resend.iter().map(|(s, _, _)| *s).collect();
+        assert_eq!(seqs, vec![4, 5, 6, 15], "exactly the missing ranges");
+        assert_eq!(resend[0].2, b"e4".to_vec(), "the event's own bytes");
+        assert_eq!(
+            l.held_seqs(),
+            vec![4, 5, 6, 15],
+            "covered events are forgotten"
+        );
+        // The same receipt again right away: nothing re-sent twice within the debounce.
+        assert!(
+            l.apply(&receipt(1, 20, &[(4, 6), (15, 15)], 1_000), later)
+                .is_empty()
+        );
+        // The re-sends arrived: a receipt covering everything empties the device.
+        l.apply(&receipt(1, 20, &[], 1_000), later + Duration::from_secs(1));
+        assert!(l.is_empty());
+        assert_eq!((l.receipts, l.resent_missing), (3, 4));
+    }
+
+    #[test]
+    fn what_no_receipt_covers_is_re_sent_after_the_timeout() {
+        let t0 = Instant::now();
+        let mut l = ledger_with(1..=10, t0);
+        // The broker lost 9 and 10 and nothing later reveals it: the receipt ends at 8.
+        let r1 = t0 + Duration::from_secs(3);
+        assert!(l.apply(&receipt(1, 8, &[], 1_000), r1).is_empty());
+        assert_eq!(l.held_seqs(), vec![9, 10]);
+        // Sent 5 s ago, but the last receipt is only 2 s old: the cloud is still talking.
+        assert!(l.overdue(t0 + Duration::from_secs(5)).is_empty());
+        let again: Vec<i64> = l
+            .overdue(r1 + Duration::from_secs(5))
+            .iter()
+            .map(|(s, _, _)| *s)
+            .collect();
+        assert_eq!(again, vec![9, 10]);
+        // Just re-sent: not again before another full timeout.
+        assert!(l.overdue(r1 + Duration::from_secs(6)).is_empty());
+        assert_eq!(l.resent_overdue, 2);
+        // A reconnect restarts the quiet period.
+        l.connected(r1 + Duration::from_secs(9));
+        assert!(l.overdue(r1 + Duration::from_secs(12)).is_empty());
+        assert_eq!(l.overdue(r1 + Duration::from_secs(14)).len(), 2);
+    }
+
+    #[test]
+    fn below_the_baseline_is_not_covered_and_old_numberings_are_ignored() {
+        let t0 = Instant::now();
+        let mut l = ledger_with(1..=5, t0);
+        // The cloud's first sight of this device was seq 3 (1 and 2 were late or lost).
+        l.apply(&receipt(3, 5, &[], 1_000), t0);
+        assert_eq!(l.held_seqs(), vec![1, 2]);
+        // A receipt of a numbering that started before this device's first event: ignored.
+        let mut l = ledger_with(1..=5, t0);
+        assert!(l.apply(&receipt(1, 500, &[(2, 2)], 999), t0).is_empty());
+        assert_eq!(l.held(), 5);
+        assert_eq!(l.receipts, 0);
+    }
+}

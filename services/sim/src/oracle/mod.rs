@@ -1,0 +1,135 @@
+//! The correctness oracle: reads what the pipeline produced (the deduplicated topic, conflicts, gaps,
+//! dead letters and device health from Kafka; stock, sales and store days from the projection's
+//! database; the price lists the bridge's downlink left retained on each store's MQTT catalog topic)
+//! and compares it with the ground truth of a simulated run. Every difference is listed; nothing is
+//! sampled. Read-only.
+//!
+//! # Layout
+//! - `observe`: the I/O (topics, database, MQTT) into the `*Observed` types below; read errors are
+//!   errors.
+//! - `compare` (pure): truth + observations -> [`Report`], one row per fact of the truth.
+//! - `report`: [`CheckResult`], [`Report`] and its table.
+
+mod compare;
+mod observe;
+mod report;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tillstream_runtime::kafka;
+
+pub use compare::{compare, compare_with};
+pub use observe::{
+    DbQueries, MqttAccess, Progress, observe_catalog, observe_db, observe_kafka, progress,
+    wait_drained,
+};
+pub use report::{CheckResult, Report};
+
+use crate::truth::Gap;
+
+/// What the pipeline's Kafka outputs hold.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaObserved {
+    /// Event id -> copies on the deduplicated topic.
+    pub deduped: BTreeMap<String, u64>,
+    pub collisions: BTreeSet<String>,
+    /// Gaps still open at the end (the latest record of each gap id).
+    pub open_gaps: BTreeSet<Gap>,
+    /// Gaps that were opened and are filled at the end: events that went missing in transit and
+    /// arrived later (late, or re-sent because a receipt listed them missing).
+    pub closed_gaps: BTreeSet<Gap>,
+    pub dead_letters: BTreeMap<String, u64>,
+    /// Distinct heartbeat event ids on the device-health topic.
+    pub health_events: BTreeSet<String>,
+}
+
+/// What the projection's database holds.
+#[derive(Debug, Clone, Default)]
+pub struct DbObserved {
+    pub stock: BTreeMap<String, BTreeMap<String, i64>>,
+    /// store -> sku -> (qty, net), summed over hours.
+    pub sku_sales: BTreeMap<String, BTreeMap<String, (i64, i64)>>,
+    /// store -> [`hour_key`](crate::truth::hour_key) -> (qty, net).
+    pub hourly_sales: BTreeMap<String, BTreeMap<String, (i64, i64)>>,
+    /// store -> business date -> (orders, refunds).
+    pub store_days: BTreeMap<String, BTreeMap<String, (u64, u64)>>,
+    pub ledger_lines: u64,
+}
+
+/// What the stores' MQTT catalog topics hold (retained): store -> `price_list_id` of the document on
+/// `store/{store}/catalog/price-list`.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogObserved {
+    pub price_lists: BTreeMap<String, String>,
+    /// Documents on one store's topic that name another store (or do not parse).
+    pub misplaced: Vec<String>,
+}
+
+/// What a correct at-least-once pipeline may still show, and why. Each allowance is derived from
+/// the fault a test injected (see [`Allowances::dedup_batches_replayed`]), never a round number.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Allowances {
+    /// Copies on the deduplicated topic beyond the first. A dedup instance killed between
+    /// delivering a batch's outputs and recording it in its changelog re-emits that batch once
+    /// restarted (its at-least-once window: the one batch in flight per crash); a broker that fails
+    /// an in-flight output set (after storing part of it) gets that set again. Every downstream
+    /// sink is idempotent on the event id, so these copies have no effect; the projection checks
+    /// must still be exact.
+    pub dedup_topic_duplicates: u64,
+}
+
+impl Allowances {
+    /// `batches` dedup batches of at most `max_batch` records each emitted twice (one per crash of
+    /// the dedup, one per broker outage that failed an output set in flight).
+    pub fn dedup_batches_replayed(batches: u64, max_batch: u64) -> Self {
+        Allowances {
+            dedup_topic_duplicates: batches * max_batch,
+        }
+    }
+}
+
+/// Everything the oracle observed; `None` = that output was not checked (reported `n/a`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Observed<'a> {
+    pub kafka: Option<&'a KafkaObserved>,
+    pub db: Option<&'a DbObserved>,
+    pub catalog: Option<&'a CatalogObserved>,
+}
+
+/// Topics the oracle reads.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub deduped: String,
+    pub conflicts: String,
+    pub gaps: String,
+    pub dead_letter: String,
+    /// Device heartbeats as the bridge wrote them (not deduplicated).
+    pub health: String,
+    /// Cloud -> store documents (the simulated pricing service writes; the bridge's downlink reads).
+    pub downlink: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            deduped: "tillstream.store-events".into(),
+            conflicts: "tillstream.conflicts".into(),
+            gaps: "tillstream.sequence-gaps".into(),
+            dead_letter: "tillstream.dead-letter".into(),
+            health: "tillstream.device-health.raw".into(),
+            downlink: "tillstream.catalog.downlink".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OracleError {
+    #[error(transparent)]
+    Read(#[from] kafka::ReadError),
+    #[error("decoding {topic}: {detail}")]
+    Decode { topic: String, detail: String },
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("mqtt: {0}")]
+    Mqtt(String),
+}
