@@ -185,6 +185,11 @@ pub struct OutboxConfig {
     pub max_bytes: u64,
     /// Full when the oldest stored record is older than this: the bridge stops acking MQTT.
     pub max_age_s: u64,
+    /// A file of this size is kept beside the outbox and given back when the disk fills up, so
+    /// deletes of delivered records (and WAL checkpoints) can still be written; appends resume
+    /// once the disk has twice this free again. The WAL is checkpointed whenever it holds half this
+    /// much, so a checkpoint always fits into what the reserve gives back. 0 = none.
+    pub disk_reserve_bytes: u64,
     /// Largest group commit (records).
     pub max_batch: usize,
     /// Records kept in memory for the drainer after their commit (the rest are re-read from disk).
@@ -211,6 +216,7 @@ impl Default for OutboxConfig {
             dir: PathBuf::from("data/store-bridge"),
             max_bytes: 2 * 1024 * 1024 * 1024,
             max_age_s: 7 * 24 * 3600,
+            disk_reserve_bytes: 8 * 1024 * 1024,
             max_batch: 5_000,
             hot_bytes: 64 * 1024 * 1024,
             max_in_flight: 10_000,

@@ -15,6 +15,11 @@ pub const OUTBOX_BYTES: &str = "tillstream_store_bridge_outbox_bytes";
 pub const OUTBOX_OLDEST_AGE_SECONDS: &str = "tillstream_store_bridge_outbox_oldest_age_seconds";
 /// Gauge, the alarm: 1 while the outbox is full and MQTT messages are not acked.
 pub const OUTBOX_FULL: &str = "tillstream_store_bridge_outbox_full";
+/// Gauge: 1 while the outbox's disk cannot take a commit (full or failing): nothing is acked, the
+/// broker keeps the messages, deliveries still drain; 0 once it has room again.
+pub const OUTBOX_DISK_STALLED: &str = "tillstream_store_bridge_outbox_disk_stalled";
+/// Gauge: free bytes on the outbox's filesystem.
+pub const OUTBOX_DISK_FREE_BYTES: &str = "tillstream_store_bridge_outbox_disk_free_bytes";
 /// Histogram: duration of one outbox group commit (fsync included).
 pub const OUTBOX_COMMIT_SECONDS: &str = "tillstream_store_bridge_outbox_commit_seconds";
 /// Histogram: records per outbox group commit.
