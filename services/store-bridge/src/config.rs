@@ -199,6 +199,12 @@ pub struct OutboxConfig {
     /// The drainer keeps about this long's worth of deliveries (at Kafka's measured pace) in
     /// flight, between 1,000 records and `max_in_flight`.
     pub in_flight_window_ms: u64,
+    /// Failed deliveries in a row that name a topic as the problem (it vanished, or the bridge may
+    /// not write it) before that topic's records are set aside in the outbox's quarantine table,
+    /// so the rest drains (`tillctl outbox redrive` puts them back).
+    pub quarantine_after_failures: u32,
+    /// How long a quarantined topic's records are set aside before one is tried again.
+    pub quarantine_recheck_ms: u64,
     /// On shutdown, how long to wait for in-flight deliveries (the rest stay in the outbox).
     pub shutdown_drain_ms: u64,
     /// `linger.ms` of the drainer's producer. Fewer, larger batches: tansu 0.6 (SQLite) serves a
@@ -221,6 +227,8 @@ impl Default for OutboxConfig {
             hot_bytes: 64 * 1024 * 1024,
             max_in_flight: 10_000,
             in_flight_window_ms: 1_000,
+            quarantine_after_failures: 5,
+            quarantine_recheck_ms: 60_000,
             shutdown_drain_ms: 10_000,
             producer_linger_ms: 20,
             delivery_timeout_ms: 60_000,

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
 use crate::outbox::{Reader, Record, Row, Shared, WriterMsg};
+use crate::quarantine::Quarantine;
 
 type Delivery = (u64, Arc<Record>, Instant, Result<(), KafkaError>);
 type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = Delivery> + Send>>>;
@@ -67,6 +68,11 @@ pub struct Drainer<A> {
     pub delivery_timeout_ms: u32,
     pub shutdown_drain: Duration,
     pub refused: Arc<dyn Refused>,
+    /// Failed deliveries in a row naming a topic as the problem (vanished, not authorised) before
+    /// that topic's records are set aside in the quarantine table (`quarantine.rs`).
+    pub quarantine_after_failures: u32,
+    /// How long a quarantined topic's records are set aside before one is tried again.
+    pub quarantine_recheck: Duration,
     /// The topics it will produce to: their metadata is fetched before the first record, so a
     /// backlog does not wait on it (measured: the first delivery of a 50k drain into tansu came
     /// 1.1 s after the first message without it, 0.6 s with it).
@@ -98,6 +104,7 @@ impl Classify for DrainerError {
 }
 
 struct State {
+    quarantine: Quarantine,
     producer: FutureProducer,
     next_id: u64,
     stash: VecDeque<Row>,
@@ -111,6 +118,7 @@ impl<A: Send + 'static> Drainer<A> {
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), DrainerError> {
         let pcfg = producer_config(&self.kafka, self.linger_ms, self.delivery_timeout_ms);
         let mut st = State {
+            quarantine: Quarantine::new(self.quarantine_after_failures, self.quarantine_recheck),
             producer: kafka::producer(&pcfg, &self.client_id)?,
             next_id: self.shared.first_id,
             stash: VecDeque::new(),
@@ -143,6 +151,11 @@ impl<A: Send + 'static> Drainer<A> {
                 }
                 let mut rows = rows.into_iter();
                 while let Some(row) = rows.next() {
+                    if let Some(reason) = st.quarantine.set_aside(&row.record.topic, Instant::now())
+                    {
+                        self.set_aside(row.id, &row.record, reason, false).await?;
+                        continue;
+                    }
                     match send(&st.producer, &row) {
                         Ok(fut) => {
                             st.in_flight_ids.insert(row.id);
@@ -248,12 +261,19 @@ impl<A: Send + 'static> Drainer<A> {
                 metrics::counter!(m::MESSAGES_OUT_TOTAL,
                     "kind" => record.kind.clone(), "store" => record.store.clone())
                 .increment(1);
+                st.quarantine.delivered(&record.topic);
                 st.delivered.push(id);
                 Ok(())
             }
             Err(e) => {
                 // The failed record is not confirmed: the reset must start at or before it.
                 let poison = e.class() == ErrorClass::Poison;
+                if !poison
+                    && let Some(reason) = st.quarantine.failed(&record.topic, &e, Instant::now())
+                {
+                    // Out of the outbox before the reset re-reads it from disk.
+                    self.set_aside(id, record, reason, true).await?;
+                }
                 self.reset(st, &e, Some(id), poison.then_some((id, record)))
                     .await
             }
@@ -299,6 +319,35 @@ impl<A: Send + 'static> Drainer<A> {
                 None => st.next_id = upper + 1,
             }
         }
+    }
+
+    /// Moves a record into the quarantine table (`wait`: until the writer has committed it).
+    async fn set_aside(
+        &mut self,
+        id: u64,
+        record: &Record,
+        reason: &'static str,
+        wait: bool,
+    ) -> Result<(), DrainerError> {
+        tracing::error!(
+            id,
+            topic = %record.topic,
+            store = %record.store,
+            reason,
+            "kafka cannot take this topic's records: setting the record aside in the outbox quarantine (re-drive with `tillctl outbox redrive`)"
+        );
+        metrics::counter!(m::QUARANTINED_TOTAL, "reason" => reason).increment(1);
+        self.writer
+            .send(WriterMsg::Quarantine(id, reason.to_string()))
+            .map_err(|_| DrainerError::WriterGone)?;
+        if wait {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.writer
+                .send(WriterMsg::Flush(tx))
+                .map_err(|_| DrainerError::WriterGone)?;
+            let _ = rx.await;
+        }
+        Ok(())
     }
 
     /// Rebuilds the producer and re-sends everything unconfirmed from the lowest id, in order.

@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod json_schema;
 pub mod metrics;
 pub mod outbox;
+pub mod quarantine;
 pub mod routes;
 pub mod uplink;
 pub mod validate;
@@ -164,6 +165,8 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
         linger_ms: config.outbox.producer_linger_ms,
         delivery_timeout_ms: config.outbox.delivery_timeout_ms,
         shutdown_drain: Duration::from_millis(config.outbox.shutdown_drain_ms),
+        quarantine_after_failures: config.outbox.quarantine_after_failures,
+        quarantine_recheck: Duration::from_millis(config.outbox.quarantine_recheck_ms),
         refused: Arc::new(RefusedToDeadLetter(converter.clone())),
         topics: {
             let mut t: Vec<String> = config

@@ -42,6 +42,11 @@ pub const MQTT_CONNECTED: &str = "tillstream_store_bridge_mqtt_connected";
 pub const MQTT_RECONNECTS_TOTAL: &str = "tillstream_store_bridge_mqtt_reconnects_total";
 /// Gauge: 1 while Kafka answers metadata requests.
 pub const KAFKA_REACHABLE: &str = "tillstream_store_bridge_kafka_reachable";
+/// Counter: records set aside in the outbox quarantine, by `reason` (`topic_unknown`,
+/// `not_authorized`, `topic_invalid`).
+pub const QUARANTINED_TOTAL: &str = "tillstream_store_bridge_quarantined_total";
+/// Gauge: records in the outbox quarantine (set aside, waiting for `tillctl outbox redrive`).
+pub const QUARANTINE_DEPTH: &str = "tillstream_store_bridge_quarantine_depth";
 /// Counter: drainer resets (producer rebuilt, undelivered records re-sent in order).
 pub const DRAINER_RESETS_TOTAL: &str = "tillstream_store_bridge_drainer_resets_total";
 /// Counter: downlink messages published (retained), labelled `store` and `document`

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tillctl::{inspect, schemas, topology};
+use tillctl::{inspect, outbox, schemas, topology};
 use tillstream_contracts::{Registry, RegistryConfig};
 use tillstream_runtime::kafka::KafkaConfig;
 
@@ -49,6 +49,36 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
     },
+    /// The store bridge's outbox quarantine: records whose Kafka topic could not take them.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCmd {
+    /// List the quarantined records (JSON lines, oldest first).
+    Quarantine(OutboxArgs),
+    /// Put quarantined records back at the end of the outbox (the bridge takes them within seconds).
+    Redrive(OutboxArgs),
+}
+
+#[derive(clap::Args)]
+struct OutboxArgs {
+    /// The bridge's outbox folder (its `outbox.dir`).
+    #[arg(
+        long,
+        env = "TILLSTREAM_STORE_BRIDGE__OUTBOX__DIR",
+        default_value = "data/store-bridge"
+    )]
+    dir: PathBuf,
+    /// Only records of this Kafka topic.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Only records set aside for this reason (topic_unknown, not_authorized, topic_invalid).
+    #[arg(long)]
+    reason: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -254,6 +284,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await?;
             for r in records {
                 println!("{r}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Outbox { command } => {
+            let (args, redrive) = match command {
+                OutboxCmd::Quarantine(a) => (a, false),
+                OutboxCmd::Redrive(a) => (a, true),
+            };
+            let filter = outbox::Filter {
+                topic: args.topic,
+                reason: args.reason,
+            };
+            if redrive {
+                let n = outbox::redrive(&args.dir, &filter)?;
+                println!("redrive: {n} record(s) marked; the bridge puts them back within seconds");
+            } else {
+                let rows = outbox::list(&args.dir, &filter)?;
+                for r in &rows {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+                println!("quarantine: {} record(s)", rows.len());
             }
             Ok(ExitCode::SUCCESS)
         }

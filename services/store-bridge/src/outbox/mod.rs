@@ -127,6 +127,9 @@ pub enum WriterMsg<A> {
     Delivered(Vec<u64>),
     /// Replace the record under `id` (Kafka refused it for good: it becomes a dead letter).
     Replace(u64, Record),
+    /// Move the record under `id` into the quarantine table with this reason (Kafka cannot take
+    /// its topic); `tillctl outbox redrive` puts it back.
+    Quarantine(u64, String),
     /// Commit what is pending now, then answer.
     Flush(tokio::sync::oneshot::Sender<()>),
     Shutdown,
@@ -153,6 +156,20 @@ fn open(path: &Path) -> Result<Connection, OutboxError> {
             store TEXT NOT NULL,
             received_at INTEGER NOT NULL,
             size INTEGER NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS outbox_quarantine (
+            id INTEGER PRIMARY KEY,
+            topic TEXT NOT NULL,
+            key BLOB NOT NULL,
+            value BLOB NOT NULL,
+            headers BLOB NOT NULL,
+            kind TEXT NOT NULL,
+            store TEXT NOT NULL,
+            received_at INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            quarantined_at INTEGER NOT NULL,
+            redrive INTEGER NOT NULL DEFAULT 0
         );",
     )?;
     Ok(conn)
@@ -240,6 +257,8 @@ pub fn start<A: Send + 'static>(
         acks,
         reserve: disk::Reserve::take(&cfg.dir, cfg.disk_reserve_bytes),
         stalled: None,
+        redriving: Default::default(),
+        last_redrive_check: std::time::Instant::now(),
     };
     let thread = std::thread::Builder::new()
         .name("outbox-writer".into())

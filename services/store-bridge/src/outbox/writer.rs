@@ -29,6 +29,11 @@ pub(super) struct Writer<A> {
     pub(super) reserve: Reserve,
     /// Set while the disk cannot take a commit.
     pub(super) stalled: Option<Stall>,
+    /// Quarantined records an operator asked to re-drive, loaded into `pending` and not yet
+    /// committed back into the outbox.
+    pub(super) redriving: std::collections::HashSet<u64>,
+    /// When the quarantine table was last checked for re-drive requests.
+    pub(super) last_redrive_check: Instant,
 }
 
 /// The disk refused a commit: since when, the error, and when room was last probed.
@@ -40,6 +45,29 @@ pub(super) struct Stall {
 enum Pending<A> {
     Append(Record, A),
     AckOnly(A),
+    /// A quarantined record put back by an operator (its quarantine id): appended, not acked.
+    Redriven(Record, u64),
+}
+
+/// Changes to stored records, committed with the next transaction.
+#[derive(Default)]
+struct Changes {
+    /// Kafka confirmed these ids.
+    deletes: Vec<u64>,
+    /// Kafka refused these for good: replaced by their dead letters.
+    replaces: Vec<(u64, Record)>,
+    /// Kafka cannot take their topic: moved to the quarantine table, with the reason.
+    quarantines: Vec<(u64, String)>,
+}
+
+impl Changes {
+    fn urgent(&self) -> bool {
+        !self.replaces.is_empty() || !self.quarantines.is_empty()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.deletes.is_empty() && !self.urgent()
+    }
 }
 
 /// A commit that did not happen: why, and the inputs it took (to retry them in order).
@@ -51,14 +79,16 @@ struct CommitFailed<A> {
 /// How often a stalled writer checks whether the disk has room again.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 
+/// How often the quarantine table is checked for records an operator asked to re-drive.
+const REDRIVE_CHECK_EVERY: Duration = Duration::from_secs(2);
+
 /// Free space a stalled writer waits for when it keeps no reserve.
 const MIN_ROOM_TO_RESUME: u64 = 4 * 1024 * 1024;
 
 impl<A: Send + 'static> Writer<A> {
     pub(super) fn run(mut self, rx: Receiver<WriterMsg<A>>) -> Result<(), OutboxError> {
         let mut pending: VecDeque<Pending<A>> = VecDeque::new();
-        let mut deletes: Vec<u64> = Vec::new();
-        let mut replaces: Vec<(u64, Record)> = Vec::new();
+        let mut changes = Changes::default();
         let mut flushes: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
         let mut shutdown = false;
         let mut last_delete_commit = Instant::now();
@@ -69,9 +99,9 @@ impl<A: Send + 'static> Writer<A> {
             let can_append = !pending.is_empty() && !self.is_full() && self.stalled.is_none();
             let wait = if self.stalled.is_some() && !shutdown {
                 PROBE_EVERY
-            } else if can_append || !replaces.is_empty() || shutdown {
+            } else if can_append || changes.urgent() || shutdown {
                 Duration::ZERO
-            } else if !deletes.is_empty() {
+            } else if !changes.deletes.is_empty() {
                 Duration::from_millis(50).saturating_sub(last_delete_commit.elapsed())
             } else if self.is_full() {
                 Duration::from_millis(100)
@@ -90,8 +120,9 @@ impl<A: Send + 'static> Writer<A> {
             let mut absorb = |msg: WriterMsg<A>| match msg {
                 WriterMsg::Append(r, a) => pending.push_back(Pending::Append(r, a)),
                 WriterMsg::AckOnly(a) => pending.push_back(Pending::AckOnly(a)),
-                WriterMsg::Delivered(ids) => deletes.extend(ids),
-                WriterMsg::Replace(id, r) => replaces.push((id, r)),
+                WriterMsg::Delivered(ids) => changes.deletes.extend(ids),
+                WriterMsg::Replace(id, r) => changes.replaces.push((id, r)),
+                WriterMsg::Quarantine(id, reason) => changes.quarantines.push((id, reason)),
                 WriterMsg::Flush(tx) => flushes.push(tx),
                 WriterMsg::Shutdown => shutdown = true,
             };
@@ -100,6 +131,9 @@ impl<A: Send + 'static> Writer<A> {
             }
             while let Ok(msg) = rx.try_recv() {
                 absorb(msg);
+            }
+            if self.stalled.is_none() {
+                self.load_redrives(&mut pending)?;
             }
 
             // Take what fits: stop at the first record that would overflow the outbox, so acks
@@ -114,7 +148,7 @@ impl<A: Send + 'static> Writer<A> {
                 match pending.front() {
                     None => break,
                     Some(Pending::AckOnly(_)) => {}
-                    Some(Pending::Append(r, _)) => {
+                    Some(Pending::Append(r, _) | Pending::Redriven(r, _)) => {
                         let size = r.size() as u64;
                         let empty = self.shared.depth.load(Ordering::Relaxed) == 0 && appended == 0;
                         if !empty
@@ -132,13 +166,13 @@ impl<A: Send + 'static> Writer<A> {
             let over = depth_bytes + batch_bytes >= self.cfg.max_bytes;
             self.set_full(blocked || aged_out || over, &mut was_full);
 
-            let deletes_due = deletes.len() >= 1000
-                || (!deletes.is_empty()
+            let deletes_due = changes.deletes.len() >= 1000
+                || (!changes.deletes.is_empty()
                     && (last_delete_commit.elapsed() >= Duration::from_millis(50) || shutdown));
-            let commit = !batch.is_empty() || !replaces.is_empty() || deletes_due;
+            let commit = !batch.is_empty() || changes.urgent() || deletes_due;
             if commit {
                 let started = Instant::now();
-                let (rows, acks, deleted) = match self.commit(batch, &deletes, &replaces) {
+                let (rows, acks, deleted) = match self.commit(batch, &changes) {
                     Ok(done) => done,
                     Err(failed) if is_storage_failure(&failed.error) => {
                         // Nothing of it is acked: MQTT keeps those messages. Retried in order.
@@ -157,11 +191,10 @@ impl<A: Send + 'static> Writer<A> {
                         tracing::warn!(error = %e, "outbox: could not give deleted pages back");
                     }
                 }
-                if !deletes.is_empty() {
+                if !changes.deletes.is_empty() {
                     last_delete_commit = Instant::now();
                 }
-                deletes.clear();
-                replaces.clear();
+                changes = Changes::default();
                 metrics::histogram!(m::OUTBOX_COMMIT_SECONDS)
                     .record(started.elapsed().as_secs_f64());
                 metrics::histogram!(m::OUTBOX_COMMIT_BATCH_EVENTS).record(rows.len() as f64);
@@ -191,7 +224,7 @@ impl<A: Send + 'static> Writer<A> {
             }
             // A stalled disk may never take the last deletes: those records are simply sent again
             // after the restart (duplicates, which every sink absorbs).
-            if shutdown && ((deletes.is_empty() && replaces.is_empty()) || self.stalled.is_some()) {
+            if shutdown && (changes.is_empty() || self.stalled.is_some()) {
                 // Pending appends that did not fit stay unacked: the broker redelivers them.
                 for f in flushes.drain(..) {
                     let _ = f.send(());
@@ -234,6 +267,50 @@ impl<A: Send + 'static> Writer<A> {
     fn checkpoint(&self) -> Result<(), rusqlite::Error> {
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+    }
+
+    /// Every few seconds: quarantined records an operator marked for re-drive (`tillctl outbox
+    /// redrive`) go back to the end of the outbox, in their original order.
+    fn load_redrives(&mut self, pending: &mut VecDeque<Pending<A>>) -> Result<(), OutboxError> {
+        if self.last_redrive_check.elapsed() < REDRIVE_CHECK_EVERY {
+            return Ok(());
+        }
+        self.last_redrive_check = Instant::now();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, topic, key, value, headers, kind, store, received_at
+             FROM outbox_quarantine WHERE redrive = 1 ORDER BY id LIMIT 1000",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                let headers: Vec<u8> = r.get(4)?;
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    Record {
+                        topic: r.get(1)?,
+                        key: r.get(2)?,
+                        value: r.get(3)?,
+                        headers: super::decode_headers(&headers),
+                        kind: r.get(5)?,
+                        store: r.get(6)?,
+                        received_at_ms: r.get(7)?,
+                    },
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut loaded = 0usize;
+        for (id, record) in rows {
+            if self.redriving.insert(id) {
+                pending.push_back(Pending::Redriven(record, id));
+                loaded += 1;
+            }
+        }
+        if loaded > 0 {
+            tracing::info!(
+                records = loaded,
+                "re-driving quarantined records into the outbox"
+            );
+        }
+        Ok(())
     }
 
     /// The disk refused a commit: stop appending (and so acking) until it has room again. The
@@ -330,6 +407,14 @@ impl<A: Send + 'static> Writer<A> {
         if let Some(free) = free_bytes(&self.cfg.dir) {
             metrics::gauge!(m::OUTBOX_DISK_FREE_BYTES).set(free as f64);
         }
+        if let Ok(n) = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM outbox_quarantine", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        {
+            metrics::gauge!(m::QUARANTINE_DEPTH).set(n as f64);
+        }
     }
 
     fn refresh_oldest(&self) -> Result<(), OutboxError> {
@@ -350,10 +435,9 @@ impl<A: Send + 'static> Writer<A> {
     fn commit(
         &mut self,
         batch: Vec<Pending<A>>,
-        deletes: &[u64],
-        replaces: &[(u64, Record)],
+        changes: &Changes,
     ) -> Result<(Vec<Row>, Vec<A>, usize), CommitFailed<A>> {
-        let written = match self.write(&batch, deletes, replaces) {
+        let written = match self.write(&batch, changes) {
             Ok(w) => w,
             Err(error) => return Err(CommitFailed { error, batch }),
         };
@@ -377,6 +461,14 @@ impl<A: Send + 'static> Writer<A> {
                     acks.push(a);
                     id += 1;
                 }
+                Pending::Redriven(r, quarantine_id) => {
+                    self.redriving.remove(&quarantine_id);
+                    rows.push(Row {
+                        id,
+                        record: Arc::new(r),
+                    });
+                    id += 1;
+                }
             }
         }
         self.after_commit(rows, acks, added_bytes, removed_bytes, deleted)
@@ -390,8 +482,7 @@ impl<A: Send + 'static> Writer<A> {
     fn write(
         &mut self,
         batch: &[Pending<A>],
-        deletes: &[u64],
-        replaces: &[(u64, Record)],
+        changes: &Changes,
     ) -> Result<Written, rusqlite::Error> {
         let mut added_bytes = 0u64;
         let mut removed_bytes = 0u64;
@@ -403,8 +494,18 @@ impl<A: Send + 'static> Writer<A> {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             let mut id = self.next_id;
+            let mut unquarantine =
+                tx.prepare_cached("DELETE FROM outbox_quarantine WHERE id = ?1")?;
             for p in batch {
-                if let Pending::Append(r, _) = p {
+                let r = match p {
+                    Pending::Append(r, _) => r,
+                    Pending::Redriven(r, quarantine_id) => {
+                        unquarantine.execute(params![*quarantine_id as i64])?;
+                        r
+                    }
+                    Pending::AckOnly(_) => continue,
+                };
+                {
                     let size = r.size() as u64;
                     ins.execute(params![
                         id as i64,
@@ -425,7 +526,7 @@ impl<A: Send + 'static> Writer<A> {
                 "UPDATE outbox SET topic = ?2, key = ?3, value = ?4, headers = ?5, kind = ?6,
                  store = ?7, size = ?8 WHERE id = ?1",
             )?;
-            for (id, r) in replaces {
+            for (id, r) in &changes.replaces {
                 upd.execute(params![
                     *id as i64,
                     r.topic,
@@ -438,7 +539,19 @@ impl<A: Send + 'static> Writer<A> {
                 ])?;
             }
             let mut del = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1 RETURNING size")?;
-            for id in deletes {
+            let mut quarantine = tx.prepare_cached(
+                "INSERT OR REPLACE INTO outbox_quarantine
+                   (id, topic, key, value, headers, kind, store, received_at, size, reason,
+                    quarantined_at, redrive)
+                 SELECT id, topic, key, value, headers, kind, store, received_at, size, ?2, ?3, 0
+                 FROM outbox WHERE id = ?1",
+            )?;
+            let now = tillstream_runtime::clock::now_ms();
+            for (id, reason) in &changes.quarantines {
+                quarantine.execute(params![*id as i64, reason, now])?;
+            }
+            let quarantined = changes.quarantines.iter().map(|(id, _)| id);
+            for id in changes.deletes.iter().chain(quarantined) {
                 match del.query_row(params![*id as i64], |r| r.get::<_, i64>(0)) {
                     Ok(size) => {
                         removed_bytes += size as u64;
