@@ -26,6 +26,7 @@ pub enum EventKind {
     SequenceGap,
     DeadLetter,
     DeviceReceipt,
+    Compensation,
 }
 
 /// (kind, version, schema text) for every `.avsc` in the repository.
@@ -91,6 +92,11 @@ const SCHEMA_FILES: &[(EventKind, u32, &str)] = &[
         include_str!("../../../schemas/avro/conflict_detected/v1.avsc"),
     ),
     (
+        EventKind::ConflictDetected,
+        2,
+        include_str!("../../../schemas/avro/conflict_detected/v2.avsc"),
+    ),
+    (
         EventKind::ConflictResolved,
         1,
         include_str!("../../../schemas/avro/conflict_resolved/v1.avsc"),
@@ -110,10 +116,15 @@ const SCHEMA_FILES: &[(EventKind, u32, &str)] = &[
         1,
         include_str!("../../../schemas/avro/device_receipt/v1.avsc"),
     ),
+    (
+        EventKind::Compensation,
+        1,
+        include_str!("../../../schemas/avro/compensation/v1.avsc"),
+    ),
 ];
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::OrderCreated,
         EventKind::OrderRefunded,
         EventKind::InventoryAdjusted,
@@ -129,6 +140,7 @@ impl EventKind {
         EventKind::SequenceGap,
         EventKind::DeadLetter,
         EventKind::DeviceReceipt,
+        EventKind::Compensation,
     ];
 
     /// Folder under `schemas/avro/` (snake_case).
@@ -149,6 +161,7 @@ impl EventKind {
             EventKind::SequenceGap => "sequence_gap",
             EventKind::DeadLetter => "dead_letter",
             EventKind::DeviceReceipt => "device_receipt",
+            EventKind::Compensation => "compensation",
         }
     }
 
@@ -172,6 +185,7 @@ impl EventKind {
             EventKind::SequenceGap => "com.tillstream.pipeline.SequenceGap",
             EventKind::DeadLetter => "com.tillstream.pipeline.DeadLetter",
             EventKind::DeviceReceipt => "com.tillstream.pipeline.DeviceReceipt",
+            EventKind::Compensation => "com.tillstream.pipeline.Compensation",
         }
     }
 

@@ -398,6 +398,12 @@ pub enum ConflictKind {
     DoubleRedemption,
     DayCloseMismatch,
     Other,
+    /// v2: a sale took stock a granted reservation held for another order.
+    ReservationBreach,
+    /// v2: two different events carry the same order, refund or redemption number in one store.
+    DuplicateBusinessKey,
+    /// v2: a COUNT's expected on-hand differs from the event-time on-hand.
+    StaleCount,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -431,6 +437,40 @@ pub struct ConflictResolved {
     pub compensating_event_ids: Vec<String>,
     pub resolved_at: i64,
     pub resolved_by: String,
+}
+
+/// What a [`Compensation`] does (see `schemas/avro/compensation/v1.avsc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CompensationKind {
+    Backorder,
+    Substitute,
+    Void,
+    PriceAdjustment,
+    PointsClawback,
+    Other,
+}
+
+/// A compensating action for a conflict (topic `tillstream.compensations`, keyed by store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compensation {
+    pub compensation_id: String,
+    pub conflict_id: String,
+    pub kind: CompensationKind,
+    pub store_id: String,
+    #[serde(default)]
+    pub sku: Option<String>,
+    /// Units, or points for a clawback; negative in a reversal.
+    pub qty: i64,
+    #[serde(default)]
+    pub money: Option<Money>,
+    pub evidence_event_ids: Vec<String>,
+    pub reason: String,
+    /// For a reversal: the compensation it undoes.
+    #[serde(default)]
+    pub reverses: Option<String>,
+    pub effective_at: i64,
+    pub issued_by: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

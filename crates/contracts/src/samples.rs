@@ -310,6 +310,23 @@ pub fn conflict_resolved() -> ConflictResolved {
     }
 }
 
+pub fn compensation() -> Compensation {
+    Compensation {
+        compensation_id: event_uuid("comp", 1),
+        conflict_id: event_uuid("conflict", 1),
+        kind: CompensationKind::Backorder,
+        store_id: "s001".into(),
+        sku: Some("SKU-0001".into()),
+        qty: 1,
+        money: Some(eur(499)),
+        evidence_event_ids: vec![event_uuid("d", 1), event_uuid("d", 2)],
+        reason: "the later of two sales of the last unit".into(),
+        reverses: None,
+        effective_at: T0,
+        issued_by: "conflict-detector".into(),
+    }
+}
+
 pub fn gap() -> SequenceGap {
     SequenceGap {
         gap_id: event_uuid("gap", 1),

@@ -112,6 +112,7 @@ fn every_rust_type_matches_its_latest_schema_exactly() {
                     EventKind::ConflictResolved => check_exact(kind, &samples::conflict_resolved()),
                     EventKind::SequenceGap => check_exact(kind, &samples::gap()),
                     EventKind::DeviceReceipt => check_exact(kind, &samples::receipt()),
+                    EventKind::Compensation => check_exact(kind, &samples::compensation()),
                     other => panic!("no sample for {other}"),
                 },
             }
@@ -191,6 +192,95 @@ fn pipeline_records_round_trip() {
     let bytes = codec::encode_record(EventKind::ConflictDetected, &c).unwrap();
     let w = WriterSchema::shipped(9, EventKind::ConflictDetected, 1).unwrap();
     assert_eq!(w.decode::<ConflictDetected>(&bytes).unwrap(), c);
+    let comp = samples::compensation();
+    let bytes = codec::encode_record(EventKind::Compensation, &comp).unwrap();
+    let w = WriterSchema::shipped(9, EventKind::Compensation, 1).unwrap();
+    assert_eq!(w.decode::<Compensation>(&bytes).unwrap(), comp);
+}
+
+/// ConflictDetected v2 (the conflict detector's rule kinds, an enum default) against v1 readers:
+/// a record of a v1 symbol is the same bytes under both versions (what the dedup writes, and the
+/// detector's OVERSOLD / PRICE_MISMATCH / DOUBLE_REDEMPTION), so a v1 reader decodes it; a v1
+/// reader has no enum default, so it cannot read the three new symbols (Avro applies the default
+/// of the *reader*); a v2 reader reads any symbol added after v2 as OTHER.
+#[test]
+fn conflict_kinds_evolve_compatibly() {
+    let v1 = EventKind::ConflictDetected.schema(1).unwrap();
+    let v2 = EventKind::ConflictDetected.schema(2).unwrap();
+    let read_with = |writer: &Schema, reader: &Schema, bytes: &[u8]| {
+        GenericDatumReader::builder(writer)
+            .reader_schema(reader)
+            .build()
+            .unwrap()
+            .read_value(&mut &bytes[..])
+    };
+    let kind_of = |v: Value| match v {
+        Value::Record(fields) => fields
+            .into_iter()
+            .find(|(n, _)| n == "kind")
+            .map(|(_, k)| k)
+            .unwrap(),
+        other => panic!("not a record: {other:?}"),
+    };
+    let mut c = samples::conflict();
+    for kind in [
+        ConflictKind::IdentityCollision,
+        ConflictKind::Oversold,
+        ConflictKind::PriceMismatch,
+        ConflictKind::DoubleRedemption,
+        ConflictKind::Other,
+    ] {
+        c.kind = kind;
+        let v2_bytes = codec::encode(EventKind::ConflictDetected, 2, &c).unwrap();
+        let v1_bytes = codec::encode(EventKind::ConflictDetected, 1, &c).unwrap();
+        assert_eq!(v1_bytes, v2_bytes, "{kind:?}: same bytes under v1 and v2");
+        let old = read_with(v2, v1, &v2_bytes).unwrap();
+        assert!(matches!(kind_of(old), Value::Enum(_, _)), "{kind:?}");
+        // The dedup frames with v1's schema id: a v2 reader decodes that into the Rust type.
+        let w1 = WriterSchema::shipped(1, EventKind::ConflictDetected, 1).unwrap();
+        assert_eq!(w1.decode::<ConflictDetected>(&v2_bytes).unwrap(), c);
+    }
+    for kind in [
+        ConflictKind::ReservationBreach,
+        ConflictKind::DuplicateBusinessKey,
+        ConflictKind::StaleCount,
+    ] {
+        c.kind = kind;
+        let bytes = codec::encode(EventKind::ConflictDetected, 2, &c).unwrap();
+        let w2 = WriterSchema::shipped(2, EventKind::ConflictDetected, 2).unwrap();
+        assert_eq!(w2.decode::<ConflictDetected>(&bytes).unwrap(), c);
+        assert!(
+            read_with(v2, v1, &bytes).is_err(),
+            "{kind:?}: a v1 reader has no default for a symbol it does not know"
+        );
+    }
+    // A later version with one more symbol: v2 readers take the default.
+    let v3_text = EventKind::ConflictDetected
+        .schema_text(2)
+        .unwrap()
+        .replace("\"STALE_COUNT\"", "\"STALE_COUNT\", \"FUTURE_RULE\"");
+    let v3 = Schema::parse_str(&v3_text).unwrap();
+    let future = apache_avro::to_value(&c)
+        .unwrap()
+        .resolve(&v3)
+        .map(|v| match v {
+            Value::Record(mut fields) => {
+                for (n, k) in fields.iter_mut() {
+                    if n == "kind" {
+                        *k = Value::Enum(10, "FUTURE_RULE".into());
+                    }
+                }
+                Value::Record(fields)
+            }
+            other => other,
+        })
+        .unwrap();
+    let bytes = apache_avro::to_avro_datum(&v3, future).unwrap();
+    let read = read_with(&v3, v2, &bytes).unwrap();
+    assert_eq!(kind_of(read), Value::Enum(6, "OTHER".into()));
+    use apache_avro::schema_compatibility::SchemaCompatibility;
+    assert!(SchemaCompatibility::can_read(&v3, v2).is_ok());
+    assert!(SchemaCompatibility::can_read(v1, v2).is_ok());
 }
 
 #[test]
