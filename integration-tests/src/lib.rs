@@ -171,7 +171,7 @@ impl Stack {
         let file = match svc {
             Svc::Tansu => self.dir().join("tansu/tansu.pid"),
             Svc::Mosquitto => self.dir().join("mosquitto/mosquitto.pid"),
-            Svc::Postgres => return None,
+            Svc::Postgres => self.dir().join("postgres/data/postmaster.pid"),
         };
         std::fs::read_to_string(file)
             .ok()?
@@ -198,6 +198,47 @@ impl Stack {
 
     pub fn restart(&self, svc: Svc) -> anyhow::Result<()> {
         self.script(&["restart", svc.name()]).map(|_| ())
+    }
+
+    /// Freezes a service (SIGSTOP; PostgreSQL: the postmaster and every backend): it keeps its
+    /// sockets open and answers nothing, like a hung process or a stalled VM.
+    pub fn pause(&self, svc: Svc) -> anyhow::Result<()> {
+        self.signal(svc, "STOP")
+    }
+
+    /// Thaws a service frozen by [`pause`](Self::pause) (SIGCONT).
+    pub fn resume(&self, svc: Svc) -> anyhow::Result<()> {
+        self.signal(svc, "CONT")
+    }
+
+    fn signal(&self, svc: Svc, sig: &str) -> anyhow::Result<()> {
+        let pid = self
+            .pid(svc)
+            .with_context(|| format!("{} has no pid", svc.name()))?;
+        let pid = pid.to_string();
+        // Children first on SIGSTOP, parent first on SIGCONT: no backend runs unsupervised.
+        let children = || {
+            Command::new("pkill")
+                .args([&format!("-{sig}"), "-P", &pid])
+                .status()
+        };
+        let parent = || {
+            Command::new("kill")
+                .args([&format!("-{sig}"), &pid])
+                .status()
+        };
+        let ok = if sig == "STOP" {
+            let _ = children();
+            parent()?.success()
+        } else {
+            let ok = parent()?.success();
+            let _ = children();
+            ok
+        };
+        if !ok {
+            bail!("kill -{sig} {pid} ({}) failed", svc.name());
+        }
+        Ok(())
     }
 }
 
@@ -333,6 +374,42 @@ pub async fn decode_event(
     let (id, datum) = contracts::codec::unframe(payload)?;
     let writer = registry.writer_schema(id).await?;
     Ok(contracts::DeviceEvent::decode(&writer, datum)?)
+}
+
+/// A small tmpfs mounted for one test, to fill a disk on purpose (root only: CI and sessions run
+/// as root); unmounted when dropped.
+#[derive(Debug)]
+pub struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` (e.g. `"3m"`), panicking when it cannot (a test that needs a full
+    /// disk must not pass without one).
+    pub fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "mounting a {size} tmpfs needs root (CI and sessions run as root)"
+        );
+        SmallDisk { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
 }
 
 /// Polls `check` every 100 ms until it returns true or `timeout` passes.

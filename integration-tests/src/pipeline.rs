@@ -137,6 +137,39 @@ impl Instance {
         }
     }
 
+    /// Freezes the process (SIGSTOP): it holds its connections and does nothing.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("STOP")
+    }
+
+    /// Thaws a paused process (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("CONT")
+    }
+
+    fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let pid = self.pid().context("instance is not running")?;
+        if !Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()?
+            .success()
+        {
+            bail!("kill -{sig} {pid} failed");
+        }
+        Ok(())
+    }
+
+    /// Sets (or replaces) an environment variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// The sum of every sample of metric `name` on the instance's `/metrics` (0 if absent).
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        Ok(metric_sum(&self.metrics().await?, name))
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
@@ -189,6 +222,17 @@ impl Drop for Instance {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The sum of every sample of metric `name` in Prometheus text (0 if absent).
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The last `n` lines of a log file.
@@ -337,6 +381,23 @@ impl Pipeline {
         self.instance(service, index).kill();
     }
 
+    /// kill -9, then start again with `env` set on top of its environment (a changed
+    /// configuration, e.g. another client id or route map).
+    pub async fn crash_and_restart_with(
+        &mut self,
+        service: Service,
+        index: usize,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let inst = self.instance(service, index);
+        inst.kill();
+        for (k, v) in env {
+            inst.set_env(k, v);
+        }
+        inst.spawn()?;
+        inst.wait_ready(Duration::from_secs(60)).await
+    }
+
     /// Start an instance that was killed or terminated.
     pub async fn restart(&mut self, service: Service, index: usize) -> anyhow::Result<()> {
         let inst = self.instance(service, index);
@@ -359,5 +420,17 @@ impl Pipeline {
             .map(|i| format!("--- {} ---\n{}", i.log.display(), tail(&i.log, n)))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_sum;
+
+    #[test]
+    fn metric_sums_every_labelled_sample_of_that_name_only() {
+        let text = "# TYPE x_total counter\nx_total{a=\"1\"} 2\nx_total{a=\"2\"} 3.5\nx_total_other 9\nx_total 1\n";
+        assert_eq!(metric_sum(text, "x_total"), 6.5);
+        assert_eq!(metric_sum(text, "absent"), 0.0);
     }
 }

@@ -37,6 +37,39 @@ pub struct PublishConfig {
     pub await_receipts: bool,
     /// A device re-sends what no receipt covers after this long without a receipt.
     pub resend_after: Duration,
+    /// Counts the broker's PUBACKs of planned publishes as they arrive (tests fire faults when
+    /// the fleet has made a given amount of progress).
+    pub acked_progress: Arc<std::sync::atomic::AtomicU64>,
+    /// When the broker acknowledged each publish no receipt will ever cover (heartbeats, collision
+    /// variants, deliberate duplicates, poison): a broker that crashes can lose those for good,
+    /// and a test derives what it may lose from when they were acknowledged.
+    pub untracked_acks: Arc<Mutex<Vec<(Instant, Untracked)>>>,
+}
+
+/// A publish no sync receipt covers, as [`PublishConfig::untracked_acks`] records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Untracked {
+    Heartbeat,
+    /// The second content published under this event id (an identity collision).
+    CollisionVariant(String),
+    /// A deliberate duplicate or a poison payload.
+    Other,
+}
+
+impl Untracked {
+    fn of(p: &crate::plan::Publish) -> Option<Untracked> {
+        if tracked(p).is_some() {
+            return None;
+        }
+        Some(match &p.purpose {
+            _ if p.topic.starts_with("fleet/") => Untracked::Heartbeat,
+            Purpose::Collision => serde_json::from_slice::<serde_json::Value>(&p.payload)
+                .ok()
+                .and_then(|v| v["event_id"].as_str().map(str::to_string))
+                .map_or(Untracked::Other, Untracked::CollisionVariant),
+            _ => Untracked::Other,
+        })
+    }
 }
 
 impl Default for PublishConfig {
@@ -51,6 +84,8 @@ impl Default for PublishConfig {
             record_sent: false,
             await_receipts: true,
             resend_after: Duration::from_secs(5),
+            acked_progress: Default::default(),
+            untracked_acks: Default::default(),
         }
     }
 }
@@ -205,6 +240,8 @@ fn tracked(p: &crate::plan::Publish) -> Option<(i64, i64)> {
 struct Issued {
     /// Position in the segment, or `None` for a re-send the ledger asked for.
     index: Option<usize>,
+    /// What it is, when no receipt covers it.
+    untracked: Option<Untracked>,
     /// Packet id, once the client has sent it.
     pkid: Option<u16>,
     acked: bool,
@@ -212,7 +249,14 @@ struct Issued {
 
 /// One segment publish as the sender task hands it over: (position in the segment, topic,
 /// payload, what receipts track of it, whether to record its hand-over time).
-type SegmentPublish = (usize, String, Vec<u8>, Option<(i64, i64)>, bool);
+type SegmentPublish = (
+    usize,
+    String,
+    Vec<u8>,
+    Option<(i64, i64)>,
+    bool,
+    Option<Untracked>,
+);
 
 /// What one connection achieved.
 struct ConnectionOutcome {
@@ -375,27 +419,40 @@ impl Connection<'_> {
                 .map(|k| {
                     let p = self.segment[*k];
                     let record = cfg.record_sent && p.purpose == Purpose::Event;
-                    (*k, p.topic.clone(), p.payload.clone(), tracked(p), record)
+                    (
+                        *k,
+                        p.topic.clone(),
+                        p.payload.clone(),
+                        tracked(p),
+                        record,
+                        Untracked::of(p),
+                    )
                 })
                 .collect();
             let (rate, started, pace_from) = (self.rate, self.started, self.pace_from);
             tokio::spawn(async move {
                 let mut sent = Vec::new();
-                let publish = |topic: String, payload: Vec<u8>, index: Option<usize>| {
+                let publish = |topic: String,
+                               payload: Vec<u8>,
+                               index: Option<usize>,
+                               untracked: Option<Untracked>| {
                     issued
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .push_back(Issued {
                             index,
+                            untracked,
                             pkid: None,
                             acked: false,
                         });
                     client.publish(topic, QoS::AtLeastOnce, false, payload)
                 };
-                for (n, (k, topic, payload, track, record)) in to_send.into_iter().enumerate() {
+                for (n, (k, topic, payload, track, record, untracked)) in
+                    to_send.into_iter().enumerate()
+                {
                     while let Ok(again) = resend_rx.try_recv() {
                         for (_, t, p) in again {
-                            if publish(t, p, None).await.is_err() {
+                            if publish(t, p, None, None).await.is_err() {
                                 return sent;
                             }
                         }
@@ -422,7 +479,7 @@ impl Connection<'_> {
                             Instant::now(),
                         );
                     }
-                    if publish(topic, payload, Some(k)).await.is_err() {
+                    if publish(topic, payload, Some(k), untracked).await.is_err() {
                         return sent;
                     }
                     if let Some(id) = id {
@@ -433,7 +490,7 @@ impl Connection<'_> {
                 // Then only re-sends, until the connection is done with.
                 while let Some(again) = resend_rx.recv().await {
                     for (_, t, p) in again {
-                        if publish(t, p, None).await.is_err() {
+                        if publish(t, p, None, None).await.is_err() {
                             return sent;
                         }
                     }
@@ -470,6 +527,15 @@ impl Connection<'_> {
                             let mut q = issued.lock().unwrap_or_else(|p| p.into_inner());
                             if let Some(i) = q.iter_mut().find(|i| !i.acked && i.pkid == Some(a.pkid)) {
                                 i.acked = true;
+                                if i.index.is_some() {
+                                    cfg.acked_progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
+                                if let Some(u) = i.untracked.take() {
+                                    cfg.untracked_acks
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .push((Instant::now(), u));
+                                }
                             }
                         }
                         Ok(Event::Incoming(Packet::Publish(p))) if p.topic == receipt_topic => {

@@ -74,7 +74,7 @@ pub fn compare_with(truth: &Truth, observed: Observed<'_>, allow: Allowances) ->
     let Observed { kafka, db, catalog } = observed;
     let mut checks = Vec::new();
     match kafka {
-        Some(k) => checks.extend(kafka_checks(truth, k, allow)),
+        Some(k) => checks.extend(kafka_checks(truth, k, &allow)),
         None => checks.extend(KAFKA_ROWS.iter().map(|n| not_checked(n, "-".into()))),
     }
     match db {
@@ -94,7 +94,7 @@ pub fn compare_with(truth: &Truth, observed: Observed<'_>, allow: Allowances) ->
     Report { checks }
 }
 
-fn kafka_checks(truth: &Truth, k: &KafkaObserved, allow: Allowances) -> Vec<CheckResult> {
+fn kafka_checks(truth: &Truth, k: &KafkaObserved, allow: &Allowances) -> Vec<CheckResult> {
     let mut checks = Vec::new();
     let observed: BTreeSet<&String> = k.deduped.keys().collect();
     let mut diffs = Vec::new();
@@ -134,15 +134,28 @@ fn kafka_checks(truth: &Truth, k: &KafkaObserved, allow: Allowances) -> Vec<Chec
         dups,
     ));
     let mut diffs = Vec::new();
-    for id in truth.collisions.difference(&k.collisions) {
+    for id in truth
+        .collisions
+        .difference(&k.collisions)
+        .filter(|id| !allow.collisions_lost.contains(*id))
+    {
         diffs.push(format!("collision of {id} not reported"));
     }
     for id in k.collisions.difference(&truth.collisions) {
         diffs.push(format!("collision of {id} reported but not constructed"));
     }
+    let expected = if allow.collisions_lost.is_empty() {
+        truth.collisions.len().to_string()
+    } else {
+        format!(
+            "{} ({} lost ok)",
+            truth.collisions.len(),
+            allow.collisions_lost.len()
+        )
+    };
     checks.push(CheckResult::checked(
         KAFKA_ROWS[2],
-        truth.collisions.len().to_string(),
+        expected,
         k.collisions.len().to_string(),
         diffs,
     ));
@@ -203,16 +216,22 @@ fn kafka_checks(truth: &Truth, k: &KafkaObserved, allow: Allowances) -> Vec<Chec
         diffs,
     ));
     let seen = k.health_events.len() as u64;
+    let lost = truth.health_events.saturating_sub(seen);
+    let ok = seen <= truth.health_events && lost <= allow.heartbeats_lost;
     checks.push(CheckResult::checked(
         KAFKA_ROWS[6],
-        truth.health_events.to_string(),
+        if allow.heartbeats_lost == 0 {
+            truth.health_events.to_string()
+        } else {
+            format!("{} (-{} ok)", truth.health_events, allow.heartbeats_lost)
+        },
         seen.to_string(),
-        if seen == truth.health_events {
+        if ok {
             vec![]
         } else {
             vec![format!(
-                "{seen} distinct heartbeats on the health topic, {} published",
-                truth.health_events
+                "{seen} distinct heartbeats on the health topic, {} published ({} may be lost with the broker)",
+                truth.health_events, allow.heartbeats_lost
             )]
         },
     ));
@@ -487,5 +506,45 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("misplaced document"), "{text}");
+    }
+
+    #[test]
+    fn losses_inside_a_fault_window_pass_only_up_to_the_allowance() {
+        let plan = generate(&FleetSpec::default());
+        let (mut k, d) = perfect(&plan.truth);
+        let lost_collision = k.collisions.iter().next().unwrap().clone();
+        k.collisions.remove(&lost_collision);
+        for _ in 0..3 {
+            let h = k.health_events.iter().next().unwrap().clone();
+            k.health_events.remove(&h);
+        }
+        let observed = Observed {
+            kafka: Some(&k),
+            db: Some(&d),
+            catalog: None,
+        };
+        let mut allow = Allowances {
+            heartbeats_lost: 3,
+            ..Default::default()
+        };
+        allow.collisions_lost.insert(lost_collision.clone());
+        assert!(compare_with(&plan.truth, observed, allow.clone()).passed());
+        // One heartbeat more than the window held, or a collision outside it: reported.
+        allow.heartbeats_lost = 2;
+        let r = compare_with(&plan.truth, observed, allow.clone());
+        assert!(
+            r.render(10).contains("may be lost with the broker"),
+            "{}",
+            r.render(10)
+        );
+        allow.heartbeats_lost = 3;
+        allow.collisions_lost.clear();
+        let r = compare_with(&plan.truth, observed, allow);
+        assert!(
+            r.render(10)
+                .contains(&format!("collision of {lost_collision} not reported")),
+            "{}",
+            r.render(10)
+        );
     }
 }

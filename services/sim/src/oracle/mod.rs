@@ -67,7 +67,7 @@ pub struct CatalogObserved {
 
 /// What a correct at-least-once pipeline may still show, and why. Each allowance is derived from
 /// the fault a test injected (see [`Allowances::dedup_batches_replayed`]), never a round number.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Allowances {
     /// Copies on the deduplicated topic beyond the first. A dedup instance killed between
     /// delivering a batch's outputs and recording it in its changelog re-emits that batch once
@@ -76,6 +76,13 @@ pub struct Allowances {
     /// sink is idempotent on the event id, so these copies have no effect; the projection checks
     /// must still be exact.
     pub dedup_topic_duplicates: u64,
+    /// Heartbeats a crashed broker (or an abandoned broker session) may have lost: the ones it
+    /// acknowledged inside the loss window. Devices do not keep heartbeats, and no receipt covers
+    /// them; store events are never allowed to be lost.
+    pub heartbeats_lost: u64,
+    /// Event ids whose collision variant (a device bug's second content under one id) was
+    /// acknowledged inside the loss window: the collision may never reach the cloud.
+    pub collisions_lost: BTreeSet<String>,
 }
 
 impl Allowances {
@@ -84,6 +91,7 @@ impl Allowances {
     pub fn dedup_batches_replayed(batches: u64, max_batch: u64) -> Self {
         Allowances {
             dedup_topic_duplicates: batches * max_batch,
+            ..Default::default()
         }
     }
 }

@@ -4,14 +4,19 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tillstream_integration_tests::pipeline::{Pipeline, PipelineOptions, Service};
 use tillstream_integration_tests::{Stack, Svc, TestRegistry, apply_topology};
 use tillstream_runtime::kafka::KafkaConfig;
 use tillstream_sim::oracle::{self, Report, Topics};
 use tillstream_sim::plan::{FleetSpec, Plan, PoisonSpec, generate};
-use tillstream_sim::publish::{PublishConfig, PublishReport, publish, publish_price_lists};
+use tillstream_sim::publish::{
+    PublishConfig, PublishReport, Untracked, publish, publish_price_lists,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -45,8 +50,19 @@ pub fn with_poison(mut spec: FleetSpec) -> FleetSpec {
     spec
 }
 
+/// The dedup's batch bound in these runs: its at-least-once window (the output set re-emitted after a
+/// crash, or re-sent after a failed delivery) is at most this many records, so allowances derive
+/// from it instead of from the size of the run.
+pub const DEDUP_MAX_BATCH: u64 = 500;
+
 pub struct E2e {
     pub plan: Plan,
+    /// PUBACKs of planned publishes so far (faults fire on the fleet's observed progress).
+    pub acked: Arc<AtomicU64>,
+    /// When the broker acknowledged each publish no receipt covers (see `lost_in_window`).
+    pub untracked_acks: Arc<Mutex<Vec<(Instant, Untracked)>>>,
+    /// When the injected fault ended (for the catch-up time).
+    fault_ended: Mutex<Option<Instant>>,
     pub stack: Stack,
     pub registry: TestRegistry,
     pub pipeline: Pipeline,
@@ -77,6 +93,14 @@ impl E2e {
         let registry = TestRegistry::start().await.unwrap();
         let kafka = stack.kafka();
         apply_topology(&kafka).await.unwrap();
+        let mut extra_env = extra_env;
+        extra_env.entry(Service::Dedup).or_default().insert(
+            0,
+            (
+                "TILLSTREAM_DEDUP__DEDUP__MAX_BATCH".to_string(),
+                DEDUP_MAX_BATCH.to_string(),
+            ),
+        );
         let opts = PipelineOptions {
             registry_url: registry.url.clone(),
             fleet_csv: fleet_csv.clone(),
@@ -86,6 +110,9 @@ impl E2e {
         let pipeline = Pipeline::start(&stack, opts).await.unwrap();
         E2e {
             plan,
+            acked: Arc::new(AtomicU64::new(0)),
+            untracked_acks: Default::default(),
+            fault_ended: Mutex::new(None),
             stack,
             registry,
             pipeline,
@@ -100,8 +127,90 @@ impl E2e {
             port: self.stack.mqtt_port(),
             offline_for: Duration::from_millis(200),
             timeout: Duration::from_secs(600),
+            acked_progress: self.acked.clone(),
+            untracked_acks: self.untracked_acks.clone(),
             ..Default::default()
         }
+    }
+
+    /// Waits until the fleet has `n` planned publishes acknowledged (the condition faults fire on:
+    /// work is in flight through the pipeline).
+    pub async fn wait_acked(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while self.acked.load(Ordering::Relaxed) < n {
+            assert!(
+                Instant::now() < deadline,
+                "the fleet did not reach {n} acknowledged publishes (at {})",
+                self.acked.load(Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `fraction` of the plan's publishes are acknowledged.
+    pub async fn wait_progress(&self, fraction: f64) {
+        self.wait_acked((self.plan.publishes() as f64 * fraction) as u64)
+            .await
+    }
+
+    /// Waits until a metric of a pipeline instance satisfies `ok` (polled; fails after `timeout`).
+    pub async fn wait_metric(
+        &mut self,
+        service: Service,
+        index: usize,
+        name: &str,
+        timeout: Duration,
+        ok: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self
+                .pipeline
+                .instance(service, index)
+                .metric(name)
+                .await
+                .unwrap_or(f64::NAN);
+            if ok(v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{service:?}#{index}: {name} = {v} did not reach the condition in {timeout:?}\n{}",
+                self.pipeline.logs(30)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What a broker that lost everything it acknowledged between `from` and `to` may have lost
+    /// for good: the heartbeats and collision variants acknowledged in that window (store events
+    /// are covered by receipts and must all arrive).
+    pub fn lost_in_window(&self, from: Instant, to: Instant) -> oracle::Allowances {
+        let acks = self.untracked_acks.lock().unwrap();
+        let mut allow = oracle::Allowances::default();
+        for (at, what) in acks.iter().filter(|(at, _)| *at >= from && *at <= to) {
+            let _ = at;
+            match what {
+                Untracked::Heartbeat => allow.heartbeats_lost += 1,
+                Untracked::CollisionVariant(id) => {
+                    allow.collisions_lost.insert(id.clone());
+                }
+                Untracked::Other => {}
+            }
+        }
+        println!(
+            "loss window of {:.1} s: {} heartbeat(s) and {} collision variant(s) acknowledged in it may be lost",
+            (to - from).as_secs_f64(),
+            allow.heartbeats_lost,
+            allow.collisions_lost.len()
+        );
+        allow
+    }
+
+    /// Marks the end of the injected fault: the oracle reports how long the pipeline took from here
+    /// to drain.
+    pub fn fault_ended(&self) {
+        *self.fault_ended.lock().unwrap() = Some(Instant::now());
     }
 
     /// The cloud side: the plan's approved price lists onto the downlink topic.
@@ -154,6 +263,12 @@ impl E2e {
         .await;
         if let Err(p) = &drained {
             eprintln!("pipeline did not drain: {p:?}\n{}", self.pipeline.logs(40));
+        }
+        if let Some(ended) = *self.fault_ended.lock().unwrap() {
+            println!(
+                "catch-up: drained {:.1} s after the fault ended (3 s of settling included; no process restarted by hand)",
+                ended.elapsed().as_secs_f64()
+            );
         }
         let client = self.registry.client();
         let k = oracle::observe_kafka(&self.kafka, &client, &topics)

@@ -389,43 +389,13 @@ mod tests {
         ob.thread.join().unwrap().unwrap();
     }
 
-    /// A small tmpfs mounted for one test (root only; CI runs as root), unmounted on drop.
-    struct SmallDisk {
-        dir: tempfile::TempDir,
-    }
-
-    impl SmallDisk {
-        fn mount(size: &str) -> SmallDisk {
-            let dir = tempfile::tempdir().unwrap();
-            let ok = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(dir.path())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            assert!(
-                ok,
-                "mounting a {size} tmpfs needs root (CI and sessions run as root)"
-            );
-            SmallDisk { dir }
-        }
-    }
-
-    impl Drop for SmallDisk {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg(self.dir.path())
-                .status();
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread")]
     async fn a_full_disk_stops_acking_keeps_deleting_and_resumes_by_itself() {
-        let disk = SmallDisk::mount("4m");
+        let disk = tillstream_integration_tests::SmallDisk::mount("4m");
         let c = OutboxConfig {
             max_batch: 20,
             disk_reserve_bytes: 512 * 1024,
-            ..cfg(disk.dir.path())
+            ..cfg(disk.path())
         };
         let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel();
         let ob = start::<u32>(&c, ack_tx).unwrap();
