@@ -1,0 +1,3 @@
+//! Conflict detector throughput: not written yet.
+
+fn main() {}
