@@ -830,15 +830,7 @@ impl Detector {
         list: &PriceListApproved,
         mode: Mode,
     ) -> Result<Option<Vec<Change>>, Rejected> {
-        for item in &list.items {
-            money::admit_unit(&format!("price list item {}", item.sku), &item.price)?;
-        }
-        if list.store_id.is_empty() || list.price_list_id.is_empty() {
-            return Err(Rejected::new(
-                reason::MISSING_FIELD,
-                "price list without store_id or price_list_id",
-            ));
-        }
+        admit_price_list(list)?;
         let history = self.price_lists.entry(list.store_id.clone()).or_default();
         if !history.insert(list) {
             return Ok(None);
@@ -911,6 +903,20 @@ impl Detector {
         diff(old, &now, &trigger, &mut st.generations, &mut out);
         Ok(out)
     }
+}
+
+/// Checks a price list before it is taken in (the history tailer dead-letters a refusal).
+pub fn admit_price_list(list: &PriceListApproved) -> Result<(), Rejected> {
+    for item in &list.items {
+        money::admit_unit(&format!("price list item {}", item.sku), &item.price)?;
+    }
+    if list.store_id.is_empty() || list.price_list_id.is_empty() || list.event_id.is_empty() {
+        return Err(Rejected::new(
+            reason::MISSING_FIELD,
+            "price list without store_id, price_list_id or event_id",
+        ));
+    }
+    Ok(())
 }
 
 /// Checks an event's amounts and quantities before anything is changed.

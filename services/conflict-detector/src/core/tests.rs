@@ -11,157 +11,7 @@ use tillstream_contracts::*;
 
 use super::*;
 
-const T0: i64 = 1_793_872_800_000; // 2026-11-05T10:00:00Z
-const H: i64 = 3_600_000;
-
-fn eur(m: i64) -> Money {
-    Money::new(m, "EUR")
-}
-
-fn id(device: &str, seq: i64) -> String {
-    samples::event_uuid(device, seq)
-}
-
-struct Line<'a>(&'a str, i32, i64);
-
-fn sale(
-    store: &str,
-    device: &str,
-    seq: i64,
-    at: i64,
-    order: &str,
-    lines: &[Line<'_>],
-) -> DeviceEvent {
-    OrderCreated {
-        event_id: id(device, seq),
-        device_id: device.into(),
-        store_id: store.into(),
-        seq,
-        occurred_at: at,
-        schema_version: 2,
-        order_id: order.into(),
-        business_date: samples::DAY0,
-        lines: lines
-            .iter()
-            .enumerate()
-            .map(|(i, Line(sku, qty, price))| OrderLine {
-                line_no: i as i32 + 1,
-                sku: (*sku).into(),
-                qty: *qty,
-                unit_price: eur(*price),
-                discounts: vec![],
-                tax: eur(0),
-            })
-            .collect(),
-        tenders: vec![],
-        totals: OrderTotals {
-            gross: eur(0),
-            discounts: eur(0),
-            tax: eur(0),
-            net: eur(0),
-        },
-        loyalty_member_id: None,
-    }
-    .into()
-}
-
-#[allow(clippy::too_many_arguments)]
-fn adjust(
-    store: &str,
-    device: &str,
-    seq: i64,
-    at: i64,
-    kind: AdjustmentKind,
-    sku: &str,
-    qty: i32,
-    expected: Option<i32>,
-) -> DeviceEvent {
-    InventoryAdjusted {
-        event_id: id(device, seq),
-        device_id: device.into(),
-        store_id: store.into(),
-        seq,
-        occurred_at: at,
-        schema_version: 1,
-        adjustment_id: format!("adj-{device}-{seq}"),
-        kind,
-        lines: vec![AdjustmentLine {
-            sku: sku.into(),
-            quantity: qty,
-            expected_on_hand: expected,
-        }],
-        reference: None,
-        counterparty_store_id: None,
-        reason: None,
-    }
-    .into()
-}
-
-fn receipt(store: &str, device: &str, seq: i64, at: i64, sku: &str, qty: i32) -> DeviceEvent {
-    adjust(
-        store,
-        device,
-        seq,
-        at,
-        AdjustmentKind::Receipt,
-        sku,
-        qty,
-        None,
-    )
-}
-
-fn redeem(
-    store: &str,
-    device: &str,
-    seq: i64,
-    at: i64,
-    redemption: &str,
-    member: &str,
-    reward: &str,
-) -> DeviceEvent {
-    LoyaltyRedeemed {
-        event_id: id(device, seq),
-        device_id: device.into(),
-        store_id: store.into(),
-        seq,
-        occurred_at: at,
-        schema_version: 1,
-        redemption_id: redemption.into(),
-        member_id: member.into(),
-        points: 500,
-        reward_code: reward.into(),
-        value: eur(500),
-        order_id: None,
-        business_date: samples::DAY0,
-    }
-    .into()
-}
-
-fn price_list(
-    store: &str,
-    version: i64,
-    effective: i64,
-    prices: &[(&str, i64)],
-) -> PriceListApproved {
-    PriceListApproved {
-        event_id: id("pricing", version * 1000 + store.len() as i64),
-        device_id: "pricing".into(),
-        store_id: store.into(),
-        seq: version,
-        occurred_at: effective,
-        schema_version: 1,
-        price_list_id: format!("pl-{store}-v{version}"),
-        effective_from: effective,
-        approved_by: "pricing@hq".into(),
-        items: prices
-            .iter()
-            .map(|(sku, p)| PriceItem {
-                sku: (*sku).into(),
-                price: eur(*p),
-            })
-            .collect(),
-    }
-}
+use crate::fixtures::*;
 
 fn det() -> Detector {
     Detector::new(CoreConfig::default())
@@ -431,40 +281,8 @@ fn a_verdict_that_comes_back_gets_a_new_id() {
 #[test]
 fn reservation_breach_and_its_supersede_by_a_late_release() {
     let mut d = det();
-    let reserve = |seq: i64, at: i64| -> Vec<DeviceEvent> {
-        vec![
-            StockReservationRequested {
-                event_id: id("s1-d9", seq),
-                device_id: "s1-d9".into(),
-                store_id: "s1".into(),
-                seq,
-                occurred_at: at,
-                schema_version: 1,
-                reservation_id: "r-1".into(),
-                sku: "A".into(),
-                qty: 2,
-                order_ref: Some("o-web".into()),
-                expires_at: at + 24 * H,
-            }
-            .into(),
-            StockReservationGranted {
-                event_id: id("s1-d9", seq + 1),
-                device_id: "s1-d9".into(),
-                store_id: "s1".into(),
-                seq: seq + 1,
-                occurred_at: at + 1,
-                schema_version: 1,
-                reservation_id: "r-1".into(),
-                sku: "A".into(),
-                qty: 2,
-                granted_by: "hq".into(),
-                expires_at: at + 24 * H,
-            }
-            .into(),
-        ]
-    };
     let mut events = vec![receipt("s1", "s1-d1", 1, T0, "A", 3)];
-    events.extend(reserve(1, T0 + H));
+    events.extend(reserve("s1", "s1-d9", 1, T0 + H, "r-1", "A", 2, "o-web"));
     // 3 on hand, 2 held for o-web: a walk-in sale of 2 takes one held unit.
     events.push(sale(
         "s1",
@@ -501,19 +319,7 @@ fn reservation_breach_and_its_supersede_by_a_late_release() {
     // A release from +2 h arrives late: at +4 h nothing was held: superseded.
     let c = run(
         &mut d,
-        &[StockReservationReleased {
-            event_id: id("s1-d9", 3),
-            device_id: "s1-d9".into(),
-            store_id: "s1".into(),
-            seq: 3,
-            occurred_at: T0 + 2 * H,
-            schema_version: 1,
-            reservation_id: "r-1".into(),
-            sku: "A".into(),
-            qty: 2,
-            reason: ReleaseReason::Cancelled,
-        }
-        .into()],
+        &[release("s1", "s1-d9", 3, T0 + 2 * H, "r-1", "A", 2)],
     );
     let s = superseded(&c);
     assert_eq!(s.len(), 1, "{c:#?}");
@@ -1032,12 +838,7 @@ fn workload(seed: u64) -> (Vec<PriceListApproved>, BTreeMap<String, Vec<DeviceEv
                 .map(|k| (format!("K{k}"), 400 + 10 * ((k + v + s) % 4)))
                 .collect();
             let refs: Vec<(&str, i64)> = prices.iter().map(|(k, p)| (k.as_str(), *p)).collect();
-            lists.push(price_list(
-                &store,
-                v + 1,
-                T0 + v * 8 * H,
-                &refs,
-            ));
+            lists.push(price_list(&store, v + 1, T0 + v * 8 * H, &refs));
         }
         let mut events: Vec<DeviceEvent> = Vec::new();
         let mut seqs = [0i64; 3];

@@ -1,0 +1,731 @@
+//! The batch loop: batch in -> decode -> rules (pure core) -> one database transaction with the
+//! events admitted, the verdicts, compensations and outbox records they produced, and the next
+//! offsets -> the publisher is woken. Also applies price lists from the history tailer, and builds
+//! a partition's state (replay from the database, reconcile with the stored verdicts) when it is
+//! assigned. Selects on cancellation first; a SIGTERM lets the batch in hand finish.
+//!
+//! Delivery guarantee: exactly-once effects in the database (the offsets are in the same
+//! transaction; the consumer starts from them; the in-memory event gate mirrors the database's and
+//! drops redelivered copies). A failed transaction leaves the in-memory state ahead of the
+//! database: the batch's partitions are rebuilt from the database before the batch is retried. Bad
+//! input is dead-lettered before the offset that passes it is committed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use tillstream_contracts::{PriceListApproved, SourceKind};
+use tillstream_runtime::kafka::{self, BatchOffsets, DeadLetters, InputConsumer, Source};
+use tillstream_runtime::retry::Backoff;
+use tillstream_runtime::{CancellationToken, Classify, ErrorClass, Health};
+use tokio::sync::{Notify, mpsc};
+
+use crate::config::Config;
+use crate::core::{self, Change, Detector, Mode, Verdict, collision, records};
+use crate::db::{Batch, Db, EventRow, OutboxRecord};
+use crate::decode::{Bad, Decoder};
+use crate::error::DetectorError;
+use crate::metrics as m;
+use crate::output::Encoder;
+use crate::partitions::{OffsetHook, Shared, lock};
+
+/// Awaits a decode, retrying while the registry is unreachable (never skipping the record).
+macro_rules! retrying {
+    ($token:expr, $call:expr) => {{
+        let mut backoff = Backoff::new(Duration::from_millis(100));
+        loop {
+            match $call.await {
+                Ok(x) => break Ok::<_, DetectorError>(x),
+                Err(e) if e.class() == ErrorClass::Retryable => {
+                    tracing::warn!(error = %e, "schema registry unavailable; retrying");
+                    if !backoff.wait($token).await {
+                        break Err(DetectorError::from(e));
+                    }
+                }
+                Err(e) => break Err(DetectorError::from(e)),
+            }
+        }
+    }};
+}
+
+/// Per-instance counters (tests running several instances in one process read these; Prometheus
+/// metrics are process-wide).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub records_in: AtomicU64,
+    pub events_applied: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub raised: AtomicU64,
+    pub superseded: AtomicU64,
+    pub collisions: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub batches: AtomicU64,
+    pub restores: AtomicU64,
+    pub price_lists: AtomicU64,
+    pub beyond_horizon: AtomicU64,
+}
+
+impl Counters {
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// One change decided, with the partition its records go to.
+struct Decided {
+    partition: i32,
+    change: Change,
+}
+
+/// A dead letter to publish before the batch commits.
+struct Dead<'a> {
+    msg: &'a OwnedMessage,
+    bad: Bad,
+}
+
+/// What one attempt at a batch decided.
+#[derive(Default)]
+struct Work<'a> {
+    events: Vec<EventRow>,
+    decided: Vec<Decided>,
+    collisions: Vec<(i32, Verdict)>,
+    dead: Vec<Dead<'a>>,
+    next: BTreeMap<(String, i32), i64>,
+    late: u64,
+    duplicates: u64,
+}
+
+/// Everything the batch loop needs, owned by its task.
+pub struct Processor {
+    pub cfg: Config,
+    pub db: Db,
+    pub decoder: Decoder,
+    pub detector: Detector,
+    pub encoder: Encoder,
+    pub dead_letters: DeadLetters,
+    pub shared: Shared,
+    pub counters: Arc<Counters>,
+    pub health: Health,
+    /// Price lists from the history tailer.
+    pub lists: mpsc::UnboundedReceiver<Vec<PriceListApproved>>,
+    pub lists_waiting: Arc<Notify>,
+    /// Wakes the publisher after a commit.
+    pub publish: Arc<Notify>,
+    /// Event ids taken in, per input partition (mirrors the database gate).
+    pub seen: HashMap<i32, HashSet<String>>,
+    /// The partition each held store belongs to.
+    pub store_partition: HashMap<String, i32>,
+}
+
+impl Processor {
+    /// Runs until `token` is cancelled (then finishes the batch in hand) or a batch fails fatally.
+    pub async fn run(
+        mut self,
+        mut consumer: InputConsumer<OffsetHook>,
+        token: CancellationToken,
+    ) -> Result<(), DetectorError> {
+        let linger = Duration::from_millis(self.cfg.detector.linger_ms);
+        let max = self.cfg.detector.max_batch;
+        let mut result = Ok(());
+        self.health.ready("kafka", "consuming");
+        loop {
+            // A price list waiting wakes the wait for records (it may supersede verdicts of
+            // stores that are quiet).
+            let wake = token.child_token();
+            let waker = {
+                let (w, n) = (wake.clone(), self.lists_waiting.clone());
+                tokio::spawn(async move {
+                    n.notified().await;
+                    w.cancel();
+                })
+            };
+            let batch = consumer.next_batch(&wake, max, linger).await;
+            waker.abort();
+            if token.is_cancelled() && batch.is_none() {
+                break;
+            }
+            let step = async {
+                self.revoked();
+                self.apply_price_lists(&token).await?;
+                if let Some(batch) = &batch {
+                    self.batch(&consumer, batch, &token).await?;
+                }
+                Ok::<_, DetectorError>(())
+            };
+            if let Err(e) = step.await {
+                if token.is_cancelled() {
+                    break;
+                }
+                if e.class() == ErrorClass::Retryable {
+                    // A price list or a restore met a transient failure: the memory may be ahead
+                    // of the database, so every owned partition is rebuilt (and reconciled with
+                    // the lists in memory) before anything else is decided.
+                    tracing::warn!(error = %e, "transient failure: rebuilding the owned partitions");
+                    self.health.not_ready("database", e.to_string());
+                    {
+                        let mut s = lock(&self.shared);
+                        let owned = s.owned.clone();
+                        s.to_restore.extend(owned);
+                    }
+                    if !Backoff::new(Duration::from_millis(500)).wait(&token).await {
+                        break;
+                    }
+                    continue;
+                }
+                tracing::error!(error = %e, "batch failed: stopping without storing its offsets");
+                self.health.broken("database", e.to_string());
+                result = Err(e);
+                break;
+            }
+            if token.is_cancelled() {
+                break;
+            }
+        }
+        consumer.commit_on_shutdown();
+        kafka::flush(self.dead_letters.producer(), Duration::from_secs(5));
+        tracing::info!("conflict detector batch loop stopped");
+        result
+    }
+
+    /// Drops the stores of partitions that left.
+    fn revoked(&mut self) {
+        let gone: BTreeSet<i32> = std::mem::take(&mut lock(&self.shared).revoked);
+        if gone.is_empty() {
+            return;
+        }
+        for p in &gone {
+            self.drop_partition(*p);
+        }
+        tracing::info!(partitions = ?gone, "partitions revoked: state dropped");
+    }
+
+    fn drop_partition(&mut self, p: i32) {
+        self.seen.remove(&p);
+        let stores: Vec<String> = self
+            .store_partition
+            .iter()
+            .filter(|(_, q)| **q == p)
+            .map(|(s, _)| s.clone())
+            .collect();
+        for s in stores {
+            self.detector.drop_store(&s);
+            self.store_partition.remove(&s);
+        }
+    }
+
+    /// Rebuilds a partition's state: its events replayed from the database in the order they were
+    /// taken in, then its stores reconciled with the verdicts the database holds.
+    pub async fn restore(
+        &mut self,
+        p: i32,
+        token: &CancellationToken,
+    ) -> Result<(), DetectorError> {
+        let started = Instant::now();
+        self.drop_partition(p);
+        let rows = self.db.events(p).await?;
+        let mut seen = HashSet::default();
+        for row in &rows {
+            let w = self.decoder.schema(row.schema_id).await?;
+            let ev = crate::decode::store_event_with(&w, &row.datum).map_err(|b| {
+                DetectorError::Restore(format!("stored event {}: {}", row.event_id, b.detail))
+            })?;
+            self.detector
+                .apply(&ev.event, row.record_time, Mode::Replay)
+                .map_err(|r| {
+                    DetectorError::Restore(format!("stored event {}: {r}", row.event_id))
+                })?;
+            seen.insert(row.event_id.clone());
+            self.store_partition.insert(row.store_id.clone(), p);
+        }
+        self.seen.insert(p, seen);
+        let (verdicts, generations) = self.db.verdicts(p).await?;
+        let mut by_store: BTreeMap<String, Vec<Verdict>> = BTreeMap::new();
+        for v in verdicts {
+            by_store.entry(v.store_id.clone()).or_default().push(v);
+        }
+        let mut stores: BTreeSet<String> = by_store.keys().cloned().collect();
+        stores.extend(
+            self.store_partition
+                .iter()
+                .filter(|(_, q)| **q == p)
+                .map(|(s, _)| s.clone()),
+        );
+        let mut decided = Vec::new();
+        for s in stores {
+            let persisted = by_store.remove(&s).unwrap_or_default();
+            let changes = self
+                .detector
+                .reconcile(
+                    &s,
+                    persisted,
+                    generations.clone(),
+                    &format!("restore of partition {p}"),
+                )
+                .map_err(|r| DetectorError::Restore(r.to_string()))?;
+            decided.extend(changes.into_iter().map(|change| Decided {
+                partition: p,
+                change,
+            }));
+        }
+        let changes = decided.len();
+        if !decided.is_empty() {
+            tracing::warn!(
+                partition = p,
+                changes,
+                "restore found verdicts that changed while nobody evaluated them"
+            );
+            let mut tx = self.db.begin().await?;
+            self.write_changes(&mut tx, &decided).await?;
+            tx.commit().await?;
+            self.count_changes(&decided);
+            self.publish.notify_one();
+        }
+        let _ = token;
+        lock(&self.shared).to_restore.remove(&p);
+        self.counters.restores.fetch_add(1, Ordering::Relaxed);
+        m::restored(started.elapsed(), rows.len(), changes);
+        tracing::info!(
+            partition = p,
+            events = rows.len(),
+            changes,
+            ms = started.elapsed().as_millis() as u64,
+            "partition state restored"
+        );
+        Ok(())
+    }
+
+    /// Applies the price lists the tailer sent since the last batch, each in its own transaction
+    /// with the changes it caused.
+    async fn apply_price_lists(&mut self, token: &CancellationToken) -> Result<(), DetectorError> {
+        let mut lists = Vec::new();
+        while let Ok(more) = self.lists.try_recv() {
+            lists.extend(more);
+        }
+        if lists.is_empty() {
+            return Ok(());
+        }
+        self.restore_pending(token).await?;
+        for list in lists {
+            let changes = match self.detector.apply_price_list(&list, Mode::Live) {
+                Ok(Some(c)) => c,
+                Ok(None) => continue,
+                Err(rejected) => {
+                    // Refused lists were dead-lettered by the tailer already (it checks them the
+                    // same way); nothing of them stayed in the state.
+                    tracing::warn!(list = %list.price_list_id, error = %rejected, "price list refused");
+                    continue;
+                }
+            };
+            let partition = self.store_partition.get(&list.store_id).copied();
+            let decided: Vec<Decided> = changes
+                .into_iter()
+                .filter_map(|change| partition.map(|partition| Decided { partition, change }))
+                .collect();
+            let body = serde_json::to_string(&list).map_err(crate::db::DbError::from)?;
+            let mut tx = self.db.begin().await?;
+            tx.price_lists(&[(
+                list.event_id.clone(),
+                list.store_id.clone(),
+                list.price_list_id.clone(),
+                list.effective_from,
+                body,
+            )])
+            .await?;
+            self.write_changes(&mut tx, &decided).await?;
+            tx.commit().await?;
+            self.count_changes(&decided);
+            self.counters.price_lists.fetch_add(1, Ordering::Relaxed);
+            m::price_lists(1);
+            if !decided.is_empty() {
+                self.publish.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    async fn restore_pending(&mut self, token: &CancellationToken) -> Result<(), DetectorError> {
+        let pending: Vec<i32> = lock(&self.shared).to_restore.iter().copied().collect();
+        for p in pending {
+            self.restore(p, token).await?;
+        }
+        Ok(())
+    }
+
+    /// Processes one batch, retrying it (after rebuilding its partitions from the database) while
+    /// the database fails transiently.
+    async fn batch(
+        &mut self,
+        consumer: &InputConsumer<OffsetHook>,
+        batch: &[OwnedMessage],
+        token: &CancellationToken,
+    ) -> Result<(), DetectorError> {
+        let started = Instant::now();
+        self.restore_pending(token).await?;
+        self.seek_unpositioned(consumer, batch)?;
+        let mut backoff = Backoff::new(Duration::from_millis(100));
+        loop {
+            match self.attempt(batch, token).await {
+                Ok((applied, work_stats)) => {
+                    let (late, duplicates) = work_stats;
+                    let mut offsets = BatchOffsets::new();
+                    for m in batch {
+                        offsets.done(m.topic(), m.partition(), m.offset());
+                    }
+                    consumer.store_offsets(&offsets);
+                    self.counters.batches.fetch_add(1, Ordering::Relaxed);
+                    m::batch_done(batch.len(), applied, duplicates, late, started.elapsed());
+                    self.health.ready("database", self.db.backend().name());
+                    return Ok(());
+                }
+                Err(e) if e.class() == ErrorClass::Retryable => {
+                    m::batch_retry();
+                    self.health.not_ready("database", e.to_string());
+                    tracing::warn!(error = %e, "batch failed; rebuilding its partitions and retrying");
+                    if !backoff.wait(token).await {
+                        return Err(e);
+                    }
+                    let parts: BTreeSet<i32> = batch
+                        .iter()
+                        .filter(|m| m.topic() == self.cfg.detector.input_topic)
+                        .map(|m| m.partition())
+                        .collect();
+                    for p in parts {
+                        if lock(&self.shared).owned.contains(&p) {
+                            lock(&self.shared).to_restore.insert(p);
+                        }
+                    }
+                    if let Err(e) = self.restore_pending(token).await {
+                        tracing::warn!(error = %e, "restore failed; retrying");
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Seeks partitions the hook could not position (the consumer may have started past the
+    /// database's offset).
+    fn seek_unpositioned(
+        &mut self,
+        consumer: &InputConsumer<OffsetHook>,
+        batch: &[OwnedMessage],
+    ) -> Result<(), DetectorError> {
+        let flagged: Vec<(String, i32)> = {
+            let s = lock(&self.shared);
+            batch
+                .iter()
+                .map(|m| (m.topic().to_string(), m.partition()))
+                .filter(|k| s.needs_seek.contains(k))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        for (t, p) in flagged {
+            let want = lock(&self.shared)
+                .expected
+                .get(&(t.clone(), p))
+                .copied()
+                .unwrap_or(0);
+            let first = batch
+                .iter()
+                .find(|m| m.topic() == t && m.partition() == p)
+                .map(|m| m.offset())
+                .unwrap_or(want);
+            if first > want {
+                tracing::warn!(topic = %t, partition = p, first, want, "consumer started past the database offset: seeking back");
+                consumer.seek(&t, p, want)?;
+            }
+            lock(&self.shared).needs_seek.remove(&(t, p));
+        }
+        Ok(())
+    }
+
+    /// One attempt: decide in memory, dead-letter bad input, commit. Returns (events applied,
+    /// (late, duplicates)).
+    async fn attempt(
+        &mut self,
+        batch: &[OwnedMessage],
+        token: &CancellationToken,
+    ) -> Result<(u64, (u64, u64)), DetectorError> {
+        let cfg = self.cfg.detector.clone();
+        let (expected, owned) = {
+            let s = lock(&self.shared);
+            (s.expected.clone(), s.owned.clone())
+        };
+        let mut work = Work::default();
+        let mut batch_ids: HashSet<String> = HashSet::default();
+        let mut counted: BTreeMap<&str, usize> = BTreeMap::new();
+        for msg in batch {
+            let (topic, p) = (msg.topic(), msg.partition());
+            *counted.entry(topic).or_default() += 1;
+            let key = (topic.to_string(), p);
+            if expected.get(&key).is_some_and(|e| msg.offset() < *e) {
+                continue; // applied by an earlier transaction
+            }
+            if topic == cfg.input_topic && !owned.contains(&p) {
+                continue; // revoked meanwhile: its next owner reads it
+            }
+            let e = work.next.entry(key).or_insert(0);
+            *e = (*e).max(msg.offset() + 1);
+            if topic == cfg.input_topic {
+                self.decide_event(msg, p, &mut work, &mut batch_ids, token)
+                    .await?;
+            } else if topic == cfg.conflicts_topic {
+                match retrying!(token, self.decoder.conflict(msg.payload()))? {
+                    Ok(Some(c)) if collision::is_dedup_collision(&c) => {
+                        work.collisions.push((p, collision::queue_entry(&c)));
+                    }
+                    Ok(_) => {}
+                    Err(bad) => work.dead.push(Dead { msg, bad }),
+                }
+            }
+        }
+        for (t, n) in counted {
+            m::records_in(t, n);
+        }
+        self.counters
+            .records_in
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if work.next.is_empty() {
+            return Ok((0, (0, 0)));
+        }
+        for d in &work.dead {
+            self.dead_letter(d, token).await?;
+        }
+        let mut tx = self.db.begin().await?;
+        let admitted = tx.insert_events(&work.events).await?;
+        if admitted != work.events.len() {
+            // The database has events the memory did not: the state is stale. Rebuild and retry.
+            return Err(DetectorError::Db(crate::db::DbError::Sqlx(
+                sqlx::Error::Protocol(format!(
+                    "the gate admitted {admitted} of {} events: state out of step with the database",
+                    work.events.len()
+                )),
+            )));
+        }
+        self.write_changes(&mut tx, &work.decided).await?;
+        let mut queued = 0;
+        let now = tillstream_runtime::clock::now_ms();
+        for (p, v) in &work.collisions {
+            if tx.raise(*p, v, "dedup", now).await? {
+                queued += 1;
+                m::collision_queued(&v.store_id);
+            }
+        }
+        let mut by_topic: BTreeMap<&str, BTreeMap<i32, i64>> = BTreeMap::new();
+        for ((t, p), o) in &work.next {
+            by_topic.entry(t.as_str()).or_default().insert(*p, *o);
+        }
+        for (t, next) in &by_topic {
+            tx.offsets(t, next).await?;
+        }
+        self.fault_hold(&work).await;
+        tx.commit().await?;
+        // Durable: the memory may now count on it.
+        {
+            let mut s = lock(&self.shared);
+            for (k, o) in &work.next {
+                s.expected.insert(k.clone(), *o);
+            }
+        }
+        for ev in &work.events {
+            self.seen
+                .entry(ev.partition)
+                .or_default()
+                .insert(ev.event_id.clone());
+        }
+        self.count_changes(&work.decided);
+        self.counters
+            .collisions
+            .fetch_add(queued, Ordering::Relaxed);
+        self.counters
+            .events_applied
+            .fetch_add(work.events.len() as u64, Ordering::Relaxed);
+        self.counters
+            .duplicates
+            .fetch_add(work.duplicates, Ordering::Relaxed);
+        if !work.decided.is_empty() {
+            self.publish.notify_one();
+        }
+        Ok((work.events.len() as u64, (work.late, work.duplicates)))
+    }
+
+    /// Decodes one store event and runs the rules on it.
+    async fn decide_event<'a>(
+        &mut self,
+        msg: &'a OwnedMessage,
+        p: i32,
+        work: &mut Work<'a>,
+        batch_ids: &mut HashSet<String>,
+        token: &CancellationToken,
+    ) -> Result<(), DetectorError> {
+        let ev = match retrying!(token, self.decoder.store_event(msg.payload()))? {
+            Ok(ev) => ev,
+            Err(bad) => {
+                work.dead.push(Dead { msg, bad });
+                return Ok(());
+            }
+        };
+        let id = ev.event.event_id().to_string();
+        if self.seen.get(&p).is_some_and(|s| s.contains(&id)) || !batch_ids.insert(id.clone()) {
+            work.duplicates += 1;
+            return Ok(());
+        }
+        let record_time = msg.timestamp().to_millis().unwrap_or(0);
+        match self.detector.apply(&ev.event, record_time, Mode::Live) {
+            Ok(applied) => {
+                if applied.ignored {
+                    batch_ids.remove(&id);
+                    return Ok(());
+                }
+                if applied.beyond_horizon {
+                    m::beyond_horizon(ev.event.store_id());
+                    self.counters.beyond_horizon.fetch_add(1, Ordering::Relaxed);
+                }
+                work.late += u64::from(applied.late);
+                self.store_partition
+                    .entry(ev.event.store_id().to_string())
+                    .or_insert(p);
+                work.decided
+                    .extend(applied.changes.into_iter().map(|change| Decided {
+                        partition: p,
+                        change,
+                    }));
+                let (_, datum) =
+                    tillstream_contracts::codec::unframe(msg.payload().unwrap_or_default())?;
+                work.events.push(EventRow {
+                    event_id: id,
+                    store_id: ev.event.store_id().to_string(),
+                    partition: p,
+                    offset: msg.offset(),
+                    record_time,
+                    schema_id: ev.schema_id,
+                    datum: datum.to_vec(),
+                });
+            }
+            Err(rejected) => {
+                batch_ids.remove(&id);
+                work.dead.push(Dead {
+                    msg,
+                    bad: Bad {
+                        reason: rejected.reason,
+                        detail: rejected.detail,
+                        store_id: Some(ev.event.store_id().to_string()),
+                        device_id: Some(ev.event.device_id().to_string()),
+                        event_id: Some(id),
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores decided changes and their records, in order.
+    async fn write_changes(
+        &self,
+        tx: &mut Batch,
+        decided: &[Decided],
+    ) -> Result<(), DetectorError> {
+        let now = tillstream_runtime::clock::now_ms();
+        let mut out: Vec<OutboxRecord> = Vec::new();
+        for d in decided {
+            match &d.change {
+                Change::Raised(v) => {
+                    if tx.raise(d.partition, v, core::DETECTOR, now).await? {
+                        out.extend(self.encoder.raised(d.partition, v)?);
+                    }
+                }
+                Change::Superseded { verdict, by, at } => {
+                    let pending = tx.unreversed(&verdict.conflict_id).await?;
+                    let (resolved, reversals) = records::superseded(verdict, by, *at, &pending)?;
+                    tx.supersede(&verdict.conflict_id, by, *at).await?;
+                    tx.compensations(&reversals).await?;
+                    out.extend(
+                        self.encoder
+                            .resolution(d.partition, &resolved, &reversals)?,
+                    );
+                }
+            }
+        }
+        tx.outbox(&out).await?;
+        Ok(())
+    }
+
+    fn count_changes(&self, decided: &[Decided]) {
+        for d in decided {
+            match &d.change {
+                Change::Raised(v) => {
+                    m::raised(v);
+                    for c in &v.compensations {
+                        m::compensation(c.kind);
+                    }
+                    self.counters.raised.fetch_add(1, Ordering::Relaxed);
+                }
+                Change::Superseded { verdict, .. } => {
+                    m::superseded(verdict);
+                    for c in &verdict.compensations {
+                        m::compensation(c.kind);
+                    }
+                    self.counters.superseded.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        d: &Dead<'_>,
+        token: &CancellationToken,
+    ) -> Result<(), DetectorError> {
+        let msg = d.msg;
+        let key = msg.key();
+        let store = d
+            .bad
+            .store_id
+            .clone()
+            .or_else(|| key.map(|k| String::from_utf8_lossy(k).into_owned()));
+        let source = Source {
+            kind: SourceKind::Kafka,
+            topic: msg.topic(),
+            partition: Some(msg.partition()),
+            offset: Some(msg.offset()),
+            key,
+            headers: kafka::header_map(msg),
+        };
+        let record = self.dead_letters.record(
+            &source,
+            msg.payload().unwrap_or_default(),
+            d.bad.reason,
+            &d.bad.detail,
+            store.as_deref(),
+            d.bad.device_id.as_deref(),
+            d.bad.event_id.as_deref(),
+            msg.timestamp()
+                .to_millis()
+                .unwrap_or_else(tillstream_runtime::clock::now_ms),
+        );
+        self.dead_letters.publish(&record, token).await?;
+        self.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Fault injection: hold a deciding batch's transaction open (a test kills the process then).
+    async fn fault_hold(&self, work: &Work<'_>) {
+        let f = &self.cfg.fault;
+        if f.hold_batch_open_ms == 0 || work.decided.is_empty() {
+            return;
+        }
+        if let Some(marker) = &f.marker_file {
+            let _ = std::fs::write(marker, b"");
+        }
+        tracing::warn!(
+            ms = f.hold_batch_open_ms,
+            "fault injection: holding the batch transaction open"
+        );
+        tokio::time::sleep(Duration::from_millis(f.hold_batch_open_ms)).await;
+    }
+}
