@@ -126,11 +126,10 @@ impl Env {
     }
 }
 
-async fn produce_framed(
-    kafka_cfg: &KafkaConfig,
-    topic: &str,
-    records: Vec<(String, Vec<u8>, Vec<(String, String)>)>,
-) {
+/// (key, framed payload, headers) of a record to produce.
+type Outgoing = (String, Vec<u8>, Vec<(String, String)>);
+
+async fn produce_framed(kafka_cfg: &KafkaConfig, topic: &str, records: Vec<Outgoing>) {
     let producer = kafka::producer(kafka_cfg, "it-detector-producer").unwrap();
     let mut futs = Vec::new();
     for (key, payload, hdrs) in &records {
