@@ -1,0 +1,267 @@
+//! Fleet plan: a seeded, deterministic description of what every POS device of a fleet does — the
+//! events it emits (in seq order) and how it publishes them over MQTT (online, offline with a local
+//! buffer and a burst on reconnect, retries that duplicate, reordering, a mix of schema v1 and v2,
+//! clock skew, poison payloads) — and the price lists the cloud approves meanwhile (devices price
+//! their sales from the list in force; the lists themselves travel cloud → Kafka → bridge downlink →
+//! retained MQTT). The ground truth is computed while planning. Pure: the same spec and seed always
+//! give byte-identical payloads.
+//!
+//! This file holds the public types and [`generate`], which runs the phases in order. Every phase
+//! draws from the one seeded generator, so their order is part of the output:
+//! - `fleet`: the generator state (devices, their day books, prices, truth) and the builders of the
+//!   events several phases record;
+//! - `timeline`: where the n-th store event falls in time and on which business date;
+//! - `pricing`: shelf prices and the price lists the cloud approves;
+//! - `trading`: opening stock, then the trading loop, one method per kind of event;
+//! - `close`: every device's day close;
+//! - `losses`: the events devices lose (sequence gaps) and the truth recomputed without them;
+//! - `steps`: the identity collisions, then how each device publishes (online, offline bursts,
+//!   replays, duplicates, collision variants);
+//! - `poison`: the payloads that must end up as dead letters.
+
+mod close;
+mod fleet;
+mod losses;
+mod poison;
+mod pricing;
+mod steps;
+mod timeline;
+mod trading;
+
+use serde::{Deserialize, Serialize};
+use tillstream_contracts::{DeviceEvent, PriceListApproved};
+
+use crate::truth::Truth;
+use fleet::FleetGenerator;
+use timeline::Timeline;
+
+/// 2026-11-02T06:00:00Z: default opening time of the first simulated trading day.
+pub const T0: i64 = 1_793_858_400_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// 06:00 UTC of the day `days_back` days before the day of `now_ms`: a start that keeps a run's
+/// events recent (inside the dedup horizon) while staying the same for every run started that day.
+pub fn recent_start(now_ms: i64, days_back: u32) -> i64 {
+    (now_ms.div_euclid(DAY_MS) - i64::from(days_back)) * DAY_MS + 6 * 3_600_000
+}
+const CURRENCY: &str = "EUR";
+
+/// Poison publishes: each must end up as exactly one dead letter with its reason.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PoisonSpec {
+    pub bad_json: u32,
+    pub missing_field: u32,
+    pub wrong_type: u32,
+    pub oversize: u32,
+    pub spoofed_store: u32,
+    pub unknown_schema_version: u32,
+}
+
+impl PoisonSpec {
+    pub fn total(&self) -> u32 {
+        self.bad_json
+            + self.missing_field
+            + self.wrong_type
+            + self.oversize
+            + self.spoofed_store
+            + self.unknown_schema_version
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FleetSpec {
+    pub seed: u64,
+    pub stores: u32,
+    pub devices_per_store: u32,
+    /// Store events to generate (health heartbeats and poison come on top).
+    pub events: u64,
+    pub skus: u32,
+    /// Trading days the run spans (one business date each).
+    pub days: u32,
+    /// Share of devices still running the v1 app (OrderCreated v1).
+    pub v1_fraction: f64,
+    /// Share of devices that go offline at least once.
+    pub offline_fraction: f64,
+    /// Offline periods per offline device.
+    pub offline_periods: u32,
+    /// Events a device records while offline, per period (its local buffer).
+    pub offline_events: u32,
+    /// Probability that an event is published twice (a retry after a lost ack).
+    pub duplicate_rate: f64,
+    /// Events sent just before a disconnect that are re-sent after reconnecting.
+    pub replay_on_reconnect: u32,
+    /// Reordering window of a reconnect burst.
+    pub reorder_window: usize,
+    /// Events re-published with the same event_id but different content (a device bug).
+    pub collisions: u32,
+    /// Events a device loses and never publishes (sequence gaps).
+    pub missing: u32,
+    /// Constructed oversells: two offline devices of one store both sell its last unit.
+    pub oversell: u32,
+    /// One heartbeat every N store events of a device (0 = none).
+    pub health_every: u32,
+    /// Price lists the cloud approves during the run (each for one store, changing a few prices;
+    /// the store's devices price later sales from it).
+    pub price_changes: u32,
+    /// Clock skew of skewed devices, +/- this many ms.
+    pub clock_skew_ms: i64,
+    pub skewed_fraction: f64,
+    pub poison: PoisonSpec,
+    /// Payload size used for oversize poison (above the bridge's limit).
+    pub oversize_bytes: usize,
+    /// Opening time (UTC ms) of the first trading day; default 2026-11-02T06:00Z. Part of the plan:
+    /// the same spec, start and seed give the same payloads.
+    pub start_ms: Option<i64>,
+}
+
+impl Default for FleetSpec {
+    fn default() -> Self {
+        FleetSpec {
+            seed: 42,
+            stores: 4,
+            devices_per_store: 2,
+            events: 2_000,
+            skus: 40,
+            days: 2,
+            v1_fraction: 0.3,
+            offline_fraction: 0.5,
+            offline_periods: 2,
+            offline_events: 30,
+            duplicate_rate: 0.02,
+            replay_on_reconnect: 5,
+            reorder_window: 6,
+            collisions: 3,
+            missing: 4,
+            oversell: 2,
+            health_every: 25,
+            price_changes: 4,
+            clock_skew_ms: 2 * 3_600_000,
+            skewed_fraction: 0.2,
+            poison: PoisonSpec::default(),
+            oversize_bytes: 300_000,
+            start_ms: None,
+        }
+    }
+}
+
+/// Why a payload is published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Purpose {
+    Event,
+    Duplicate,
+    Collision,
+    Poison(String),
+}
+
+/// One MQTT publish of a device.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub purpose: Purpose,
+}
+
+#[derive(Debug, Clone)]
+pub enum Step {
+    Publish(Publish),
+    /// The device loses its uplink (disconnects); what follows until `Online` is buffered.
+    Offline,
+    /// The uplink returns.
+    Online,
+}
+
+#[derive(Debug, Clone)]
+pub struct DevicePlan {
+    pub device_id: String,
+    pub store_id: String,
+    pub steps: Vec<Step>,
+}
+
+impl DevicePlan {
+    pub fn publishes(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s, Step::Publish(_)))
+            .count()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub devices: Vec<DevicePlan>,
+    /// Cloud → store documents, in approval order: what the pricing service publishes on the
+    /// downlink topic (key [`price_list_key`]).
+    pub price_lists: Vec<PriceListApproved>,
+    pub truth: Truth,
+}
+
+/// The issuer of the simulated price lists (their `device_id`).
+pub const PRICING_SERVICE: &str = "cloud-pricing";
+
+/// The downlink topic's key of a store's price list: `{store_id}/price-list` (the bridge publishes it
+/// retained on `store/{store_id}/catalog/price-list`).
+pub fn price_list_key(store_id: &str) -> String {
+    format!("{store_id}/price-list")
+}
+
+impl Plan {
+    pub fn publishes(&self) -> usize {
+        self.devices.iter().map(DevicePlan::publishes).sum()
+    }
+
+    /// The fleet registry CSV (device_id,store_id) the bridge and mosquitto need.
+    pub fn fleet_csv(&self) -> String {
+        let mut s = String::from("device_id,store_id\n");
+        for d in &self.devices {
+            s.push_str(&format!("{},{}\n", d.device_id, d.store_id));
+        }
+        s
+    }
+}
+
+/// The MQTT topic a device publishes `event` on.
+pub fn mqtt_topic(event: &DeviceEvent) -> String {
+    let s = event.store_id();
+    match event {
+        DeviceEvent::OrderCreated(_) => format!("store/{s}/pos/order.created"),
+        DeviceEvent::OrderRefunded(_) => format!("store/{s}/pos/order.refunded"),
+        DeviceEvent::InventoryAdjusted(_) => format!("store/{s}/inventory/adjusted"),
+        DeviceEvent::StockReservationRequested(_) => {
+            format!("store/{s}/inventory/reservation.requested")
+        }
+        DeviceEvent::StockReservationGranted(_) => {
+            format!("store/{s}/inventory/reservation.granted")
+        }
+        DeviceEvent::StockReservationReleased(_) => {
+            format!("store/{s}/inventory/reservation.released")
+        }
+        DeviceEvent::LoyaltyRedeemed(_) => format!("store/{s}/loyalty/redeemed"),
+        DeviceEvent::StoreDayClosed(_) => format!("store/{s}/day/closed"),
+        DeviceEvent::DeviceHealth(_) => format!("fleet/{}/health.status", event.device_id()),
+        DeviceEvent::PriceListApproved(_) => format!("store/{s}/catalog/price-list"),
+    }
+}
+
+/// Builds the plan for `spec` (deterministic in `spec.seed`).
+pub fn generate(spec: &FleetSpec) -> Plan {
+    let mut fleet = FleetGenerator::new(spec);
+    if fleet.devices.is_empty() {
+        return fleet.into_plan(Vec::new());
+    }
+    let timeline = Timeline::new(spec, fleet.devices.len());
+    let opening_events = fleet.receive_opening_stock(&timeline);
+    fleet.trade(&timeline, opening_events);
+    fleet.close_days(&timeline);
+    fleet.lose_events();
+    fleet.recompute_truth_without_lost_events();
+    let collisions = fleet.pick_collisions();
+    let mut devices = fleet.build_steps(&collisions);
+    fleet.add_poison(&mut devices);
+    fleet.count_publishes(&devices);
+    fleet.into_plan(devices)
+}
+
+#[cfg(test)]
+mod tests;
