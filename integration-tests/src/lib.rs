@@ -1,8 +1,17 @@
-//! The integration-test harness: every test gets its own real servers, started through the project's
+//! The test kit every tillstream crate's tests and benches depend on (the folder keeps the name the
+//! repository layout gives it): every test gets its own real servers, started through the project's
 //! own `scripts/stack` (same configs as the local stack) in a private folder on free loopback ports,
 //! and stopped (by PID, through the script) when the test ends. The schema registry runs in-process.
 //!
 //! Nothing here is mocked: tansu, mosquitto and PostgreSQL are the real binaries.
+//!
+//! # Layout
+//! - this file: [`Stack`] (private servers; stop, kill, pause/resume for fault injection),
+//!   [`TestRegistry`], [`apply_topology`], [`read_all`], [`decode_event`], [`SmallDisk`] (a full
+//!   disk on purpose), [`eventually`], [`free_port`].
+//! - [`pipeline`]: the services as real processes (kill -9, SIGTERM, SIGSTOP, restart with another
+//!   configuration, a second instance, their metrics).
+//! - [`bench`]: CPU readers and a tansu `memory://` broker for benches.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;

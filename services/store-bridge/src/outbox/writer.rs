@@ -144,12 +144,25 @@ impl<A: Send + 'static> Writer<A> {
             let depth_bytes = self.shared.bytes.load(Ordering::Relaxed);
             let aged_out = self.aged_out();
             let mut blocked = false;
+            // The disk's room for this batch: what is appended is written twice (WAL, then the
+            // database file at the checkpoint) and the reserve's worth stays free.
+            let disk_room = if self.stalled.is_none() && !pending.is_empty() {
+                self.disk_room()
+            } else {
+                u64::MAX
+            };
             while appended < self.cfg.max_batch && self.stalled.is_none() {
                 match pending.front() {
                     None => break,
                     Some(Pending::AckOnly(_)) => {}
                     Some(Pending::Append(r, _) | Pending::Redriven(r, _)) => {
                         let size = r.size() as u64;
+                        if 2 * (batch_bytes + size) > disk_room {
+                            if appended == 0 {
+                                self.stall(&"free space below the outbox's disk reserve");
+                            }
+                            break;
+                        }
                         let empty = self.shared.depth.load(Ordering::Relaxed) == 0 && appended == 0;
                         if !empty
                             && (aged_out || depth_bytes + batch_bytes + size > self.cfg.max_bytes)
@@ -315,14 +328,14 @@ impl<A: Send + 'static> Writer<A> {
 
     /// The disk refused a commit: stop appending (and so acking) until it has room again. The
     /// reserve is given back so deletes of delivered records can still be committed.
-    fn stall(&mut self, error: &rusqlite::Error) {
+    fn stall(&mut self, error: &dyn std::fmt::Display) {
         self.reserve.release();
         if self.stalled.is_none() {
             let free = free_bytes(&self.cfg.dir);
             tracing::error!(
                 path = %self.cfg.dir.display(),
                 free_bytes = ?free,
-                %error,
+                error = %error,
                 "outbox disk cannot take writes: not acking MQTT (the broker keeps the messages), still draining the outbox to Kafka; resumes by itself when the disk has room"
             );
             let now = Instant::now();
@@ -335,6 +348,17 @@ impl<A: Send + 'static> Writer<A> {
         }
     }
 
+    /// Bytes of records the disk can take (each counted twice by the caller: WAL, then the database
+    /// file) while keeping the reserve's worth free: appending stops before the disk is full, not
+    /// when SQLite finds out. Unbounded without a reserve (then only SQLite's error stalls).
+    fn disk_room(&self) -> u64 {
+        let floor = self.reserve.bytes();
+        if floor == 0 {
+            return u64::MAX;
+        }
+        free_bytes(&self.cfg.dir).map_or(u64::MAX, |free| free.saturating_sub(floor))
+    }
+
     /// While stalled: once the disk has room for the reserve and as much again, take the reserve
     /// back and resume appending (a failing append stalls again).
     fn probe_room(&mut self) {
@@ -345,9 +369,10 @@ impl<A: Send + 'static> Writer<A> {
             return;
         }
         stall.last_probe = Instant::now();
+        // Room for the reserve, the floor below which appends stop, and a batch on top.
         let want = match self.reserve.bytes() {
             0 => MIN_ROOM_TO_RESUME,
-            reserve => 2 * reserve,
+            reserve => 3 * reserve,
         };
         let free = free_bytes(&self.cfg.dir).unwrap_or(0);
         if free < want || self.reserve.fill().is_err() {
