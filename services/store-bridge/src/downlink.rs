@@ -137,8 +137,7 @@ pub async fn run(
                             PubAckReason::Success | PubAckReason::NoMatchingSubscribers
                         ) {
                             tracing::error!(reason = ?a.reason, "broker refused a catalog publish");
-                            metrics::counter!(m::DOWNLINK_REJECTED_TOTAL, "reason" => "mqtt_refused")
-                                .increment(1);
+                            m::downlink_rejected("mqtt_refused");
                         }
                         acked.fetch_add(1, Ordering::SeqCst);
                         notify.notify_waiters();
@@ -185,11 +184,10 @@ pub async fn run(
                         break;
                     }
                     sent += 1;
-                    metrics::counter!(m::DOWNLINK_PUBLISHED_TOTAL, "store" => t.store, "document" => t.kind)
-                        .increment(1);
+                    m::downlink_published(t.store, t.kind);
                 }
                 Err((reason, detail, store)) => {
-                    metrics::counter!(m::DOWNLINK_REJECTED_TOTAL, "reason" => reason).increment(1);
+                    m::downlink_rejected(reason);
                     let source = Source {
                         kind: SourceKind::Kafka,
                         topic: msg.topic(),

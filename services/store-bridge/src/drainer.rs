@@ -252,15 +252,11 @@ impl<A: Send + 'static> Drainer<A> {
         match res {
             Ok(()) => {
                 let now = Instant::now();
-                metrics::histogram!(m::KAFKA_DELIVERY_SECONDS)
-                    .record(now.duration_since(started).as_secs_f64());
+                let delivery = now.duration_since(started).as_secs_f64();
                 let inside = (tillstream_runtime::clock::now_ms() - record.received_at_ms).max(0)
                     as f64
                     / 1000.0;
-                metrics::histogram!(m::BRIDGE_LATENCY_SECONDS).record(inside);
-                metrics::counter!(m::MESSAGES_OUT_TOTAL,
-                    "kind" => record.kind.clone(), "store" => record.store.clone())
-                .increment(1);
+                m::delivered(&record.kind, &record.store, delivery, inside);
                 st.quarantine.delivered(&record.topic);
                 st.delivered.push(id);
                 Ok(())
@@ -336,7 +332,7 @@ impl<A: Send + 'static> Drainer<A> {
             reason,
             "kafka cannot take this topic's records: setting the record aside in the outbox quarantine (re-drive with `tillctl outbox redrive`)"
         );
-        metrics::counter!(m::QUARANTINED_TOTAL, "reason" => reason).increment(1);
+        m::quarantined(reason);
         self.writer
             .send(WriterMsg::Quarantine(id, reason.to_string()))
             .map_err(|_| DrainerError::WriterGone)?;
@@ -358,7 +354,7 @@ impl<A: Send + 'static> Drainer<A> {
         failed: Option<u64>,
         refused: Option<(u64, &Record)>,
     ) -> Result<(), DrainerError> {
-        metrics::counter!(m::DRAINER_RESETS_TOTAL).increment(1);
+        m::drainer_reset();
         tracing::warn!(%error, in_flight = st.in_flight_ids.len(), "kafka delivery failed: re-sending unconfirmed records in order");
         let mut restart = st.next_id;
         if let Some(first) = st.in_flight_ids.first() {

@@ -1,15 +1,24 @@
 //! tillstream store bridge: carries store events from MQTT (POS devices, JSON) into Kafka (Avro,
 //! Confluent framing, key = store id) through a durable outbox, dead-letters bad input, and
-//! replicates each store's catalog documents back down as retained MQTT messages.
+//! replicates each store's catalog documents and each device's sync receipt back down as retained
+//! MQTT messages.
 //!
 //! Delivery guarantee (uplink): an MQTT message is acked only after its record (or its dead letter)
-//! is fsync'd in the outbox; records leave the outbox only after Kafka confirmed them; per-store
-//! order is kept end to end. At-least-once: crashes and reconnects can duplicate, never lose.
-//! Downlink: at-least-once, offsets stored after the broker's PUBACK.
+//! is fsync'd in the outbox; records leave the outbox only after Kafka confirmed them (or are set
+//! aside, with their reason, in its quarantine when Kafka cannot take their topic); per-store order
+//! is kept end to end. At-least-once: crashes and reconnects can duplicate, never lose. A full disk
+//! stops the acks, never the bridge. Downlink: at-least-once, offsets stored after the PUBACK.
 //!
-//! Components: `uplink` (MQTT session) → `outbox` (SQLite writer thread, group commit) → `drainer`
-//! (idempotent producer); `downlink`; `validate`, `routes`, `fleet` (pure); `json_schema` (the
-//! published device JSON contract, generated from the Avro schemas).
+//! # Layout
+//! - [`config`]: [`Config`]; [`metrics`]: names and emit functions.
+//! - Pure: [`validate`] (topic + payload → event, or a rejection with its reason), [`routes`],
+//!   [`fleet`] (device → store), [`json_schema`] (the published device JSON contract),
+//!   [`quarantine`] (which Kafka errors set a topic aside, and when).
+//! - I/O edges: [`uplink`] (the MQTT session: convert, hand to the outbox, ack when durable) →
+//!   [`outbox`] (SQLite writer thread with group commit, reader, disk reserve) → [`drainer`] (the
+//!   producer, in outbox-id order); [`downlink`] (Kafka → retained MQTT).
+//! - [`start`] wires them under one shutdown guard (stages: intake, drain, outbox) and returns a
+//!   [`Running`].
 
 pub mod config;
 pub mod downlink;
@@ -285,7 +294,7 @@ async fn probe_kafka(
         match res {
             Ok(Ok(n)) if n > 0 => {
                 health.ready("kafka", format!("{n} broker(s)"));
-                ::metrics::gauge!(metrics::KAFKA_REACHABLE).set(1.0);
+                metrics::kafka_reachable(true);
             }
             other => {
                 let detail = match other {
@@ -293,7 +302,7 @@ async fn probe_kafka(
                     _ => "no brokers".into(),
                 };
                 health.not_ready("kafka", detail);
-                ::metrics::gauge!(metrics::KAFKA_REACHABLE).set(0.0);
+                metrics::kafka_reachable(false);
             }
         }
         tokio::select! {
@@ -337,8 +346,7 @@ impl Refused for RefusedToDeadLetter {
             None,
             record.received_at_ms,
         );
-        ::metrics::counter!(metrics::DEAD_LETTERS_TOTAL, "reason" => validate::Reason::KafkaRejected.as_str())
-            .increment(1);
+        metrics::dead_lettered(validate::Reason::KafkaRejected.as_str());
         self.0
             .dead_letter_to_record(&dl, record.received_at_ms)
             .ok()

@@ -54,3 +54,94 @@ pub const DRAINER_RESETS_TOTAL: &str = "tillstream_store_bridge_drainer_resets_t
 pub const DOWNLINK_PUBLISHED_TOTAL: &str = "tillstream_store_bridge_downlink_published_total";
 /// Counter: downlink records that could not be delivered to a store (dead-lettered), by `reason`.
 pub const DOWNLINK_REJECTED_TOTAL: &str = "tillstream_store_bridge_downlink_rejected_total";
+
+// Emit functions: the only places metrics are recorded (the rest of the crate calls these).
+
+/// An MQTT message the uplink took: `kind` is the event kind, `ignored` or `rejected`.
+pub fn message_in(kind: &'static str, store: &str) {
+    metrics::counter!(MESSAGES_IN_TOTAL, "kind" => kind, "store" => store.to_string()).increment(1);
+}
+
+/// A bad input became a dead letter.
+pub fn dead_lettered(reason: &'static str) {
+    metrics::counter!(DEAD_LETTERS_TOTAL, "reason" => reason).increment(1);
+}
+
+/// A store event was accepted: the store's and device's last sight, and its sync lag.
+pub fn event_seen(store: &str, device: &str, seen_at_s: f64, lag_s: f64) {
+    metrics::gauge!(LAST_SEEN_STORE_TIMESTAMP_SECONDS, "store" => store.to_string()).set(seen_at_s);
+    metrics::gauge!(LAST_SEEN_DEVICE_TIMESTAMP_SECONDS,
+        "device" => device.to_string(), "store" => store.to_string())
+    .set(seen_at_s);
+    metrics::gauge!(SYNC_LAG_SECONDS, "store" => store.to_string()).set(lag_s);
+}
+
+pub fn mqtt_connected(up: bool) {
+    metrics::gauge!(MQTT_CONNECTED).set(if up { 1.0 } else { 0.0 });
+}
+
+pub fn mqtt_reconnect() {
+    metrics::counter!(MQTT_RECONNECTS_TOTAL).increment(1);
+}
+
+pub fn kafka_reachable(up: bool) {
+    metrics::gauge!(KAFKA_REACHABLE).set(if up { 1.0 } else { 0.0 });
+}
+
+/// Kafka confirmed a record: its delivery time, its time inside the bridge, and the count.
+pub fn delivered(kind: &str, store: &str, delivery_s: f64, inside_s: f64) {
+    metrics::histogram!(KAFKA_DELIVERY_SECONDS).record(delivery_s);
+    metrics::histogram!(BRIDGE_LATENCY_SECONDS).record(inside_s);
+    metrics::counter!(MESSAGES_OUT_TOTAL, "kind" => kind.to_string(), "store" => store.to_string())
+        .increment(1);
+}
+
+pub fn quarantined(reason: &'static str) {
+    metrics::counter!(QUARANTINED_TOTAL, "reason" => reason).increment(1);
+}
+
+pub fn drainer_reset() {
+    metrics::counter!(DRAINER_RESETS_TOTAL).increment(1);
+}
+
+pub fn downlink_published(store: String, document: &'static str) {
+    metrics::counter!(DOWNLINK_PUBLISHED_TOTAL, "store" => store, "document" => document)
+        .increment(1);
+}
+
+pub fn downlink_rejected(reason: &'static str) {
+    metrics::counter!(DOWNLINK_REJECTED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// One outbox group commit: its duration and how many records it appended.
+pub fn outbox_commit(seconds: f64, records: usize) {
+    metrics::histogram!(OUTBOX_COMMIT_SECONDS).record(seconds);
+    metrics::histogram!(OUTBOX_COMMIT_BATCH_EVENTS).record(records as f64);
+}
+
+pub fn outbox_disk_stalled(stalled: bool) {
+    metrics::gauge!(OUTBOX_DISK_STALLED).set(if stalled { 1.0 } else { 0.0 });
+}
+
+pub fn outbox_full(full: bool) {
+    metrics::gauge!(OUTBOX_FULL).set(if full { 1.0 } else { 0.0 });
+}
+
+/// The outbox's size gauges (`free_bytes` / `quarantined` when known).
+pub fn outbox_size(
+    depth: u64,
+    bytes: u64,
+    oldest_age_s: f64,
+    free_bytes: Option<u64>,
+    quarantined: Option<i64>,
+) {
+    metrics::gauge!(OUTBOX_DEPTH).set(depth as f64);
+    metrics::gauge!(OUTBOX_BYTES).set(bytes as f64);
+    metrics::gauge!(OUTBOX_OLDEST_AGE_SECONDS).set(oldest_age_s);
+    if let Some(free) = free_bytes {
+        metrics::gauge!(OUTBOX_DISK_FREE_BYTES).set(free as f64);
+    }
+    if let Some(n) = quarantined {
+        metrics::gauge!(QUARANTINE_DEPTH).set(n as f64);
+    }
+}

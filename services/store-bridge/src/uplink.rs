@@ -97,8 +97,7 @@ impl Converter {
     ) -> Result<Converted, UplinkError> {
         match self.classifier.classify(topic, payload) {
             Verdict::Ignore => {
-                metrics::counter!(m::MESSAGES_IN_TOTAL, "kind" => "ignored", "store" => "")
-                    .increment(1);
+                m::message_in("ignored", "");
                 Ok(Converted::Skip)
             }
             Verdict::Forward {
@@ -127,8 +126,7 @@ impl Converter {
             }
             Verdict::Reject(rej) => {
                 let store = rej.store_id.clone().unwrap_or_default();
-                metrics::counter!(m::MESSAGES_IN_TOTAL, "kind" => "rejected", "store" => store)
-                    .increment(1);
+                m::message_in("rejected", &store);
                 self.dead_letter_record(topic, payload, qos, retain, &rej, received_at_ms)
                     .map(Converted::Store)
             }
@@ -177,7 +175,7 @@ impl Converter {
         received_at_ms: i64,
     ) -> Result<Record, UplinkError> {
         let reason = rej.reason.as_str();
-        metrics::counter!(m::DEAD_LETTERS_TOTAL, "reason" => reason).increment(1);
+        m::dead_lettered(reason);
         let max = self.dead_letter.max_payload_bytes;
         let (kept, detail) = if payload.len() > max {
             (
@@ -253,14 +251,9 @@ impl Converter {
 fn observe(event: &DeviceEvent, kind: EventKind, received_at_ms: i64) {
     let store = event.store_id().to_string();
     let now_s = received_at_ms as f64 / 1000.0;
-    metrics::counter!(m::MESSAGES_IN_TOTAL, "kind" => kind.name(), "store" => store.clone())
-        .increment(1);
-    metrics::gauge!(m::LAST_SEEN_STORE_TIMESTAMP_SECONDS, "store" => store.clone()).set(now_s);
-    metrics::gauge!(m::LAST_SEEN_DEVICE_TIMESTAMP_SECONDS,
-        "device" => event.device_id().to_string(), "store" => store.clone())
-    .set(now_s);
+    m::message_in(kind.name(), &store);
     let lag = (received_at_ms - event.occurred_at()) as f64 / 1000.0;
-    metrics::gauge!(m::SYNC_LAG_SECONDS, "store" => store).set(lag);
+    m::event_seen(&store, event.device_id(), now_s, lag);
 }
 
 /// MQTT options of the uplink session.
@@ -368,7 +361,7 @@ pub async fn run(
                     s.generation += 1;
                     s.connected = true;
                 }
-                metrics::gauge!(m::MQTT_CONNECTED).set(1.0);
+                m::mqtt_connected(true);
                 tracing::info!(
                     session_present = ack.session_present,
                     "mqtt uplink connected"
@@ -417,12 +410,12 @@ pub async fn run(
                 state.lock().unwrap_or_else(|p| p.into_inner()).connected = false;
                 // Acks queued for the lost connection must not reach the next one.
                 eventloop.clean();
-                metrics::gauge!(m::MQTT_CONNECTED).set(0.0);
+                m::mqtt_connected(false);
                 if !matches!(phase, Phase::Running) {
                     // Whatever is unacked is redelivered to the next session.
                     break;
                 }
-                metrics::counter!(m::MQTT_RECONNECTS_TOTAL).increment(1);
+                m::mqtt_reconnect();
                 health.not_ready(HEALTH, format!("{e}"));
                 tracing::warn!(error = %e, "mqtt uplink connection error; reconnecting");
                 tokio::select! {
@@ -433,7 +426,7 @@ pub async fn run(
         }
     }
     acker.abort();
-    metrics::gauge!(m::MQTT_CONNECTED).set(0.0);
+    m::mqtt_connected(false);
     health.not_ready(HEALTH, "stopped");
     Ok(())
 }

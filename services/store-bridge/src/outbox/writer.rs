@@ -208,9 +208,7 @@ impl<A: Send + 'static> Writer<A> {
                     last_delete_commit = Instant::now();
                 }
                 changes = Changes::default();
-                metrics::histogram!(m::OUTBOX_COMMIT_SECONDS)
-                    .record(started.elapsed().as_secs_f64());
-                metrics::histogram!(m::OUTBOX_COMMIT_BATCH_EVENTS).record(rows.len() as f64);
+                m::outbox_commit(started.elapsed().as_secs_f64(), rows.len());
                 if let Some(last) = rows.last() {
                     self.shared.committed_max.store(last.id, Ordering::Release);
                 }
@@ -344,7 +342,7 @@ impl<A: Send + 'static> Writer<A> {
                 last_probe: now,
             });
             self.shared.disk_stalled.store(true, Ordering::Relaxed);
-            metrics::gauge!(m::OUTBOX_DISK_STALLED).set(1.0);
+            m::outbox_disk_stalled(true);
         }
     }
 
@@ -381,7 +379,7 @@ impl<A: Send + 'static> Writer<A> {
         let stalled_for = stall.since.elapsed();
         self.stalled = None;
         self.shared.disk_stalled.store(false, Ordering::Relaxed);
-        metrics::gauge!(m::OUTBOX_DISK_STALLED).set(0.0);
+        m::outbox_disk_stalled(false);
         tracing::warn!(
             path = %self.cfg.dir.display(),
             free_bytes = free,
@@ -415,31 +413,30 @@ impl<A: Send + 'static> Writer<A> {
             *was = full;
         }
         self.shared.full.store(full, Ordering::Relaxed);
-        metrics::gauge!(m::OUTBOX_FULL).set(if full { 1.0 } else { 0.0 });
+        m::outbox_full(full);
     }
 
     fn gauges(&self) {
         let depth = self.shared.depth.load(Ordering::Relaxed);
-        metrics::gauge!(m::OUTBOX_DEPTH).set(depth as f64);
-        metrics::gauge!(m::OUTBOX_BYTES).set(self.shared.bytes.load(Ordering::Relaxed) as f64);
         let oldest = self.shared.oldest_received_at_ms.load(Ordering::Relaxed);
         let age = if depth > 0 && oldest > 0 {
             (tillstream_runtime::clock::now_ms() - oldest).max(0) as f64 / 1000.0
         } else {
             0.0
         };
-        metrics::gauge!(m::OUTBOX_OLDEST_AGE_SECONDS).set(age);
-        if let Some(free) = free_bytes(&self.cfg.dir) {
-            metrics::gauge!(m::OUTBOX_DISK_FREE_BYTES).set(free as f64);
-        }
-        if let Ok(n) = self
+        let quarantined = self
             .conn
             .query_row("SELECT COUNT(*) FROM outbox_quarantine", [], |r| {
                 r.get::<_, i64>(0)
             })
-        {
-            metrics::gauge!(m::QUARANTINE_DEPTH).set(n as f64);
-        }
+            .ok();
+        m::outbox_size(
+            depth,
+            self.shared.bytes.load(Ordering::Relaxed),
+            age,
+            free_bytes(&self.cfg.dir),
+            quarantined,
+        );
     }
 
     fn refresh_oldest(&self) -> Result<(), OutboxError> {
