@@ -9,7 +9,8 @@
 //! 1. pure: decode + fingerprint + decide in one thread, and the core's decision alone;
 //! 2. tansu SQLite (private stack via scripts/stack): baseline = a plain consumer reading the
 //!    pre-filled raw topic, then the dedup service (in process) from the same topic until its group
-//!    has committed everything;
+//!    has committed everything, twice: without sync receipts (own output topics and group), then
+//!    with them (the default), which prints what receipts cost per record;
 //! 3. librdkafka's MockCluster in a child process (a broker fast enough that the service, not
 //!    the broker, is the limit);
 //! 4. tansu memory storage (`memory://`), started here on a free port when a build with it is
@@ -142,12 +143,17 @@ async fn pure(client: &tillstream_contracts::Registry, w: &Workload) {
 /// are dense from 0, so the committed next-offsets sum to the records consumed). Not the high
 /// watermarks: tansu 0.6's memory storage reports watermarks below what it stored (80,831 of 99,374
 /// in one run) while serving and committing every record.
-async fn wait_all_committed(kafka_cfg: &KafkaConfig, total: i64, timeout: Duration) -> bool {
+async fn wait_all_committed(
+    kafka_cfg: &KafkaConfig,
+    group: &str,
+    total: i64,
+    timeout: Duration,
+) -> bool {
     let partitions: Vec<i32> = input_end(kafka_cfg).keys().copied().collect();
     let deadline = Instant::now() + timeout;
     loop {
-        let (kc, p) = (kafka_cfg.clone(), partitions.clone());
-        let got = tokio::task::spawn_blocking(move || committed(&kc, &p))
+        let (kc, p, g) = (kafka_cfg.clone(), partitions.clone(), group.to_string());
+        let got = tokio::task::spawn_blocking(move || committed_by(&kc, &g, &p))
             .await
             .unwrap();
         let sum: i64 = got.values().sum();
@@ -189,12 +195,80 @@ async fn on_broker(
         .unwrap();
     line(&format!("{label}: baseline plain consumer"), got, &s);
 
+    // Sync receipts' cost: the same service without them first, on its own output topics and
+    // group, then with them (the default), both from the same pre-filled input.
+    let without = run_service(&kafka, registry, n, broker_pid, Receipts::Off).await;
+    let with = run_service(&kafka, registry, n, broker_pid, Receipts::On).await;
+    match (without, with) {
+        (Some(off), Some(on)) => {
+            line(&format!("{label}: dedup service, receipts off"), n, &off);
+            line(
+                &format!("{label}: dedup service (default: receipts on)"),
+                n,
+                &on,
+            );
+            println!(
+                "{label}: receipts cost {:+.2} us/rec of CPU (on/off events/s per core = {:.2})",
+                (on.cpu - off.cpu) * 1e6 / n as f64,
+                off.cpu / on.cpu.max(1e-9)
+            );
+        }
+        _ => println!("{label}: dedup did not finish in 900 s"),
+    }
+}
+
+/// Whether a bench run of the service issues sync receipts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Receipts {
+    On,
+    Off,
+}
+
+impl Receipts {
+    /// The run's own output topics, group and client (the input is shared).
+    fn suffix(self) -> &'static str {
+        match self {
+            Receipts::On => "",
+            Receipts::Off => ".noreceipts",
+        }
+    }
+}
+
+/// Topics of one bench run besides the shared input.
+fn output_topics(r: Receipts) -> Vec<String> {
+    [OUT, CHANGELOG, GAPS, CONFLICTS, DLQ, RECEIPTS]
+        .iter()
+        .map(|t| format!("{t}{}", r.suffix()))
+        .collect()
+}
+
+/// Runs the service over the whole input; `None` when it did not finish in time.
+async fn run_service(
+    kafka: &KafkaConfig,
+    registry: &TestRegistry,
+    n: usize,
+    broker_pid: Option<u32>,
+    receipts: Receipts,
+) -> Option<Sample> {
+    let sfx = receipts.suffix();
     let mut cfg = tillstream_dedup::Config {
         kafka: kafka.clone(),
         registry: registry.config(),
         ..Default::default()
     };
-    cfg.dedup.client_id = "bench".into();
+    cfg.dedup.client_id = format!("bench{sfx}");
+    cfg.dedup.group_id = format!("{GROUP}{sfx}");
+    let topics = output_topics(receipts);
+    cfg.dedup.output_topic = topics[0].clone();
+    cfg.dedup.changelog_topic = topics[1].clone();
+    cfg.dedup.gaps_topic = topics[2].clone();
+    cfg.dedup.conflicts_topic = topics[3].clone();
+    cfg.dedup.dead_letter_topic = topics[4].clone();
+    cfg.dedup.receipts_topic = topics[5].clone();
+    if receipts == Receipts::Off {
+        cfg.dedup.receipt_interval_ms = 0;
+        create_topics(kafka, &topics).await;
+    }
     // DEDUP_BENCH_PRODUCER="linger.ms=50,batch.size=1000000" overrides producer properties.
     if let Ok(props) = std::env::var("DEDUP_BENCH_PRODUCER") {
         for kv in props.split(',').filter(|s| !s.is_empty()) {
@@ -206,13 +280,14 @@ async fn on_broker(
     if let Ok(b) = std::env::var("DEDUP_BENCH_MAX_BATCH") {
         cfg.dedup.max_batch = b.parse().unwrap();
     }
+    let group = cfg.dedup.group_id.clone();
     let token = CancellationToken::new();
     let me = std::process::id();
     let c0 = cpu_seconds(me);
     let b0 = broker_pid.map(cpu_seconds).unwrap_or(0.0);
     let t = Instant::now();
     let running = tillstream_dedup::start(cfg, token.clone()).await.unwrap();
-    let ok = wait_all_committed(&kafka, n as i64, Duration::from_secs(900)).await;
+    let ok = wait_all_committed(kafka, &group, n as i64, Duration::from_secs(900)).await;
     let s = Sample {
         wall: t.elapsed(),
         cpu: cpu_seconds(me) - c0,
@@ -220,10 +295,28 @@ async fn on_broker(
     };
     token.cancel();
     let _ = running.wait().await;
-    if ok {
-        line(&format!("{label}: dedup service (default config)"), n, &s);
-    } else {
-        println!("{label}: dedup did not finish in 900 s");
+    ok.then_some(s)
+}
+
+/// Creates `topics` (12 partitions, co-partitioned with the input) unless they exist.
+async fn create_topics(kafka: &KafkaConfig, topics: &[String]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        kafka.client_config("bench-admin").create().unwrap();
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, 12, TopicReplication::Fixed(1)))
+        .collect();
+    for r in admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        if let Err((t, e)) = r
+            && e != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
+        {
+            panic!("creating {t}: {e}");
+        }
     }
 }
 
@@ -231,8 +324,11 @@ async fn on_broker(
 /// not counted as the service's), serving until stdin closes.
 fn mock_broker_child() {
     let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-    for t in [RAW, OUT, CHANGELOG, GAPS, CONFLICTS, DLQ, RECEIPTS] {
-        cluster.create_topic(t, 12, 1).expect("topic");
+    cluster.create_topic(RAW, 12, 1).expect("topic");
+    for r in [Receipts::On, Receipts::Off] {
+        for t in output_topics(r) {
+            cluster.create_topic(&t, 12, 1).expect("topic");
+        }
     }
     println!("{}", cluster.bootstrap_servers());
     let mut sink = String::new();

@@ -333,8 +333,17 @@ pub fn input_end(kafka_cfg: &KafkaConfig) -> BTreeMap<i32, i64> {
 
 /// The group's committed offsets on the input topic.
 pub fn committed(kafka_cfg: &KafkaConfig, partitions: &[i32]) -> BTreeMap<i32, i64> {
+    committed_by(kafka_cfg, GROUP, partitions)
+}
+
+/// `group`'s committed offsets on the input topic.
+pub fn committed_by(
+    kafka_cfg: &KafkaConfig,
+    group: &str,
+    partitions: &[i32],
+) -> BTreeMap<i32, i64> {
     let mut cfg = kafka_cfg.client_config("test-committed");
-    cfg.set("group.id", GROUP)
+    cfg.set("group.id", group)
         .set("enable.auto.commit", "false");
     let c: BaseConsumer = cfg.create().unwrap();
     let mut tpl = TopicPartitionList::new();
