@@ -7,11 +7,12 @@ RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf
 COPY . .
 RUN cargo build --release --locked \
       -p tillstream-store-bridge -p tillstream-dedup -p tillstream-inventory-projection \
-      -p tillstream-schema-registry -p tillctl -p tillstream-sim \
+      -p tillstream-schema-registry -p tillctl -p tillstream-sim -p tillstream-conflict-detector \
  && mkdir /out \
  && cp target/release/tillstream-store-bridge target/release/tillstream-dedup \
        target/release/tillstream-inventory-projection target/release/tillstream-schema-registry \
-       target/release/tillctl target/release/tillstream-sim /out/
+       target/release/tillctl target/release/tillstream-sim \
+       target/release/tillstream-conflict-detector /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \

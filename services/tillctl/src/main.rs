@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tillctl::{inspect, outbox, schemas, topology};
+use tillctl::{conflicts, inspect, outbox, prices, schemas, topology};
 use tillstream_contracts::{Registry, RegistryConfig};
 use tillstream_runtime::kafka::KafkaConfig;
 
@@ -53,6 +53,90 @@ enum Command {
     Outbox {
         #[command(subcommand)]
         command: OutboxCmd,
+    },
+    /// The conflict detector's review queue.
+    Conflicts(ConflictsArgs),
+    /// Approved price lists.
+    Prices {
+        #[command(subcommand)]
+        command: PricesCmd,
+    },
+}
+
+#[derive(clap::Args)]
+struct ConflictsArgs {
+    /// The detector's review queue API.
+    #[arg(
+        long,
+        env = "TILLSTREAM_CONFLICTS_API",
+        default_value = "http://127.0.0.1:19470"
+    )]
+    api: String,
+    /// Its bearer token (the detector's api.token).
+    #[arg(long, env = "TILLSTREAM_CONFLICTS_TOKEN", hide_env_values = true)]
+    token: String,
+    #[command(subcommand)]
+    command: ConflictsCmd,
+}
+
+#[derive(Subcommand)]
+enum ConflictsCmd {
+    /// Open conflicts (oldest first), filtered.
+    List {
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long)]
+        rule: Option<String>,
+        /// info | auto-resolved | needs-review
+        #[arg(long)]
+        severity: Option<String>,
+        /// open (default) | closed | resolved | superseded | all
+        #[arg(long)]
+        status: Option<String>,
+        /// Only conflicts waiting at least this many minutes.
+        #[arg(long)]
+        older_than_min: Option<i64>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One conflict with its evidence, compensations and audit trail (JSON).
+    Show { id: String },
+    /// Resolve: accept (the rule's outcome stands) or reject (its compensations are reversed).
+    Resolve {
+        id: String,
+        #[arg(long, value_parser = ["accept", "reject"])]
+        action: String,
+        #[arg(long)]
+        who: String,
+        #[arg(long)]
+        why: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PricesCmd {
+    /// Publish an approved list (JSON file) to the downlink and the history topic.
+    Approve {
+        file: PathBuf,
+        #[arg(
+            long,
+            env = "TILLSTREAM_KAFKA_BROKERS",
+            default_value = "127.0.0.1:19092"
+        )]
+        brokers: String,
+        #[arg(
+            long,
+            env = "TILLSTREAM_REGISTRY_URL",
+            default_value = "http://127.0.0.1:18081"
+        )]
+        registry: String,
+        #[arg(long, default_value = "tillstream.catalog.downlink")]
+        downlink_topic: String,
+        #[arg(long, default_value = "tillstream.price-lists.history")]
+        history_topic: String,
     },
 }
 
@@ -285,6 +369,88 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for r in records {
                 println!("{r}");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Conflicts(args) => {
+            let api = conflicts::Api {
+                url: args.api,
+                token: args.token,
+            };
+            match args.command {
+                ConflictsCmd::List {
+                    store,
+                    rule,
+                    severity,
+                    status,
+                    older_than_min,
+                    limit,
+                    json,
+                } => {
+                    let filter = conflicts::ListFilter {
+                        store,
+                        rule,
+                        severity,
+                        status,
+                        min_age_ms: older_than_min.map(|m| m * 60_000),
+                        limit: Some(limit),
+                    };
+                    let rows = api.list(&filter).await?;
+                    let now = tillstream_runtime::clock::now_ms();
+                    for r in &rows {
+                        if json {
+                            println!("{r}");
+                        } else {
+                            println!("{}", conflicts::table_line(r, now));
+                        }
+                    }
+                    println!("conflicts: {}", rows.len());
+                }
+                ConflictsCmd::Show { id } => {
+                    println!("{}", serde_json::to_string_pretty(&api.show(&id).await?)?);
+                }
+                ConflictsCmd::Resolve {
+                    id,
+                    action,
+                    who,
+                    why,
+                } => {
+                    let r = api.resolve(&id, &action, &who, &why).await?;
+                    println!(
+                        "{}: {}",
+                        r["outcome"].as_str().unwrap_or("?"),
+                        r["message"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Prices {
+            command:
+                PricesCmd::Approve {
+                    file,
+                    brokers,
+                    registry,
+                    downlink_topic,
+                    history_topic,
+                },
+        } => {
+            let kafka = KafkaConfig {
+                brokers,
+                ..KafkaConfig::default()
+            };
+            let registry = Registry::new(RegistryConfig {
+                url: registry,
+                ..RegistryConfig::default()
+            })?;
+            let list =
+                prices::approve(&kafka, &registry, &file, &downlink_topic, &history_topic).await?;
+            println!(
+                "approved {} for {} ({} items, effective {}): on {history_topic} and {downlink_topic}",
+                list.price_list_id,
+                list.store_id,
+                list.items.len(),
+                list.effective_from
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Outbox { command } => {
