@@ -2,6 +2,8 @@
 //! with just the fields the rules read (the rest is filled, consistent enough for the codec).
 //! Pure; no I/O.
 
+use std::collections::BTreeMap;
+
 use tillstream_contracts::*;
 
 /// 2026-11-05T10:00:00Z.
@@ -233,4 +235,153 @@ pub fn release(
         reason: ReleaseReason::Cancelled,
     }
     .into()
+}
+
+/// A small deterministic generator (splitmix64): the same seed gives the same workload.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn percent(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// A mixed workload: per store, its events in the order the dedup would emit them, and every
+/// store's price lists (three versions, 8 h apart).
+#[derive(Debug, Clone, Default)]
+pub struct Workload {
+    pub lists: Vec<PriceListApproved>,
+    pub per_store: BTreeMap<String, Vec<DeviceEvent>>,
+}
+
+impl Workload {
+    /// Every store's events interleaved round-robin (one store after the other, event by event),
+    /// as several stores' traffic reaches the topic.
+    pub fn interleaved(&self) -> Vec<DeviceEvent> {
+        let mut iters: Vec<std::slice::Iter<'_, DeviceEvent>> =
+            self.per_store.values().map(|v| v.iter()).collect();
+        let mut out = Vec::new();
+        loop {
+            let mut any = false;
+            for it in &mut iters {
+                if let Some(e) = it.next() {
+                    out.push(e.clone());
+                    any = true;
+                }
+            }
+            if !any {
+                return out;
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.per_store.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `stores` stores with `per_store` events each from `t0` on, 12 minutes apart per store: sales
+/// (mostly at the list price, some off it), receipts, counts, redemptions, from three devices:
+/// `d2`'s clock runs 90 min ahead, and `late_percent` of `d1`'s events go offline (they reach the
+/// stream after the store's other events, in their own order). Every rule fires somewhere;
+/// oversells happen when sales outrun the small receipts.
+pub fn workload(
+    seed: u64,
+    stores: usize,
+    per_store: usize,
+    t0: i64,
+    late_percent: u64,
+) -> Workload {
+    let mut rng = Rng::new(seed);
+    let mut w = Workload::default();
+    for s in 0..stores {
+        let store = format!("s{s:04}");
+        for v in 0..3i64 {
+            let prices: Vec<(String, i64)> = (0..5)
+                .map(|k| (format!("K{k}"), 400 + 10 * ((k + v + s as i64) % 4)))
+                .collect();
+            let refs: Vec<(&str, i64)> = prices.iter().map(|(k, p)| (k.as_str(), *p)).collect();
+            w.lists
+                .push(price_list(&store, v + 1, t0 + v * 8 * H, &refs));
+        }
+        let mut events: Vec<DeviceEvent> = Vec::with_capacity(per_store + 5);
+        let mut seqs = [0i64; 3];
+        for k in 0..5i64 {
+            let dev = format!("{store}-d0");
+            seqs[0] += 1;
+            events.push(receipt(&store, &dev, seqs[0], t0 + k, &format!("K{k}"), 6));
+        }
+        for i in 0..per_store as i64 {
+            let d = rng.below(3) as usize;
+            let dev = format!("{store}-d{d}");
+            seqs[d] += 1;
+            let skew = if d == 2 { 90 * 60_000 } else { 0 };
+            let at = t0 + i * 12 * 60_000 + skew;
+            let sku = format!("K{}", rng.below(5));
+            let e = match rng.below(10) {
+                0 => receipt(&store, &dev, seqs[d], at, &sku, 1 + rng.below(4) as i32),
+                1 => adjust(
+                    &store,
+                    &dev,
+                    seqs[d],
+                    at,
+                    AdjustmentKind::Count,
+                    &sku,
+                    2,
+                    Some(3),
+                ),
+                2 => redeem(
+                    &store,
+                    &dev,
+                    seqs[d],
+                    at,
+                    &format!("rd-{}", i % 7),
+                    "M1",
+                    "R",
+                ),
+                _ => {
+                    let order = format!("o-{}", rng.below(100_000));
+                    let price = [400, 410, 420, 430, 455][rng.below(5) as usize];
+                    sale(
+                        &store,
+                        &dev,
+                        seqs[d],
+                        at,
+                        &order,
+                        &[Line(&sku, 1 + rng.below(2) as i32, price)],
+                    )
+                }
+            };
+            events.push(e);
+        }
+        let (offline, mut online): (Vec<DeviceEvent>, Vec<DeviceEvent>) = events
+            .into_iter()
+            .partition(|e| e.device_id().ends_with("-d1") && rng.percent(late_percent));
+        online.extend(offline);
+        w.per_store.insert(store, online);
+    }
+    w
 }

@@ -33,15 +33,27 @@ async fn every_rule_through_the_real_topics() {
     let db = running.state.db.clone();
     let api = running.state.api_addr.expect("api served");
 
-    // Price lists first (the history topic), then every rule's events.
-    produce_price_lists(
-        &env,
-        &[
-            price_list("pv1", 1, t0, &[("A", 500), ("B", 500)]),
-            price_list("pv1", 2, t0 + 10 * H, &[("A", 450), ("B", 500)]),
-        ],
-    )
-    .await;
+    // Price lists first, approved with `tillctl prices approve` (history and downlink topics),
+    // then every rule's events.
+    for (version, effective, a) in [(1, t0, 500), (2, t0 + 10 * H, 450)] {
+        let file = env.dir.path().join(format!("pl-{version}.json"));
+        let body = serde_json::json!({
+            "store_id": "pv1", "price_list_id": format!("pl-pv1-v{version}"),
+            "effective_from": effective, "approved_by": "pricing@hq", "version": version,
+            "items": [{"sku": "A", "price": {"amount_minor": a, "currency": "EUR"}},
+                      {"sku": "B", "price": {"amount_minor": 500, "currency": "EUR"}}]
+        });
+        std::fs::write(&file, body.to_string()).unwrap();
+        tillctl::prices::approve(
+            &env.kafka,
+            &env.client,
+            &file,
+            "tillstream.catalog.downlink",
+            HISTORY,
+        )
+        .await
+        .expect("prices approve");
+    }
     let mut events = vec![
         // 1 oversell, the seed story: receipt 5, counted 1 (expected 5: nothing stale), both
         // devices sell that unit at the same moment, restock 60.
@@ -421,6 +433,58 @@ async fn every_rule_through_the_real_topics() {
     assert_eq!(
         (comp[1].qty, comp[1].issued_by.as_str()),
         (-1, "review:alice")
+    );
+
+    // The same queue through `tillctl conflicts`.
+    let cli = tillctl::conflicts::Api {
+        url: base_url.clone(),
+        token: TOKEN.into(),
+    };
+    let listed = cli
+        .list(&tillctl::conflicts::ListFilter {
+            rule: Some("reservation-breach".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["store_id"], "rb1");
+    let shown = cli
+        .show(listed[0]["conflict_id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(shown["verdict"]["rule"], "reservation-breach");
+    let refused = cli
+        .resolve(&superseded_id, "accept", "bob", "ok")
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("HTTP 409"), "{refused}");
+    let wrong = tillctl::conflicts::Api {
+        url: base_url.clone(),
+        token: "nope".into(),
+    };
+    assert!(
+        wrong
+            .list(&Default::default())
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("401")
+    );
+    // Both lists are on the compacted downlink too (the store's latest is what the bridge sends).
+    let k = env.kafka.clone();
+    let downlink = tokio::task::spawn_blocking(move || {
+        read_all(&k, "tillstream.catalog.downlink", Duration::from_secs(60))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        downlink
+            .iter()
+            .filter(|r| r.key_str() == "pv1/price-list")
+            .count(),
+        2
     );
 
     // Metrics: conflicts by rule/severity/store, the queue, the horizon counter.

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tillstream_contracts::*;
 
@@ -824,80 +824,10 @@ fn replay_then_reconcile_finds_the_same_verdicts_or_what_changed_meanwhile() {
 // Determinism
 // ---------------------------------------------------------------------------------------------
 
-/// A workload over several stores with late (offline) events, skewed devices, reservations,
-/// price changes, loyalty and number reuse: per store, its events in the order the dedup would
-/// emit them.
+/// The shared fixture workload: 6 stores, 120 events each, 70% of one device's events late.
 fn workload(seed: u64) -> (Vec<PriceListApproved>, BTreeMap<String, Vec<DeviceEvent>>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut lists = Vec::new();
-    let mut per_store = BTreeMap::new();
-    for s in 0..6 {
-        let store = format!("s{s}");
-        for v in 0..3 {
-            let prices: Vec<(String, i64)> = (0..5)
-                .map(|k| (format!("K{k}"), 400 + 10 * ((k + v + s) % 4)))
-                .collect();
-            let refs: Vec<(&str, i64)> = prices.iter().map(|(k, p)| (k.as_str(), *p)).collect();
-            lists.push(price_list(&store, v + 1, T0 + v * 8 * H, &refs));
-        }
-        let mut events: Vec<DeviceEvent> = Vec::new();
-        let mut seqs = [0i64; 3];
-        for k in 0..5 {
-            let dev = format!("{store}-d0");
-            seqs[0] += 1;
-            events.push(receipt(&store, &dev, seqs[0], T0 + k, &format!("K{k}"), 6));
-        }
-        for i in 0..120 {
-            let d = rng.random_range(0..3usize);
-            let dev = format!("{store}-d{d}");
-            seqs[d] += 1;
-            let skew = if d == 2 { 90 * 60_000 } else { 0 };
-            let at = T0 + i * 12 * 60_000 + skew;
-            let sku = format!("K{}", rng.random_range(0..5));
-            let e = match rng.random_range(0..10) {
-                0 => receipt(&store, &dev, seqs[d], at, &sku, rng.random_range(1..5)),
-                1 => adjust(
-                    &store,
-                    &dev,
-                    seqs[d],
-                    at,
-                    AdjustmentKind::Count,
-                    &sku,
-                    2,
-                    Some(3),
-                ),
-                2 => redeem(
-                    &store,
-                    &dev,
-                    seqs[d],
-                    at,
-                    &format!("rd-{}", i % 7),
-                    "M1",
-                    "R",
-                ),
-                _ => {
-                    let order = format!("o-{}", rng.random_range(0..100));
-                    let price = [400, 410, 420, 430, 455][rng.random_range(0..5)];
-                    sale(
-                        &store,
-                        &dev,
-                        seqs[d],
-                        at,
-                        &order,
-                        &[Line(&sku, rng.random_range(1..3), price)],
-                    )
-                }
-            };
-            events.push(e);
-        }
-        // Offline device: its events move to the end of the stream (late, in its own seq order).
-        let (offline, mut online): (Vec<DeviceEvent>, Vec<DeviceEvent>) = events
-            .into_iter()
-            .partition(|e| e.device_id().ends_with("-d1") && rng.random_bool(0.7));
-        online.extend(offline);
-        per_store.insert(store, online);
-    }
-    (lists, per_store)
+    let w = crate::fixtures::workload(seed, 6, 120, T0, 70);
+    (w.lists, w.per_store)
 }
 
 /// Runs the detector over one interleaving and returns, per partition, the encoded output
@@ -998,7 +928,7 @@ fn any_interleaving_that_keeps_partition_order_gives_byte_identical_outputs_twic
 fn the_determinism_check_notices_a_different_partition_order() {
     // The test above must be able to fail: swapping two events of one store changes its outputs.
     let (lists, per_store) = workload(7);
-    let mut events = per_store["s0"].clone();
+    let mut events = per_store["s0000"].clone();
     let reference = outputs(
         &lists,
         std::slice::from_ref(&events),
@@ -1016,4 +946,44 @@ fn the_determinism_check_notices_a_different_partition_order() {
         &vec![0; events.len()],
     );
     assert_ne!(changed, reference);
+}
+
+#[test]
+fn the_fixture_workload_raises_and_supersedes_under_most_rules() {
+    // The determinism tests are only as strong as the workload: it must exercise the rules and
+    // late events must change verdicts.
+    let (lists, per_store) = workload(7);
+    let mut d = det();
+    for l in &lists {
+        d.apply_price_list(l, Mode::Live).unwrap();
+    }
+    let mut rules = std::collections::BTreeSet::new();
+    let (mut raised_n, mut superseded_n) = (0, 0);
+    for events in per_store.values() {
+        for e in events {
+            for c in d.apply(e, e.occurred_at(), Mode::Live).unwrap().changes {
+                match c {
+                    Change::Raised(v) => {
+                        raised_n += 1;
+                        rules.insert(v.rule);
+                    }
+                    Change::Superseded { .. } => superseded_n += 1,
+                }
+            }
+        }
+    }
+    assert!(
+        superseded_n > 5,
+        "late events must supersede: {superseded_n}"
+    );
+    assert!(raised_n > 50, "{raised_n}");
+    for r in [
+        Rule::Oversell,
+        Rule::PriceVariance,
+        Rule::LoyaltyDoubleRedemption,
+        Rule::DuplicateBusinessKey,
+        Rule::StaleCount,
+    ] {
+        assert!(rules.contains(&r), "{r:?} never fired: {rules:?}");
+    }
 }
