@@ -123,64 +123,71 @@ async fn heavy_fault_mosquitto_sigkill_holding_a_queue() {
     run.assert_oracle_passes_with(allow).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn heavy_fault_tansu_restart() {
-    let mut run = E2e::start(&small_fleet(103, 4_000), Backend::Sqlite).await;
+/// What happens to the broker (tansu) in a broker-outage scenario.
+#[derive(Debug, Clone, Copy)]
+enum BrokerFault {
+    /// `scripts/stack restart` (SIGTERM, start).
+    Restart,
+    /// SIGKILL, then start.
+    Kill,
+    /// Frozen (SIGSTOP) this long, longer than every producer and consumer timeout, then thawed.
+    Hang(Duration),
+    /// Stopped this long (connections refused), then started.
+    Down(Duration),
+}
+
+/// A fleet publishes; once the dedup shows work in flight at `progress` of the plan, the broker
+/// suffers `fault`; the pipeline must catch up by itself, losing nothing. The dedup may re-send the
+/// output sets it reports as failed (see `broker_outage_allowance`).
+async fn broker_outage(seed: u64, events: u64, progress: f64, fault: BrokerFault) {
+    let mut run = E2e::start(&small_fleet(seed, events), Backend::Sqlite).await;
     let publishing = run.publish_in_background(RATE).await;
-    run.wait_progress(0.3).await;
+    run.wait_progress(progress).await;
     wait_working(&mut run, Service::Dedup, DEDUP_EVENTS_IN).await;
-    run.stack.restart(Svc::Tansu).unwrap();
+    match fault {
+        BrokerFault::Restart => run.stack.restart(Svc::Tansu).unwrap(),
+        BrokerFault::Kill => {
+            run.stack.kill(Svc::Tansu).unwrap();
+            run.stack.start_svc(Svc::Tansu).unwrap();
+        }
+        BrokerFault::Hang(how_long) => {
+            run.stack.pause(Svc::Tansu).unwrap();
+            sleep(how_long).await;
+            run.stack.resume(Svc::Tansu).unwrap();
+        }
+        BrokerFault::Down(how_long) => {
+            run.stack.stop(Svc::Tansu).unwrap();
+            sleep(how_long).await;
+            run.stack.start_svc(Svc::Tansu).unwrap();
+        }
+    }
     run.fault_ended();
     publishing.await.unwrap();
     let allow = broker_outage_allowance(&mut run).await;
     run.assert_oracle_passes_with(allow).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heavy_fault_tansu_restart() {
+    broker_outage(103, 4_000, 0.3, BrokerFault::Restart).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_fault_tansu_sigkill() {
-    let mut run = E2e::start(&small_fleet(115, 4_000), Backend::Sqlite).await;
-    let publishing = run.publish_in_background(RATE).await;
-    run.wait_progress(0.3).await;
-    wait_working(&mut run, Service::Dedup, DEDUP_EVENTS_IN).await;
-    run.stack.kill(Svc::Tansu).unwrap();
-    run.stack.start_svc(Svc::Tansu).unwrap();
-    run.fault_ended();
-    publishing.await.unwrap();
-    let allow = broker_outage_allowance(&mut run).await;
-    run.assert_oracle_passes_with(allow).await;
+    broker_outage(115, 4_000, 0.3, BrokerFault::Kill).await;
 }
 
-/// tansu frozen for 90 s, longer than every producer and consumer timeout; after it resumes (the
-/// state in which tansu 0.6's group coordinator left live members unassigned for minutes) the
-/// pipeline must catch up by itself: each service owns its partitions (static assignment).
+/// tansu frozen for 90 s: after it resumes (the state in which tansu 0.6's group coordinator left
+/// live members unassigned for minutes) the pipeline must catch up by itself: each service owns its
+/// partitions (static assignment).
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_fault_tansu_hung_90s() {
-    let mut run = E2e::start(&small_fleet(116, 5_000), Backend::Sqlite).await;
-    let publishing = run.publish_in_background(RATE).await;
-    run.wait_progress(0.2).await;
-    wait_working(&mut run, Service::Dedup, DEDUP_EVENTS_IN).await;
-    run.stack.pause(Svc::Tansu).unwrap();
-    sleep(Duration::from_secs(90)).await;
-    run.stack.resume(Svc::Tansu).unwrap();
-    run.fault_ended();
-    publishing.await.unwrap();
-    let allow = broker_outage_allowance(&mut run).await;
-    run.assert_oracle_passes_with(allow).await;
+    broker_outage(116, 5_000, 0.2, BrokerFault::Hang(Duration::from_secs(90))).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_fault_kafka_unreachable_60s() {
-    let mut run = E2e::start(&small_fleet(104, 6_000), Backend::Sqlite).await;
-    let publishing = run.publish_in_background(RATE).await;
-    run.wait_progress(0.15).await;
-    wait_working(&mut run, Service::Dedup, DEDUP_EVENTS_IN).await;
-    run.stack.stop(Svc::Tansu).unwrap();
-    sleep(Duration::from_secs(60)).await;
-    run.stack.start_svc(Svc::Tansu).unwrap();
-    run.fault_ended();
-    publishing.await.unwrap();
-    let allow = broker_outage_allowance(&mut run).await;
-    run.assert_oracle_passes_with(allow).await;
+    broker_outage(104, 6_000, 0.15, BrokerFault::Down(Duration::from_secs(60))).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

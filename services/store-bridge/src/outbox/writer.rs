@@ -527,22 +527,20 @@ impl<A: Send + 'static> Writer<A> {
                     }
                     Pending::AckOnly(_) => continue,
                 };
-                {
-                    let size = r.size() as u64;
-                    ins.execute(params![
-                        id as i64,
-                        r.topic,
-                        r.key,
-                        r.value,
-                        encode_headers(&r.headers),
-                        r.kind,
-                        r.store,
-                        r.received_at_ms,
-                        size as i64
-                    ])?;
-                    added_bytes += size;
-                    id += 1;
-                }
+                let size = r.size() as u64;
+                ins.execute(params![
+                    id as i64,
+                    r.topic,
+                    r.key,
+                    r.value,
+                    encode_headers(&r.headers),
+                    r.kind,
+                    r.store,
+                    r.received_at_ms,
+                    size as i64
+                ])?;
+                added_bytes += size;
+                id += 1;
             }
             let mut upd = tx.prepare_cached(
                 "UPDATE outbox SET topic = ?2, key = ?3, value = ?4, headers = ?5, kind = ?6,
