@@ -1,31 +1,42 @@
-//! The service's configuration (defaults → TOML → environment, see `tillstream_runtime::config`).
-//! Owns only parsing; no delivery guarantee.
+//! The service's configuration (defaults → TOML → environment, see `tillstream_runtime::config`;
+//! environment `TILLSTREAM_INVENTORY_PROJECTION__<SECTION>__<KEY>`). Pure data; no delivery
+//! guarantee.
+
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use tillstream_contracts::RegistryConfig;
 use tillstream_runtime::config::OpsConfig;
 use tillstream_runtime::kafka::KafkaConfig;
 
-use crate::db::{DatabaseConfig, FaultConfig};
 use crate::model::ProjectionParams;
 
 /// Service name used for config (`TILLSTREAM_INVENTORY_PROJECTION__...`), logs and dead letters.
 pub const SERVICE: &str = "inventory-projection";
 
+/// Full configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// Brokers, assignment mode (group or static share) and client properties.
     pub kafka: KafkaConfig,
+    /// The schema registry the records' writer schemas come from.
     pub registry: RegistryConfig,
     /// `database.url`: a SQLite file path (default, embedded) or a `postgres://` URL
     /// (`TILLSTREAM_PG_URL` sets it).
     pub database: DatabaseConfig,
+    /// Where `/metrics`, `/healthz` and `/readyz` listen.
     pub ops: OpsConfig,
     /// The deduplicated store-event topic.
     pub topic: String,
+    /// The consumer group: its committed offsets are only a hint for tools (the database holds the
+    /// offsets the projection starts from); `rebuild` uses `<group_id>-rebuild`.
     pub group_id: String,
+    /// Where undecodable records and events the database refuses go.
     pub dead_letter_topic: String,
+    /// How many records one batch transaction takes.
     pub batch: BatchConfig,
+    /// Settings of the projection function itself.
     pub projection: ProjectionConfig,
     /// Fault injection for tests and drills; leave at the defaults in production.
     pub fault: FaultConfig,
@@ -48,6 +59,36 @@ impl Default for Config {
     }
 }
 
+/// The `[database]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    /// `postgres://...`, `sqlite://path` or a plain file path (SQLite, created if missing).
+    pub url: String,
+    /// Connections in the pool (the batch loop uses one; offsets reads and tools the others).
+    pub max_connections: u32,
+    /// Rows per multi-row statement (capped by the driver's bind-parameter limit).
+    pub rows_per_statement: usize,
+    /// SQLite: how long a writer waits for another process's write lock.
+    pub busy_timeout_ms: u64,
+    /// How long one attempt waits for a connection before it fails as retryable (the caller
+    /// backs off and tries again, so this bounds one attempt, not the wait for the database).
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "data/inventory-projection.db".into(),
+            max_connections: 4,
+            rows_per_statement: 1000,
+            busy_timeout_ms: 60_000,
+            acquire_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// The `[batch]` section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BatchConfig {
@@ -66,6 +107,7 @@ impl Default for BatchConfig {
     }
 }
 
+/// The `[projection]` section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ProjectionConfig {
@@ -83,9 +125,20 @@ impl Default for ProjectionConfig {
 }
 
 impl ProjectionConfig {
+    /// The projection function's parameters.
     pub fn params(&self) -> ProjectionParams {
         ProjectionParams {
             offline_threshold_ms: self.offline_threshold_ms,
         }
     }
+}
+
+/// The `[fault]` section: what a test or drill asks the batch transaction to do just before COMMIT.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FaultConfig {
+    /// Hold every batch that applies new events open this long before committing (0 = never).
+    pub hold_batch_open_ms: u64,
+    /// Created (empty) when a batch starts holding, so a test knows it can kill -9 mid-batch.
+    pub marker_file: Option<PathBuf>,
 }

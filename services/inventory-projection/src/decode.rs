@@ -1,11 +1,13 @@
 //! Kafka record → [`Envelope`]: Confluent unframing, writer schema from the registry (cached),
 //! Avro decoding into a store event. Pure apart from the registry lookup; no delivery guarantee of
-//! its own: the caller dead-letters poison, retries what is retryable and stops on fatal errors.
+//! its own: [`decode_retrying`] waits out an unreachable registry, the caller dead-letters (or, in a
+//! rebuild, skips) poison and stops on fatal errors.
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use tillstream_contracts::{CodecError, DeviceEvent, Registry, RegistryError, codec};
-use tillstream_runtime::{Classify, ErrorClass};
+use tillstream_runtime::retry::Backoff;
+use tillstream_runtime::{CancellationToken, Classify, ErrorClass};
 
 use crate::model::Envelope;
 
@@ -36,6 +38,44 @@ fn poison(reason: &'static str, detail: impl ToString) -> DecodeError {
     DecodeError::Poison {
         reason,
         detail: detail.to_string(),
+    }
+}
+
+/// What became of a record.
+// Moved once, straight into the batch: boxing the event would cost an allocation per record.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Decoded {
+    Event(Envelope),
+    /// This record can never be decoded (see [`DecodeError::Poison`]).
+    Poison {
+        reason: &'static str,
+        detail: String,
+    },
+}
+
+/// [`decode`], retrying (with back-off) while the registry is unreachable. `Ok(None)` when `token`
+/// is cancelled while waiting; `Err` for a registry failure that is not retryable.
+pub async fn decode_retrying(
+    registry: &Registry,
+    msg: &OwnedMessage,
+    token: &CancellationToken,
+) -> Result<Option<Decoded>, RegistryError> {
+    let mut backoff = Backoff::new(std::time::Duration::from_millis(200));
+    loop {
+        match decode(registry, msg).await {
+            Ok(env) => return Ok(Some(Decoded::Event(env))),
+            Err(DecodeError::Poison { reason, detail }) => {
+                return Ok(Some(Decoded::Poison { reason, detail }));
+            }
+            Err(DecodeError::Registry(e)) if e.class() == ErrorClass::Retryable => {
+                tracing::warn!(error = %e, "cannot decode yet; retrying");
+                if !backoff.wait(token).await {
+                    return Ok(None);
+                }
+            }
+            Err(DecodeError::Registry(e)) => return Err(e),
+        }
     }
 }
 

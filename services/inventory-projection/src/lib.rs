@@ -5,93 +5,64 @@
 //! Delivery guarantee: exactly-once effects in the database. Each batch is one transaction that
 //! applies the events the idempotency gate admits and records the next offset per partition; the
 //! consumer starts from the offsets in the database. The tables are a pure function of the event
-//! stream, so a replay (`rebuild`) reproduces them byte for byte.
+//! stream, so a replay (`rebuild`) reproduces them byte for byte. A database that is unavailable
+//! (at start, on partition assignment, during a batch) is waited for with back-off, never a reason
+//! to stop.
 //!
-//! Modules: `model` (pure projection), `db` (SQL, offsets, blue/green sets, canonical dump),
-//! `decode`, `consumer` (live loop), `rebuild`, `metrics`, `config`.
+//! # Layout
+//! - [`config`]: [`Config`] and its sections; [`error`]: [`Error`]; [`metrics`]: names and emit
+//!   functions.
+//! - [`model`] (pure): a batch of new events in, row deltas for every table out.
+//!   [`reorder_points`] (pure): the reorder-point CSV.
+//! - I/O edges: [`db`] (the SQL side: connection, migrations, the batch transaction, offsets,
+//!   blue/green sets and views, the canonical dump), [`decode`] (record → event),
+//!   [`assignment`] (partition hook: start offsets from the database), [`live`] (the batch loop),
+//!   [`lag`] (the lag gauge), [`rebuild`] (replay into the inactive set, compare, switch).
+//! - [`start`] wires the live projection and returns a [`Running`]; [`run`] runs it until stopped.
 
+pub mod assignment;
 pub mod config;
-pub mod consumer;
 pub mod db;
 pub mod decode;
+pub mod error;
+pub mod lag;
+pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod rebuild;
+pub mod reorder_points;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tillstream_contracts::{Registry, RegistryError};
-use tillstream_runtime::kafka::{self, DeadLetterError, DeadLetters};
-use tillstream_runtime::service::{ShutdownGuard, TaskFailure};
-use tillstream_runtime::{CancellationToken, Classify, ErrorClass, Health, ops};
+use tillstream_contracts::Registry;
+use tillstream_runtime::kafka::{self, DeadLetters};
+use tillstream_runtime::service::ShutdownGuard;
+use tillstream_runtime::{CancellationToken, Health, ops};
 
 pub use config::{Config, SERVICE};
 pub use db::{Color, Db, DbError};
+pub use error::Error;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("schema registry: {0}")]
-    Registry(#[from] RegistryError),
-    #[error("dead letter: {0}")]
-    DeadLetter(#[from] DeadLetterError),
-    #[error("ops endpoint: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("{0}")]
-    Other(String),
-    #[error(transparent)]
-    Task(#[from] TaskFailure),
-}
-
-impl Classify for Error {
-    fn class(&self) -> ErrorClass {
-        match self {
-            Error::Db(e) => e.class(),
-            Error::Kafka(e) => e.class(),
-            Error::Registry(e) => e.class(),
-            Error::DeadLetter(_) | Error::Io(_) => ErrorClass::Retryable,
-            Error::Other(_) | Error::Task(_) => ErrorClass::Fatal,
-        }
-    }
-}
-
-/// Connects to the database, retrying while it is unreachable (until `token` is cancelled).
-pub async fn connect_db(cfg: &Config, token: &CancellationToken) -> Result<Option<Db>, Error> {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match Db::connect(&cfg.database).await {
-            Ok(db) => return Ok(Some(db)),
-            Err(e) if e.class() == ErrorClass::Retryable => {
-                tracing::warn!(error = %e, "database unreachable; retrying");
-                tokio::select! {
-                    _ = token.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
+use crate::assignment::{OffsetHook, Partitions};
+use crate::db::{DatabaseConfig, until_available};
+use crate::live::{DATABASE_CHECK, Live, database_unavailable};
 
 /// A started live projection.
 pub type Running = tillstream_runtime::service::Running<Error>;
 
-/// Starts the live projection: ops endpoint, database (migrated, views over the active set), the
-/// input consumer with database-held offsets, and the batch loop. Must run on a multi-thread
+/// Starts the live projection: ops endpoint, then (in the batch-loop task, so a database that is
+/// down only delays it) the database (migrated, views over the active set), the input consumer
+/// with database-held offsets, the lag gauge and the batch loop. Must run on a multi-thread
 /// runtime (the partition hook blocks in place to read offsets).
 pub async fn start(cfg: Config, token: CancellationToken) -> Result<Running, Error> {
     let health = Health::new();
-    health.register("database");
+    health.register(DATABASE_CHECK);
     health.register("kafka");
     let ops_addr = ops::serve(&cfg.ops, health.clone(), token.clone()).await?;
     let mut guard = ShutdownGuard::new(SERVICE, token);
     let batches = guard.stage("batches");
-    guard.spawn_task("batch loop", run_with(cfg, batches, health.clone()));
+    guard.spawn_task("batch loop", project(cfg, batches, health.clone()));
     Ok(Running::new(ops_addr, health, (), guard))
 }
 
@@ -101,13 +72,11 @@ pub async fn run(cfg: Config, token: CancellationToken) -> Result<(), Error> {
     start(cfg, token).await?.wait().await
 }
 
-async fn run_with(cfg: Config, token: CancellationToken, health: Health) -> Result<(), Error> {
-    let Some(db) = connect_db(&cfg, &token).await? else {
+/// The batch-loop task: opens the database, wires the consumer and runs the loop.
+async fn project(cfg: Config, token: CancellationToken, health: Health) -> Result<(), Error> {
+    let Some(db) = open_database(&cfg.database, &token, &health).await? else {
         return Ok(());
     };
-    let color = db.ensure_views().await?;
-    health.ready("database", db.backend().name());
-    tracing::info!(backend = db.backend().name(), %color, "database ready");
 
     let registry = Registry::new(cfg.registry.clone())?;
     let producer = kafka::producer(&cfg.kafka, "tillstream-inventory-projection-dlq")?;
@@ -115,12 +84,12 @@ async fn run_with(cfg: Config, token: CancellationToken, health: Health) -> Resu
         producer,
         &cfg.dead_letter_topic,
         registry.clone(),
-        "inventory-projection",
+        SERVICE,
         metrics::DEAD_LETTERS_TOTAL,
     );
-    let parts = Arc::new(Mutex::new(consumer::Partitions::default()));
-    let hook = consumer::OffsetHook::new(db.clone(), &cfg.topic, parts.clone());
-    let consumer = consumer::Live::new_consumer(&cfg, hook)?;
+    let parts = Arc::new(Mutex::new(Partitions::default()));
+    let hook = OffsetHook::new(db.clone(), &cfg.topic, parts.clone());
+    let consumer = Live::new_consumer(&cfg, hook)?;
     health.ready("kafka", format!("subscribed to {}", cfg.topic));
     // The lag loop reads watermarks with a client of its own (no group): it never holds the input
     // consumer, which is closed here, by its owner (a runtime shutting down waits for a blocking
@@ -130,13 +99,13 @@ async fn run_with(cfg: Config, token: CancellationToken, health: Health) -> Resu
         .client_config("tillstream-inventory-projection-lag")
         .create()?;
     let lag_token = token.child_token();
-    let lag = tokio::spawn(consumer::Live::lag_loop(
+    let lag = tokio::spawn(lag::run(
         Arc::new(lag_client),
         cfg.topic.clone(),
         parts.clone(),
         lag_token.clone(),
     ));
-    let mut live = consumer::Live {
+    let mut live = Live {
         cfg,
         db,
         registry,
@@ -155,4 +124,29 @@ async fn run_with(cfg: Config, token: CancellationToken, health: Health) -> Resu
     let _ = lag.await;
     drop(live); // closes the consumer (leaves the group) before the service reports it stopped
     res
+}
+
+/// Connects (migrating the schema) and points the views at the active set, waiting while the
+/// database is unavailable. `None` when `token` is cancelled first.
+async fn open_database(
+    cfg: &DatabaseConfig,
+    token: &CancellationToken,
+    health: &Health,
+) -> Result<Option<Db>, Error> {
+    let opened = until_available(
+        token,
+        |e| database_unavailable(health, "open", e),
+        || async {
+            let db = Db::connect(cfg).await?;
+            let color = db.ensure_views().await?;
+            Ok((db, color))
+        },
+    )
+    .await?;
+    let Some((db, color)) = opened else {
+        return Ok(None);
+    };
+    health.ready(DATABASE_CHECK, db.backend().name());
+    tracing::info!(backend = db.backend().name(), %color, "database ready");
+    Ok(Some(db))
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tillstream_inventory_projection::rebuild::{RebuildOptions, Verdict};
-use tillstream_inventory_projection::{Color, Config, SERVICE, connect_db};
+use tillstream_inventory_projection::{Color, Config, Db, SERVICE, reorder_points};
 
 /// Projects the deduplicated store-event stream into SQL, exactly once.
 #[derive(Debug, Parser)]
@@ -124,7 +124,9 @@ async fn real_main() -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Dump { color, hash } => {
-            let db = connect_db(&cfg, &token).await?.context("cancelled")?;
+            let db = Db::connect_retrying(&cfg.database, &token)
+                .await?
+                .context("cancelled")?;
             let color = match color {
                 Some(c) => Color::parse(&c).context("--color is blue or green")?,
                 None => db.active_color().await?,
@@ -137,14 +139,20 @@ async fn real_main() -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::ReorderPoints { file } => {
-            let db = connect_db(&cfg, &token).await?.context("cancelled")?;
+            let db = Db::connect_retrying(&cfg.database, &token)
+                .await?
+                .context("cancelled")?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let n = db.import_reorder_points(&text).await?;
+            let rows = reorder_points::parse(&text)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let n = db.upsert_reorder_points(&rows).await?;
             println!("{n} reorder points upserted");
         }
         Cmd::Migrate => {
-            let db = connect_db(&cfg, &token).await?.context("cancelled")?;
+            let db = Db::connect_retrying(&cfg.database, &token)
+                .await?
+                .context("cancelled")?;
             let color = db.ensure_views().await?;
             println!("schema up to date; views read {color}");
         }

@@ -4,7 +4,7 @@
 //! Guarantee: applying the deltas of a stream split into batches at any boundaries gives the same
 //! tables as applying the whole stream at once. Every delta composes associatively with the row it
 //! lands on (sums, maxima, "latest in stream order", first-wins coalesce, and for stock an
-//! add-or-set operation), and `db.rs` mirrors each composition rule in its upsert SQL.
+//! add-or-set operation), and `db/sql/*.sql` mirror each composition rule in their upserts.
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 
@@ -13,10 +13,13 @@ use tillstream_contracts::{AdjustmentKind, DeviceEvent, ReleaseReason};
 /// One decoded event with its Kafka coordinates.
 #[derive(Debug, Clone)]
 pub struct Envelope {
+    /// The record's partition of the store-event topic.
     pub partition: i32,
+    /// The record's offset in that partition.
     pub offset: i64,
     /// Kafka record timestamp (ms); the event's `occurred_at` when the record has none.
     pub record_ts: i64,
+    /// The decoded store event.
     pub event: DeviceEvent,
 }
 
@@ -41,9 +44,12 @@ pub const DAY_MS: i64 = 86_400_000;
 /// Row of the idempotency gate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GateRow<'a> {
+    /// The gate's key: an event id is applied once.
     pub event_id: &'a str,
     pub store_id: &'a str,
+    /// Short record name of the event type.
     pub event_type: &'static str,
+    /// Kafka coordinates of the copy that was applied.
     pub partition: i64,
     pub offset: i64,
 }
@@ -51,15 +57,20 @@ pub struct GateRow<'a> {
 /// Row of the stock movement ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MovementRow<'a> {
+    /// With `line_no`, the ledger's key: one row per stock-moving event line.
     pub event_id: &'a str,
     pub line_no: i64,
     pub store_id: &'a str,
     pub sku: &'a str,
+    /// SALE, RETURN, RECEIPT, TRANSFER_IN, SHRINK, TRANSFER_OUT, COUNT_VARIANCE or COUNT_SET.
     pub movement: &'static str,
     /// `None` for COUNT_SET (a count that overwrites on-hand).
     pub qty_delta: Option<i64>,
+    /// What a count found (counts only).
     pub counted_qty: Option<i64>,
+    /// The event's `occurred_at` (device clock).
     pub occurred_at: i64,
+    /// Kafka coordinates of the event (the ledger's stream order).
     pub partition: i64,
     pub offset: i64,
 }
@@ -71,32 +82,42 @@ pub struct StockDelta<'a> {
     pub sku: &'a str,
     /// On-hand set by the last blind count of the batch, if any (`add` counts from there).
     pub set: Option<i64>,
+    /// Quantity added (negative: removed) after `set`, or to the stored on-hand without one.
     pub add: i64,
+    /// Movements applied to the row (added to `version`).
     pub moves: i64,
+    /// The batch's latest (stream order) event that moved the row, and when it occurred.
     pub last_event_id: &'a str,
     pub last_occurred_at: i64,
 }
 
+/// What a batch adds to one `sales_hourly` row (every field is a sum; money in minor units).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SalesDelta {
     pub qty_sold: i64,
+    /// Quantity x unit price.
     pub gross: i64,
     pub discounts: i64,
     pub tax: i64,
+    /// Gross - discounts + tax.
     pub net: i64,
     pub qty_returned: i64,
     pub refunded: i64,
     pub refunded_tax: i64,
+    /// Order lines and refund lines counted.
     pub sale_lines: i64,
     pub refund_lines: i64,
 }
 
+/// One `sales_hourly` row's key and what the batch adds to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SalesRow<'a> {
     pub store_id: &'a str,
     pub sku: &'a str,
+    /// Start of the UTC hour of `occurred_at` (epoch ms).
     pub hour_start: i64,
     pub currency: &'a str,
+    /// The sums to add.
     pub d: SalesDelta,
 }
 
@@ -160,19 +181,26 @@ pub fn reservation_status(
     }
 }
 
+/// What a batch tells about one store's sync status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncRow<'a> {
     pub store_id: &'a str,
+    /// Latest `occurred_at` (device clock) and latest record timestamp (maxima).
     pub last_event_at: i64,
     pub last_seen_at: i64,
+    /// Record timestamp minus `occurred_at` of the batch's last event, and the largest such lag.
     pub last_lag_ms: i64,
     pub max_lag_ms: i64,
+    /// Latest business date seen (maximum).
     pub last_business_date: i64,
+    /// Events, and events received later than the offline threshold (sums).
     pub events: i64,
     pub offline_events: i64,
+    /// The batch's last event of the store (stream order).
     pub last_event_id: &'a str,
 }
 
+/// What a batch adds to one store's business day (every field is a count).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DayDelta {
     pub events: i64,
@@ -182,10 +210,13 @@ pub struct DayDelta {
     pub adjustments: i64,
 }
 
+/// One `store_day` row's key and what the batch adds to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DayRow<'a> {
     pub store_id: &'a str,
+    /// See [`business_date`].
     pub business_date: i64,
+    /// The counts to add.
     pub d: DayDelta,
 }
 
@@ -193,6 +224,7 @@ pub struct DayRow<'a> {
 /// concurrent writers lock rows in the same order).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delta<'a> {
+    /// One per table (stock rows split into adds and blind-count sets only when written).
     pub movements: Vec<MovementRow<'a>>,
     pub stock: Vec<StockDelta<'a>>,
     pub sales: Vec<SalesRow<'a>>,
@@ -242,12 +274,19 @@ pub fn business_date(event: &DeviceEvent) -> i64 {
     }
 }
 
+/// The deltas of a batch while its events are folded in, keyed like the tables they go to.
 struct Builder<'a> {
+    /// Ledger lines in stream order.
     movements: Vec<MovementRow<'a>>,
+    /// By (store, sku).
     stock: HashMap<(&'a str, &'a str), StockDelta<'a>>,
+    /// By (store, sku, hour start, currency).
     sales: HashMap<(&'a str, &'a str, i64, &'a str), SalesDelta>,
+    /// By (store, reservation id).
     reservations: HashMap<(&'a str, &'a str), ReservationRow<'a>>,
+    /// By store.
     sync: HashMap<&'a str, SyncRow<'a>>,
+    /// By (store, business date).
     days: HashMap<(&'a str, i64), DayDelta>,
     /// Line numbers of the current event's movements (events are unique in a batch, so a repeated
     /// (event_id, line_no) can only come from within one event).
@@ -559,166 +598,4 @@ pub fn project<'a>(batch: &[&'a Envelope], params: &ProjectionParams) -> Delta<'
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tillstream_contracts::samples;
-    use tillstream_contracts::*;
-
-    fn env(event: impl Into<DeviceEvent>, offset: i64, lag: i64) -> Envelope {
-        let event = event.into();
-        Envelope {
-            partition: 0,
-            offset,
-            record_ts: event.occurred_at() + lag,
-            event,
-        }
-    }
-
-    fn adjust(seq: i64, kind: AdjustmentKind, qty: i32, expected: Option<i32>) -> DeviceEvent {
-        let Some(DeviceEvent::InventoryAdjusted(mut a)) =
-            samples::sample(EventKind::InventoryAdjusted, "s1", "s1-d1", seq)
-        else {
-            unreachable!()
-        };
-        a.kind = kind;
-        a.lines = vec![AdjustmentLine {
-            sku: "SKU-A".into(),
-            quantity: qty,
-            expected_on_hand: expected,
-        }];
-        a.into()
-    }
-
-    fn sale(seq: i64, sku: &str, qty: i32) -> DeviceEvent {
-        let mut o = samples::order("s1", "s1-d1", seq, 1);
-        o.lines[0].sku = sku.into();
-        o.lines[0].qty = qty;
-        o.into()
-    }
-
-    #[test]
-    fn sale_moves_stock_down_and_books_sales_in_its_hour() {
-        let o = samples::order("s1", "s1-d1", 4, 3);
-        let e = env(o.clone(), 10, 5);
-        let d = project(&[&e], &ProjectionParams::default());
-        assert_eq!(d.movements.len(), 3);
-        assert!(
-            d.movements
-                .iter()
-                .zip(&o.lines)
-                .all(|(m, l)| m.qty_delta == Some(-i64::from(l.qty)) && m.movement == "SALE")
-        );
-        let gross: i64 = d.sales.iter().map(|s| s.d.gross).sum();
-        let net: i64 = d.sales.iter().map(|s| s.d.net).sum();
-        assert_eq!(gross, o.totals.gross.amount_minor);
-        assert_eq!(net, o.totals.net.amount_minor);
-        assert!(d.sales.iter().all(|s| s.hour_start % HOUR_MS == 0));
-        assert!(d.sales.iter().all(|s| s.hour_start <= o.occurred_at));
-        assert_eq!(d.sync.len(), 1);
-        assert_eq!(d.sync[0].last_lag_ms, 5);
-        assert_eq!(d.sync[0].offline_events, 0);
-        assert_eq!(d.days[0].d.orders, 1);
-    }
-
-    #[test]
-    fn refunds_restock_only_when_flagged() {
-        let mut r = match samples::sample(EventKind::OrderRefunded, "s1", "s1-d1", 3) {
-            Some(DeviceEvent::OrderRefunded(r)) => r,
-            _ => unreachable!(),
-        };
-        r.lines[0].restock = true;
-        let mut r2 = r.clone();
-        r2.event_id = "other".into();
-        r2.lines[0].restock = false;
-        let (a, b) = (env(r, 1, 0), env(r2, 2, 0));
-        let d = project(&[&a, &b], &ProjectionParams::default());
-        assert_eq!(d.movements.len(), 1);
-        assert_eq!(d.movements[0].movement, "RETURN");
-        assert_eq!(d.movements[0].qty_delta, Some(1));
-        assert_eq!(d.sales[0].d.qty_returned, 2);
-        assert_eq!(d.sales[0].d.refund_lines, 2);
-    }
-
-    #[test]
-    fn count_with_expected_is_a_variance_and_blind_count_overwrites() {
-        let evs = [
-            env(adjust(1, AdjustmentKind::Receipt, 10, None), 1, 0),
-            env(sale(2, "SKU-A", 2), 2, 0),
-            env(adjust(3, AdjustmentKind::Count, 7, Some(8)), 3, 0),
-        ];
-        let refs: Vec<_> = evs.iter().collect();
-        let d = project(&refs, &ProjectionParams::default());
-        let s = d.stock.iter().find(|s| s.sku == "SKU-A").unwrap();
-        assert_eq!((s.set, s.add, s.moves), (None, 10 - 2 - 1, 3));
-        assert_eq!(d.movements[2].movement, "COUNT_VARIANCE");
-        assert_eq!(d.movements[2].counted_qty, Some(7));
-
-        let evs = [
-            env(adjust(1, AdjustmentKind::Receipt, 10, None), 1, 0),
-            env(adjust(2, AdjustmentKind::Count, 4, None), 2, 0),
-            env(adjust(3, AdjustmentKind::Shrink, 1, None), 3, 0),
-        ];
-        let refs: Vec<_> = evs.iter().collect();
-        let d = project(&refs, &ProjectionParams::default());
-        let s = &d.stock[0];
-        assert_eq!((s.set, s.add, s.moves), (Some(4), -1, 3));
-        assert_eq!(s.last_event_id, evs[2].event.event_id());
-        assert_eq!(d.movements[1].qty_delta, None);
-    }
-
-    #[test]
-    fn reservations_merge_across_kinds_and_expire() {
-        let mk = |kind, seq| env(samples::sample(kind, "s1", "s1-d1", seq).unwrap(), seq, 0);
-        let mut granted = mk(EventKind::StockReservationGranted, 2);
-        let mut released = mk(EventKind::StockReservationReleased, 3);
-        // Same reservation id for all three.
-        for e in [&mut granted, &mut released] {
-            match &mut e.event {
-                DeviceEvent::StockReservationGranted(g) => g.reservation_id = "res1".into(),
-                DeviceEvent::StockReservationReleased(r) => {
-                    r.reservation_id = "res1".into();
-                    r.reason = ReleaseReason::Expired;
-                }
-                _ => unreachable!(),
-            }
-        }
-        let requested = mk(EventKind::StockReservationRequested, 1);
-        let d = project(&[&requested, &granted], &ProjectionParams::default());
-        assert_eq!(d.reservations.len(), 1);
-        assert_eq!(d.reservations[0].status(), "GRANTED");
-        assert_eq!(d.reservations[0].requested_qty, Some(1));
-        assert_eq!(
-            d.reservations[0].expires_at,
-            Some(granted.event.occurred_at() + 900_000)
-        );
-        let d = project(
-            &[&requested, &granted, &released],
-            &ProjectionParams::default(),
-        );
-        assert_eq!(d.reservations[0].status(), "EXPIRED");
-    }
-
-    #[test]
-    fn offline_events_and_lag_follow_the_threshold() {
-        let p = ProjectionParams {
-            offline_threshold_ms: 1000,
-        };
-        let a = env(sale(1, "X", 1), 1, 5000);
-        let b = env(sale(2, "X", 1), 2, 10);
-        let d = project(&[&a, &b], &p);
-        let s = &d.sync[0];
-        assert_eq!((s.events, s.offline_events), (2, 1));
-        assert_eq!((s.last_lag_ms, s.max_lag_ms), (10, 5000));
-        assert_eq!(s.last_seen_at, b.record_ts.max(a.record_ts));
-    }
-
-    #[test]
-    fn gate_rows_keep_the_first_copy_of_an_event_id() {
-        let a = env(sale(1, "X", 1), 1, 0);
-        let mut b = a.clone();
-        b.offset = 9;
-        let batch = vec![a, b];
-        let rows: Vec<i64> = gate_rows(&batch).iter().map(|r| r.offset).collect();
-        assert_eq!(rows, vec![1]);
-    }
-}
+mod tests;

@@ -15,16 +15,17 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tillstream_contracts::Registry;
-use tillstream_runtime::{CancellationToken, Classify, ErrorClass};
+use tillstream_runtime::CancellationToken;
 
-use crate::db::{Color, Db, Switch, Target};
-use crate::decode::{DecodeError, decode};
+use crate::db::{Color, Db, FaultConfig, Switch, Target, offsets_differ, until_available};
+use crate::decode::{Decoded, decode_retrying};
 use crate::model::Envelope;
 use crate::{Config, Error, metrics};
 
 /// The progress line: records replayed of the total to replay, rate and ETA.
 pub const PROGRESS_TEMPLATE: &str = "{spinner} rebuild {msg} [{elapsed_precise}] [{wide_bar}] {pos}/{len} records {per_sec} ETA {eta}";
 
+/// How `rebuild` runs (the CLI flags).
 #[derive(Debug, Clone)]
 pub struct RebuildOptions {
     /// Switch the views when the rebuilt set equals the live one.
@@ -51,6 +52,7 @@ impl Default for RebuildOptions {
     }
 }
 
+/// How the rebuilt set compares with the live one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Compared with the live set under lock: byte-identical (and switched if asked).
@@ -63,13 +65,20 @@ pub enum Verdict {
     Differs { live: String, rebuilt: String },
 }
 
+/// What a rebuild did.
 #[derive(Debug, Clone)]
 pub struct RebuildReport {
+    /// The set that was rebuilt (the one that was inactive).
     pub color: Color,
+    /// Events the rebuilt set's gate admitted.
     pub events: u64,
+    /// Records replayed (events, duplicates and poison alike).
     pub records: u64,
+    /// Whether the views now read the rebuilt set.
     pub switched: bool,
+    /// How the rebuilt set compares with the live one.
     pub verdict: Verdict,
+    /// Wall time of the whole rebuild.
     pub elapsed: Duration,
 }
 
@@ -117,7 +126,7 @@ pub async fn rebuild(
     token: &CancellationToken,
 ) -> Result<RebuildReport, Error> {
     let t0 = Instant::now();
-    let Some(db) = crate::connect_db(cfg, token).await? else {
+    let Some(db) = Db::connect_retrying(&cfg.database, token).await? else {
         return Err(Error::Other("cancelled".into()));
     };
     db.ensure_views().await?;
@@ -224,14 +233,7 @@ async fn compare_only(db: &Db, live: Color, target: Color, topic: &str) -> Resul
         return Ok(Switch::Done { compared: false });
     }
     if live_off != new_off {
-        let ahead = live_off
-            .iter()
-            .any(|(p, o)| new_off.get(p).is_none_or(|n| o > n));
-        return Ok(if ahead {
-            Switch::LiveAhead(live_off)
-        } else {
-            Switch::LiveBehind(live_off)
-        });
+        return Ok(offsets_differ(live_off, &new_off));
     }
     let (a, b) = (db.dump(live).await?, db.dump(target).await?);
     if a == b {
@@ -242,9 +244,12 @@ async fn compare_only(db: &Db, live: Color, target: Color, topic: &str) -> Resul
     }
 }
 
+/// Replay progress across rounds.
 #[derive(Debug, Default)]
 struct Stats {
+    /// Records replayed below the goal.
     records: u64,
+    /// Events the gate admitted.
     events: u64,
 }
 
@@ -280,6 +285,7 @@ async fn replay(
     }
     consumer.assign(&tpl)?;
     let params = cfg.projection.params();
+    let no_fault = FaultConfig::default();
     let max = cfg.batch.max_events.max(1);
     let idle = Duration::from_secs(5);
     while !pending.is_empty() {
@@ -314,7 +320,7 @@ async fn replay(
                         &[],
                         &done,
                         &params,
-                        &Default::default(),
+                        &no_fault,
                     )
                     .await?;
                     for p in done.keys() {
@@ -340,24 +346,11 @@ async fn replay(
                 continue;
             }
             records += 1;
-            let mut delay = Duration::from_millis(200);
-            loop {
-                match decode(registry, msg).await {
-                    Ok(env) => envs.push(env),
-                    // The live consumer dead-lettered it; the rebuild skips it the same way.
-                    Err(DecodeError::Poison { .. }) => {}
-                    Err(e) if e.class() == ErrorClass::Retryable => {
-                        tracing::warn!(error = %e, "cannot decode yet; retrying");
-                        tokio::select! {
-                            _ = token.cancelled() => return Ok(()),
-                            _ = tokio::time::sleep(delay) => {}
-                        }
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
-                    Err(DecodeError::Registry(e)) => return Err(Error::Registry(e)),
-                }
-                break;
+            match decode_retrying(registry, msg, token).await? {
+                Some(Decoded::Event(env)) => envs.push(env),
+                // The live consumer dead-lettered it; the rebuild skips it the same way.
+                Some(Decoded::Poison { .. }) => {}
+                None => return Ok(()),
             }
             let e = next.entry(p).or_insert(0);
             *e = (*e).max(msg.offset() + 1);
@@ -365,30 +358,23 @@ async fn replay(
         if next.is_empty() {
             continue;
         }
-        let mut delay = Duration::from_millis(200);
-        let applied = loop {
-            match db
-                .apply(
+        let applied = until_available(
+            token,
+            |_| {},
+            || {
+                db.apply(
                     Target::Set(target),
                     &cfg.topic,
                     &envs,
                     &next,
                     &params,
-                    &Default::default(),
+                    &no_fault,
                 )
-                .await
-            {
-                Ok(a) => break a,
-                Err(e) if e.class() == ErrorClass::Retryable => {
-                    tracing::warn!(error = %e, "rebuild batch failed; retrying");
-                    tokio::select! {
-                        _ = token.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(e.into()),
-            }
+            },
+        )
+        .await?;
+        let Some(applied) = applied else {
+            return Ok(());
         };
         stats.records += records;
         stats.events += applied.new_events as u64;

@@ -11,6 +11,7 @@ use tillstream_contracts::*;
 use tillstream_integration_tests::{Stack, Svc};
 use tillstream_inventory_projection::db::{Color, Db, FaultConfig, Target, view_names};
 use tillstream_inventory_projection::model::{Envelope, ProjectionParams};
+use tillstream_inventory_projection::reorder_points;
 
 /// The stream as Kafka would deliver it: store-keyed partitions, offsets in order, record
 /// timestamps some seconds after the event (every 13th event buffered offline for 20 minutes).
@@ -222,9 +223,12 @@ async fn stock_semantics_negative_flag_and_reorder_view_on_sqlite() {
     );
 
     assert_eq!(
-        db.import_reorder_points("store_id,sku,reorder_point,reorder_qty\n*,SKU-A,2,10\n")
-            .await
-            .unwrap(),
+        db.upsert_reorder_points(
+            &reorder_points::parse("store_id,sku,reorder_point,reorder_qty\n*,SKU-A,2,10\n")
+                .unwrap()
+        )
+        .await
+        .unwrap(),
         1
     );
     let below: Vec<(String, i64)> =

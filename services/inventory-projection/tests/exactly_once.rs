@@ -142,7 +142,7 @@ async fn scenario(stack: &Stack, url_for: impl Fn(&str) -> String) {
     common::wait_caught_up(&db_a, &goal, Duration::from_secs(120)).await;
     let reference = common::live_dump(&db_a).await;
     assert!(reference.contains(&format!("## applied_event ({} rows)", events.len())));
-    let metrics = reqwest_metrics(running.ops_addr).await;
+    let (_, metrics) = common::http_get(running.ops_addr, "/metrics").await;
     assert!(
         metrics.contains("tillstream_inventory_projection_events_applied_total"),
         "{metrics}"
@@ -361,18 +361,6 @@ async fn scenario(stack: &Stack, url_for: impl Fn(&str) -> String) {
     assert_eq!(db_a.dump(Color::Green).await.unwrap(), live);
     token.cancel();
     running.wait().await.unwrap();
-}
-
-async fn reqwest_metrics(addr: std::net::SocketAddr) -> String {
-    // Plain HTTP/1.0 over a TCP socket: no HTTP client dependency needed.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tillstream_contracts::samples;
@@ -258,4 +259,77 @@ impl Drop for ExitOnPanic {
             std::process::exit(101);
         }
     }
+}
+
+/// `GET path` on the ops endpoint: (status code, body). Plain HTTP/1.0 over a TCP socket: no HTTP
+/// client dependency needed. Panics when the endpoint does not answer.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_string())
+}
+
+/// One readiness check as `/readyz` reports it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Check {
+    pub ready: bool,
+    pub live: bool,
+    pub detail: String,
+}
+
+/// The checks `/readyz` reports, by name.
+pub async fn readiness(addr: std::net::SocketAddr) -> BTreeMap<String, Check> {
+    let (_, body) = http_get(addr, "/readyz").await;
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/readyz body {body:?}: {e}"))
+}
+
+/// The canonical dump the stream now in the topic gives when applied in one batch, straight from
+/// the records (decoded like the live projection decodes them) into a fresh SQLite file: the
+/// reference a live run must equal. Panics on any read or decode failure.
+pub async fn reference_dump(kafka_cfg: &KafkaConfig, registry: &Registry, dir: &Path) -> String {
+    use tillstream_inventory_projection::db::{FaultConfig, Target};
+    use tillstream_inventory_projection::decode::decode;
+    use tillstream_inventory_projection::model::ProjectionParams;
+    let records = {
+        let k = kafka_cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            kafka::read_topic_to_end(&k, TOPIC, Duration::from_secs(30))
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    };
+    let mut envs = Vec::with_capacity(records.len());
+    let mut next = BTreeMap::new();
+    for r in &records {
+        use rdkafka::Message;
+        envs.push(decode(registry, r).await.unwrap());
+        let n = next.entry(r.partition()).or_insert(0);
+        *n = (*n).max(r.offset() + 1);
+    }
+    let db = Db::connect(&db_config(&dir.join("reference.db").display().to_string()))
+        .await
+        .unwrap();
+    db.apply(
+        Target::Live,
+        TOPIC,
+        &envs,
+        &next,
+        &ProjectionParams::default(),
+        &FaultConfig::default(),
+    )
+    .await
+    .unwrap();
+    live_dump(&db).await
 }
