@@ -154,6 +154,9 @@ pub struct EventRow {
     pub datum: Vec<u8>,
 }
 
+/// A price list as stored: (event id, store id, list id, effective_from, JSON body).
+pub type PriceListRow = (String, String, String, i64, String);
+
 /// A record waiting in the outbox.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
@@ -402,26 +405,11 @@ impl Db {
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
-    /// Stores price lists (known ones are ignored).
-    pub async fn insert_price_lists(
-        &self,
-        lists: &[(String, String, String, i64, String)],
-    ) -> Result<(), DbError> {
-        let mut tx = self.pool.begin().await?;
-        for (event_id, store, list_id, effective, body) in lists {
-            sqlx::query(
-                "INSERT INTO cd_price_list (event_id, store_id, price_list_id, effective_from, body) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
-            )
-            .bind(event_id)
-            .bind(store)
-            .bind(list_id)
-            .bind(*effective)
-            .bind(body)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+    /// Stores price lists (known ones are ignored), in a transaction of their own.
+    pub async fn insert_price_lists(&self, lists: &[PriceListRow]) -> Result<(), DbError> {
+        let mut tx = self.begin().await?;
+        tx.price_lists(lists).await?;
+        tx.commit().await
     }
 
     /// The events of a partition in the order they were taken in.

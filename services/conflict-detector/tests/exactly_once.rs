@@ -49,6 +49,26 @@ async fn wait_for_file(path: &Path, timeout: Duration) {
     }
 }
 
+/// Prints the detector's log when the test fails (its folder is removed with the test).
+struct KeepLogOnPanic(std::path::PathBuf);
+
+impl Drop for KeepLogOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+            let interesting: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    ["WARN", "ERROR", "outbox", "restored", "assigned"]
+                        .iter()
+                        .any(|k| l.contains(k))
+                })
+                .collect();
+            eprintln!("--- detector log ---\n{}", interesting.join("\n"));
+        }
+    }
+}
+
 fn kill(child: &mut Child) {
     child.kill().unwrap();
     child.wait().unwrap();
@@ -162,16 +182,25 @@ fn assert_exactly_once(expected: &Decided, got: &Observed) {
                 datum, &want[*p].1,
                 "store {store}: record {id} differs from the rules' decision"
             );
+            if counts[id.as_str()] > 1 {
+                continue; // counted as doubled below
+            }
             let prev = last.insert(kind.as_str(), *p);
             assert!(
                 prev.is_none_or(|q| q < *p),
-                "store {store}: {kind} records out of decision order"
+                "store {store}: {kind} record {id} (decision {p}) after decision {prev:?}"
             );
         }
         for (id, _) in want {
             match counts.get(id.as_str()) {
-                None => missing += 1,
-                Some(n) if *n > 1 => doubled += n - 1,
+                None => {
+                    eprintln!("store {store}: missing {id}");
+                    missing += 1;
+                }
+                Some(n) if *n > 1 => {
+                    eprintln!("store {store}: {id} {n} times");
+                    doubled += n - 1;
+                }
                 _ => {}
             }
         }
@@ -255,7 +284,9 @@ async fn killed_mid_batch_and_mid_publish_nothing_missing_nothing_doubled() {
         "the restart must have found delivered records in the topics"
     );
     let got = observed(&read(&env, &[CONFLICTS, COMPENSATIONS]).await);
+    let keep = KeepLogOnPanic(log.clone());
     assert_exactly_once(&expected, &got);
+    drop(keep);
 }
 
 async fn create_topics(env: &Env, names: &[&str]) {

@@ -158,6 +158,22 @@ impl SkuTimeline {
         }
     }
 
+    /// The first entry whose verdict may change when entry `i` is added: `i` itself, or a COUNT
+    /// (with an expectation) within the skew tolerance before it (its stale-count ambiguity looks
+    /// that far ahead).
+    fn counts_looking_at(&self, i: usize, tol: i64) -> usize {
+        let at = self.entries[i].key.at;
+        let mut from = i;
+        let mut j = i;
+        while j > 0 && self.entries[j - 1].key.at >= at.saturating_sub(tol) {
+            j -= 1;
+            if matches!(self.entries[j].mv, Move::CountDelta { .. }) {
+                from = j;
+            }
+        }
+        from
+    }
+
     /// Recomputes the cached balances from entry `from` on.
     fn rebalance(&mut self, from: usize) -> Result<(), Overflow> {
         let mut bal = self.before(from);
@@ -632,7 +648,9 @@ pub(crate) fn add(
         let _ = t.rebalance(i);
         return Err(e.into());
     }
-    let mut from = i;
+    // A stale count's verdict looks at other devices' moves up to the skew tolerance after it:
+    // counts that close before the new entry are judged again too.
+    let mut from = t.counts_looking_at(i, cfg.skew_tolerance_ms);
     // A sale of a reserved order uses the reservation's hold from its own time on.
     if let Some(order) = consumes {
         for r in t.reservations.iter_mut() {

@@ -571,21 +571,31 @@ fn stale_count_is_applied_as_a_delta_and_recorded() {
             ),
         ],
     );
+    // d2's sale 1 h after the first count lies within the skew tolerance of it: that count's
+    // verdict becomes ambiguous (superseded, raised again for review).
+    let s = superseded(&c);
+    assert_eq!(s.len(), 1, "{c:#?}");
+    assert_eq!(s[0].0.evidence[0], id("s1-d1", 2));
+    assert_eq!(s[0].1, id("s1-d2", 2));
     let r = raised(&c);
-    assert_eq!(r.len(), 2, "{c:#?}");
+    assert_eq!(r.len(), 3, "{c:#?}");
+    assert_eq!(
+        (r[0].triage, r[0].detail["skew_ambiguous"].as_str()),
+        (Triage::NeedsReview, "true")
+    );
     // 7 - 3 = 4 on hand, expected 7: -3; delta 4 - 7: on-hand 1.
     assert_eq!(
-        (r[0].triage, r[0].detail["difference"].as_str()),
+        (r[1].triage, r[1].detail["difference"].as_str()),
         (Triage::NeedsReview, "-3")
     );
-    assert_eq!(r[0].detail["skew_ambiguous"], "false");
+    assert_eq!(r[1].detail["skew_ambiguous"], "false");
     // 1 - 1 = 0 on hand, expected 1: -1, the +15 h sale of d2 is 1 min away.
     assert_eq!(
-        (r[1].triage, r[1].detail["difference"].as_str()),
+        (r[2].triage, r[2].detail["difference"].as_str()),
         (Triage::NeedsReview, "-1")
     );
-    assert_eq!(r[1].detail["skew_ambiguous"], "true");
-    assert!(r[1].explanation.contains("skew tolerance"));
+    assert_eq!(r[2].detail["skew_ambiguous"], "true");
+    assert!(r[2].explanation.contains("skew tolerance"));
     assert_eq!(d.store("s1").unwrap().skus["A"].on_hand(), -1);
     // A count that saw everything: no verdict.
     let c = run(
@@ -985,5 +995,61 @@ fn the_fixture_workload_raises_and_supersedes_under_most_rules() {
         Rule::StaleCount,
     ] {
         assert!(rules.contains(&r), "{r:?} never fired: {rules:?}");
+    }
+}
+
+#[test]
+fn a_restore_reconciles_to_exactly_the_live_verdicts() {
+    // Live, verdicts come incrementally (late events re-evaluate from their position); a restore
+    // evaluates everything at once. Both must agree, or every restart would rewrite verdicts.
+    for (seed, stores, per_store, late) in [(7, 6, 120, 70), (11, 24, 60, 40), (23, 16, 60, 50)] {
+        let w = crate::fixtures::workload(seed, stores, per_store, T0, late);
+        let (lists, per_store) = (w.lists, w.per_store);
+        let mut live = det();
+        for l in &lists {
+            live.apply_price_list(l, Mode::Live).unwrap();
+        }
+        let mut active: BTreeMap<String, Verdict> = BTreeMap::new();
+        let mut generations: rustc_hash::FxHashMap<String, u32> = Default::default();
+        for events in per_store.values() {
+            for e in events {
+                for c in live.apply(e, e.occurred_at(), Mode::Live).unwrap().changes {
+                    match c {
+                        Change::Raised(v) => {
+                            active.insert(v.conflict_id.clone(), v);
+                        }
+                        Change::Superseded { verdict, .. } => {
+                            let g = generations.entry(verdict.base_id.clone()).or_insert(0);
+                            *g = (*g).max(verdict.generation + 1);
+                            active.remove(&verdict.conflict_id);
+                        }
+                    }
+                }
+            }
+        }
+        let mut restored = det();
+        for l in &lists {
+            restored.apply_price_list(l, Mode::Replay).unwrap();
+        }
+        for events in per_store.values() {
+            for e in events {
+                restored.apply(e, e.occurred_at(), Mode::Replay).unwrap();
+            }
+        }
+        for store in per_store.keys() {
+            let persisted: Vec<Verdict> = active
+                .values()
+                .filter(|v| &v.store_id == store)
+                .cloned()
+                .collect();
+            let c = restored
+                .reconcile(store, persisted, generations.clone(), "restore")
+                .unwrap();
+            assert!(
+                c.is_empty(),
+                "seed {seed} store {store}: {:#?}",
+                c.iter().take(2).collect::<Vec<_>>()
+            );
+        }
     }
 }
