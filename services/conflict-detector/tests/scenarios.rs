@@ -27,8 +27,45 @@ fn base() -> i64 {
 async fn every_rule_through_the_real_topics() {
     let _exit = ExitOnPanic;
     let env = Env::start(&[Svc::Tansu]).await;
+    let db_url = env.sqlite("detector.db");
+    scenario(&env, &db_url).await;
+}
+
+/// The same on PostgreSQL, in a database another service already migrated with sqlx's default
+/// `_sqlx_migrations` table (the projection's): the detector's own namespace must not collide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_rule_on_postgres_beside_another_service() {
+    use sqlx::Connection;
+    let _exit = ExitOnPanic;
+    let env = Env::start(&[Svc::Tansu, Svc::Postgres]).await;
+    let url = env.stack.pg_url();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    for stmt in [
+        "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, installed_on TIMESTAMPTZ NOT NULL DEFAULT now(), success BOOLEAN NOT NULL, checksum BYTEA NOT NULL, execution_time BIGINT NOT NULL)",
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (1, 'projection', true, '\\x00', 1)",
+        "CREATE TABLE applied_event (event_id TEXT PRIMARY KEY)",
+    ] {
+        sqlx::raw_sql(stmt).execute(&mut conn).await.unwrap();
+    }
+    scenario(&env, &url).await;
+    let other: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        other, 1,
+        "the other service's migrations table is untouched"
+    );
+    let ours: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _conflict_detector_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ours, 1);
+}
+
+async fn scenario(env: &Env, db_url: &str) {
     let t0 = base();
-    let cfg = env.config(&env.sqlite("detector.db"));
+    let cfg = env.config(db_url);
     let (running, token) = start(cfg).await;
     let db = running.state.db.clone();
     let api = running.state.api_addr.expect("api served");
@@ -123,13 +160,13 @@ async fn every_rule_through_the_real_topics() {
             Some(10),
         ),
     ]);
-    produce(&env, &events).await;
+    produce(env, &events).await;
     // 7 identity collision, as the dedup writes it.
     let mut collision = samples::conflict();
     collision.store_id = "ic1".into();
-    produce_dedup_conflict(&env, &collision).await;
-    wait_done(&env, &db, DONE).await;
-    let out = outputs(&env).await;
+    produce_dedup_conflict(env, &collision).await;
+    wait_done(env, &db, DONE).await;
+    let out = outputs(env).await;
 
     // 1: one conflict in the queue (same-moment sales on two devices: the order is the clocks'
     // guess, so review), one backorder for the later (tie: device ov1-d2) sale, both sales kept.
@@ -228,7 +265,7 @@ async fn every_rule_through_the_real_topics() {
     // A late event supersedes a verdict. One unit; a sale at +6 h; then an offline sale from +1 h
     // arrives: it happened first, so the +6 h sale is the oversold one (5 h apart: auto).
     produce(
-        &env,
+        env,
         &[
             receipt("ls1", "ls1-d0", 1, t0, "A", 1),
             sale(
@@ -242,9 +279,9 @@ async fn every_rule_through_the_real_topics() {
         ],
     )
     .await;
-    wait_done(&env, &db, DONE).await;
+    wait_done(env, &db, DONE).await;
     produce(
-        &env,
+        env,
         &[sale(
             "ls1",
             "ls1-d2",
@@ -255,16 +292,16 @@ async fn every_rule_through_the_real_topics() {
         )],
     )
     .await;
-    wait_done(&env, &db, DONE).await;
-    let out = outputs(&env).await;
+    wait_done(env, &db, DONE).await;
+    let out = outputs(env).await;
     let c = out.conflicts_of("ls1");
     assert_eq!(c.len(), 1, "{c:#?}");
     assert_eq!(c[0].event_ids[0], id("ls1-d1", 1));
     let superseded_id = c[0].conflict_id.clone();
     // A receipt from +3 h arrives late too: the +6 h sale had stock: superseded, backorder reversed.
-    produce(&env, &[receipt("ls1", "ls1-d0", 2, t0 + 3 * H, "A", 4)]).await;
-    wait_done(&env, &db, DONE).await;
-    let out = outputs(&env).await;
+    produce(env, &[receipt("ls1", "ls1-d0", 2, t0 + 3 * H, "A", 4)]).await;
+    wait_done(env, &db, DONE).await;
+    let out = outputs(env).await;
     let r = out.resolved_of("ls1");
     assert_eq!(r.len(), 2, "auto resolution, then the supersede: {r:#?}");
     assert_eq!(r[1].conflict_id, superseded_id);
@@ -286,9 +323,9 @@ async fn every_rule_through_the_real_topics() {
     );
 
     // Bad input never vanishes: garbage and an amount beyond the bound are dead-lettered.
-    produce_raw(&env, "bad1", b"{not avro").await;
+    produce_raw(env, "bad1", b"{not avro").await;
     produce(
-        &env,
+        env,
         &[sale(
             "bad1",
             "bad1-d1",
@@ -299,7 +336,7 @@ async fn every_rule_through_the_real_topics() {
         )],
     )
     .await;
-    wait_done(&env, &db, DONE).await;
+    wait_done(env, &db, DONE).await;
     let k = env.kafka.clone();
     let dlq = tokio::task::spawn_blocking(move || read_all(&k, DLQ, Duration::from_secs(60)))
         .await
@@ -415,8 +452,8 @@ async fn every_rule_through_the_real_topics() {
         msg["error"].as_str().unwrap().contains("superseded"),
         "{msg}"
     );
-    wait_done(&env, &db, DONE).await;
-    let out = outputs(&env).await;
+    wait_done(env, &db, DONE).await;
+    let out = outputs(env).await;
     let r = out.resolved_of("ov1");
     assert_eq!(
         r.len(),
