@@ -298,12 +298,24 @@ async fn run_service(
     ok.then_some(s)
 }
 
-/// Creates `topics` (12 partitions, co-partitioned with the input) unless they exist.
+/// Creates those of `topics` that do not exist (12 partitions, co-partitioned with the input). Only
+/// what is missing: the MockCluster child creates its topics itself and times out admin requests.
 async fn create_topics(kafka: &KafkaConfig, topics: &[String]) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =
         kafka.client_config("bench-admin").create().unwrap();
-    let new: Vec<NewTopic<'_>> = topics
+    let missing: Vec<&String> = topics
+        .iter()
+        .filter(|t| {
+            tillstream_runtime::kafka::partition_count(admin.inner(), t, Duration::from_secs(10))
+                .unwrap_or(0)
+                == 0
+        })
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let new: Vec<NewTopic<'_>> = missing
         .iter()
         .map(|t| NewTopic::new(t, 12, TopicReplication::Fixed(1)))
         .collect();
