@@ -150,7 +150,10 @@ impl Stores {
     /// Parses `store_id,time_zone,currency,legal_entity` CSV (a header line first).
     pub fn parse(text: &str) -> Result<Stores, ChartError> {
         let mut stores = BTreeMap::new();
-        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
         let header = lines.next().map(|(_, l)| l.trim()).unwrap_or_default();
         if header != "store_id,time_zone,currency,legal_entity" {
             return Err(ChartError(format!(
@@ -213,9 +216,7 @@ mod tests {
         let chart = Chart::embedded();
         assert_eq!(chart.account(Role::Revenue).code, "4000");
         assert_eq!(
-            chart
-                .account(Role::TenderClearing(TenderMethod::Card))
-                .code,
+            chart.account(Role::TenderClearing(TenderMethod::Card)).code,
             "1020"
         );
         let missing = include_str!("../../../../config/finance/chart_of_accounts.toml")
@@ -227,7 +228,9 @@ mod tests {
     fn stores_parse_and_refuse_bad_rows() {
         let s = Stores::parse(include_str!("../../../../config/fleet/stores.csv")).unwrap();
         assert_eq!(s.get("s001").unwrap().currency, "EUR");
-        assert!(Stores::parse("store_id,time_zone,currency,legal_entity\nx,Mars/Base,EUR,E\n").is_err());
+        assert!(
+            Stores::parse("store_id,time_zone,currency,legal_entity\nx,Mars/Base,EUR,E\n").is_err()
+        );
         assert!(Stores::parse("store_id,time_zone,currency,legal_entity\nx,UTC,eur,E\n").is_err());
         assert!(Stores::parse("id,tz\n").is_err());
     }

@@ -107,20 +107,34 @@ mod tests {
     #[test]
     fn a_day_closes_when_every_trading_device_closed_or_at_cutoff_plus_grace() {
         let cutoff = 1_000_000;
-        assert_eq!(close_decision(&day(&["a", "b"], &["a"]), cutoff, 10, 0), None);
         assert_eq!(
-            close_decision(&day(&["a", "b"], &["a", "b"]), cutoff, 10, 0).unwrap().reason,
+            close_decision(&day(&["a", "b"], &["a"]), cutoff, 10, 0),
+            None
+        );
+        assert_eq!(
+            close_decision(&day(&["a", "b"], &["a", "b"]), cutoff, 10, 0)
+                .unwrap()
+                .reason,
             CloseReason::AllDevicesClosed
         );
         // A device that closed without trading does not hold the day open.
         assert_eq!(
-            close_decision(&day(&["a"], &["a", "c"]), cutoff, 10, 0).unwrap().reason,
+            close_decision(&day(&["a"], &["a", "c"]), cutoff, 10, 0)
+                .unwrap()
+                .reason,
             CloseReason::AllDevicesClosed
         );
-        assert_eq!(close_decision(&day(&["a", "b"], &["a"]), cutoff, 10, cutoff + 9), None);
         assert_eq!(
-            close_decision(&day(&["a", "b"], &["a"]), cutoff, 10, cutoff + 10).unwrap().reason,
-            CloseReason::Cutoff { missing: vec!["b".into()] }
+            close_decision(&day(&["a", "b"], &["a"]), cutoff, 10, cutoff + 9),
+            None
+        );
+        assert_eq!(
+            close_decision(&day(&["a", "b"], &["a"]), cutoff, 10, cutoff + 10)
+                .unwrap()
+                .reason,
+            CloseReason::Cutoff {
+                missing: vec!["b".into()]
+            }
         );
         // Nothing known: only the cut-off closes it.
         assert_eq!(close_decision(&day(&[], &[]), cutoff, 10, 0), None);

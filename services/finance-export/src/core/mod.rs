@@ -21,7 +21,10 @@ pub use posting::{
     DayFacts, Line, Posting, Refusal, Source, TENDER_METHODS, post_compensation, post_event,
     tax_basis, tender_name,
 };
-pub use recon::{CloseFigures, Figures, ReconRecord, ReconStatus, reconcile};
+pub use recon::{
+    CloseFigures, DeviceDay as DeviceDayInput, Difference, Figures, ReconRecord, ReconStatus,
+    reconcile,
+};
 
 /// Days since 1970-01-01 as an ISO date (`2026-11-02`).
 pub fn iso_date(days: i32) -> String {
@@ -37,7 +40,7 @@ pub fn parse_iso_date(text: &str) -> Option<i32> {
     let span = jiff::civil::date(1970, 1, 1)
         .until((jiff::Unit::Day, date))
         .ok()?;
-    i32::try_from(span.get_days()).ok()
+    Some(span.get_days())
 }
 
 #[cfg(test)]

@@ -150,7 +150,10 @@ fn refuse(reason: &'static str, detail: impl Into<String>) -> Refusal {
 }
 
 fn overflow(what: &str) -> Refusal {
-    refuse("overflow", format!("{what} does not fit in 64-bit minor units"))
+    refuse(
+        "overflow",
+        format!("{what} does not fit in 64-bit minor units"),
+    )
 }
 
 /// What a sale or refund adds to its device-day's ledger figures (for reconciliation).
@@ -214,12 +217,18 @@ impl<'a> Builder<'a> {
             return Ok(());
         }
         let (debit, abs) = if amount < 0 {
-            (!debit, amount.checked_neg().ok_or_else(|| overflow("amount"))?)
+            (
+                !debit,
+                amount.checked_neg().ok_or_else(|| overflow("amount"))?,
+            )
         } else {
             (debit, amount)
         };
         if debit {
-            self.debits = self.debits.checked_add(abs).ok_or_else(|| overflow("debits"))?;
+            self.debits = self
+                .debits
+                .checked_add(abs)
+                .ok_or_else(|| overflow("debits"))?;
         } else {
             self.credits = self
                 .credits
@@ -282,6 +291,8 @@ pub fn post_event(event: &DeviceEvent, store: &Store, chart: &Chart) -> Result<P
     }
 }
 
+// The event's coordinates, each a field of every line it books.
+#[allow(clippy::too_many_arguments)]
 fn builder<'a>(
     chart: &'a Chart,
     store: &'a Store,
@@ -326,7 +337,9 @@ fn tenders(
         let amount = b.amount(&t.amount, "a tender")?;
         b.post(Role::TenderClearing(t.method), debit, amount, "")?;
         let slot = &mut figures.tenders[tender_index(t.method)];
-        *slot = slot.checked_add(amount).ok_or_else(|| overflow("tender total"))?;
+        *slot = slot
+            .checked_add(amount)
+            .ok_or_else(|| overflow("tender total"))?;
     }
     Ok(())
 }
@@ -351,7 +364,10 @@ fn post_sale(o: &OrderCreated, store: &Store, chart: &Chart) -> Result<Posting, 
         if line.qty <= 0 {
             return Err(refuse(
                 "invalid_amount",
-                format!("order {} line {}: qty {}", o.order_id, line.line_no, line.qty),
+                format!(
+                    "order {} line {}: qty {}",
+                    o.order_id, line.line_no, line.qty
+                ),
             ));
         }
         let unit = b.amount(&line.unit_price, "a unit price")?;
@@ -370,7 +386,10 @@ fn post_sale(o: &OrderCreated, store: &Store, chart: &Chart) -> Result<Posting, 
         b.post(Role::Revenue, false, gross, &line.sku)?;
         b.post(Role::Discounts, true, discount, &line.sku)?;
         b.post(Role::TaxPayable, false, tax, &line.sku)?;
-        f.gross = f.gross.checked_add(gross).ok_or_else(|| overflow("gross"))?;
+        f.gross = f
+            .gross
+            .checked_add(gross)
+            .ok_or_else(|| overflow("gross"))?;
         f.discounts = f
             .discounts
             .checked_add(discount)
@@ -416,7 +435,10 @@ fn post_refund(r: &OrderRefunded, store: &Store, chart: &Chart) -> Result<Postin
         if line.qty <= 0 {
             return Err(refuse(
                 "invalid_amount",
-                format!("refund {} line {}: qty {}", r.refund_id, line.line_no, line.qty),
+                format!(
+                    "refund {} line {}: qty {}",
+                    r.refund_id, line.line_no, line.qty
+                ),
             ));
         }
         let amount = b.amount(&line.amount, "a refund line")?;

@@ -138,7 +138,10 @@ fn a_sale_books_revenue_tax_exclusive_discounts_tax_and_its_tender() {
     assert_eq!(totals(&p.lines), (2960, 2960));
     assert_eq!(p.lines[5].account_code, "1020");
     let f = p.facts.unwrap().figures;
-    assert_eq!((f.order_count, f.gross, f.discounts, f.tax, f.net), (1, 2500, 200, 460, 2760));
+    assert_eq!(
+        (f.order_count, f.gross, f.discounts, f.tax, f.net),
+        (1, 2500, 200, 460, 2760)
+    );
     assert_eq!(f.tenders[1], 2760);
 }
 
@@ -158,13 +161,22 @@ fn a_full_refund_reverses_its_sale_to_zero() {
     // refunds (the sales result) is zero.
     assert_eq!(balance["tax_payable"], 0);
     assert_eq!(balance["tender_clearing"], 0);
-    assert_eq!(balance["revenue"] + balance["discounts"] + balance["refunds"], 0);
+    assert_eq!(
+        balance["revenue"] + balance["discounts"] + balance["refunds"],
+        0
+    );
 }
 
 #[test]
 fn the_tax_rule_is_stated_once() {
-    assert_eq!(tax_basis(ORDER_UNIT_PRICE_BASIS, 1000, 200), Some((1000, 1200)));
-    assert_eq!(tax_basis(REFUND_LINE_AMOUNT_BASIS, 1200, 200), Some((1000, 1200)));
+    assert_eq!(
+        tax_basis(ORDER_UNIT_PRICE_BASIS, 1000, 200),
+        Some((1000, 1200))
+    );
+    assert_eq!(
+        tax_basis(REFUND_LINE_AMOUNT_BASIS, 1200, 200),
+        Some((1000, 1200))
+    );
     assert_eq!(tax_basis(TaxBasis::Exclusive, i64::MAX, 1), None);
 }
 
@@ -188,7 +200,11 @@ fn tenders_that_do_not_pay_the_lines_are_refused_with_the_figures() {
     o.tenders[0].amount = eur(2700);
     let r = post_event(&o.into(), &store(), &Chart::embedded()).unwrap_err();
     assert_eq!(r.reason, "unbalanced");
-    assert!(r.detail.contains("2900") && r.detail.contains("2960"), "{}", r.detail);
+    assert!(
+        r.detail.contains("2900") && r.detail.contains("2960"),
+        "{}",
+        r.detail
+    );
 }
 
 #[test]
@@ -204,7 +220,9 @@ fn an_overflow_is_refused_never_wrapped() {
     let mut o = sale();
     o.lines[0].qty = 0;
     assert_eq!(
-        post_event(&o.into(), &store(), &Chart::embedded()).unwrap_err().reason,
+        post_event(&o.into(), &store(), &Chart::embedded())
+            .unwrap_err()
+            .reason,
         "invalid_amount"
     );
 }
@@ -265,7 +283,9 @@ fn a_redemption_releases_the_liability_and_a_day_close_settles_the_clearing_acco
     let mut usd = close;
     usd.tax = Money::new(460, "USD");
     assert_eq!(
-        post_event(&usd.into(), &store(), &chart).unwrap_err().reason,
+        post_event(&usd.into(), &store(), &chart)
+            .unwrap_err()
+            .reason,
         "mixed_currency"
     );
 }
@@ -300,12 +320,25 @@ fn compensations_post_by_kind_and_a_reversal_swaps_the_sides() {
         ..c.clone()
     };
     let p = post_compensation(&reversal, 20_759, &store(), &chart).unwrap();
-    assert_eq!((p.lines[0].credit_minor, p.lines[1].debit_minor), (150, 150));
+    assert_eq!(
+        (p.lines[0].credit_minor, p.lines[1].debit_minor),
+        (150, 150)
+    );
     let substitute = Compensation {
         kind: CompensationKind::Substitute,
         ..c.clone()
     };
-    assert!(post_compensation(&substitute, 1, &store(), &chart).unwrap().lines.is_empty());
+    assert!(
+        post_compensation(&substitute, 1, &store(), &chart)
+            .unwrap()
+            .lines
+            .is_empty()
+    );
     let no_money = Compensation { money: None, ..c };
-    assert!(post_compensation(&no_money, 1, &store(), &chart).unwrap().lines.is_empty());
+    assert!(
+        post_compensation(&no_money, 1, &store(), &chart)
+            .unwrap()
+            .lines
+            .is_empty()
+    );
 }

@@ -219,9 +219,10 @@ pub fn reconcile(day: &DeviceDay<'_>) -> ReconRecord {
             latest.seq
         ));
     } else if day.closes.len() > 1 {
-        record
-            .notes
-            .push(format!("closed {} times with the same figures", day.closes.len()));
+        record.notes.push(format!(
+            "closed {} times with the same figures",
+            day.closes.len()
+        ));
     }
     for ((figure, device), (_, booked)) in latest.figures.named().into_iter().zip(ledger.named()) {
         if device != booked {
@@ -309,7 +310,14 @@ mod tests {
         assert_eq!(r.status, ReconStatus::Mismatched);
         let names: Vec<&str> = r.differences.iter().map(|d| d.figure.as_str()).collect();
         assert_eq!(names, ["order_count", "gross", "net", "tender_card"]);
-        assert_eq!(r.differences[1], Difference { figure: "gross".into(), device: 1000, ledger: 400 });
+        assert_eq!(
+            r.differences[1],
+            Difference {
+                figure: "gross".into(),
+                device: 1000,
+                ledger: 400
+            }
+        );
         assert_eq!(r.gaps, vec![(2, 2)]);
         assert!(r.unexplained_event_ids.is_empty());
     }
@@ -317,7 +325,10 @@ mod tests {
     #[test]
     fn an_event_the_till_did_not_count_is_named() {
         let booked = figures(2, 1000);
-        let closes = [CloseFigures { first_seq: 2, ..close("c1", 3, figures(1, 600)) }];
+        let closes = [CloseFigures {
+            first_seq: 2,
+            ..close("c1", 3, figures(1, 600))
+        }];
         let seen: BTreeSet<i64> = [1, 2].into();
         let events = [(1, "early".to_string()), (2, "e2".to_string())];
         let r = reconcile(&day(Some(&booked), &closes, &events, &seen));
@@ -329,7 +340,10 @@ mod tests {
     fn no_close_is_missing_close_and_a_close_without_events_says_so() {
         let f = figures(1, 100);
         let seen = BTreeSet::new();
-        assert_eq!(reconcile(&day(Some(&f), &[], &[], &seen)).status, ReconStatus::MissingClose);
+        assert_eq!(
+            reconcile(&day(Some(&f), &[], &[], &seen)).status,
+            ReconStatus::MissingClose
+        );
         let zero_close = [close("c0", 1, Figures::default())];
         let r = reconcile(&day(None, &zero_close, &[], &seen));
         assert_eq!(r.status, ReconStatus::Matched);
@@ -351,7 +365,10 @@ mod tests {
         let same = [close("c1", 2, f.clone()), close("c2", 3, f.clone())];
         let r = reconcile(&day(Some(&f), &same, &[], &seen));
         assert_eq!(r.status, ReconStatus::Matched);
-        assert_eq!(r.notes, vec!["closed 2 times with the same figures".to_string()]);
+        assert_eq!(
+            r.notes,
+            vec!["closed 2 times with the same figures".to_string()]
+        );
     }
 
     #[test]

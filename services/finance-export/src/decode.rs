@@ -1,0 +1,68 @@
+//! Kafka record → input: Confluent unframing, the writer schema from the registry (cached), Avro
+//! decoding into a store event or a compensation. Pure apart from the registry lookup; no delivery
+//! guarantee of its own: the caller waits out an unreachable registry and dead-letters poison.
+
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+use tillstream_contracts::{
+    CodecError, Compensation, DeviceEvent, EventKind, Registry, RegistryError, codec,
+};
+use tillstream_runtime::{Classify, ErrorClass};
+
+/// What a record holds.
+#[derive(Debug)]
+pub enum Input {
+    Event(Box<DeviceEvent>),
+    Compensation(Box<Compensation>),
+    /// It can never be decoded: dead-letter it with `reason` and move on.
+    Poison {
+        reason: &'static str,
+        detail: String,
+    },
+}
+
+impl Input {
+    /// The identity the gate keys on.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Input::Event(e) => Some(e.event_id()),
+            Input::Compensation(c) => Some(&c.compensation_id),
+            Input::Poison { .. } => None,
+        }
+    }
+}
+
+fn poison(reason: &'static str, detail: impl ToString) -> Input {
+    Input::Poison {
+        reason,
+        detail: detail.to_string(),
+    }
+}
+
+/// Decodes one record. `Err` only for a registry failure (retry when it is retryable).
+pub async fn decode(registry: &Registry, msg: &OwnedMessage) -> Result<Input, RegistryError> {
+    let Some(payload) = msg.payload() else {
+        return Ok(poison("empty_payload", "record has no value"));
+    };
+    let (id, datum) = match codec::unframe(payload) {
+        Ok(v) => v,
+        Err(e) => return Ok(poison("not_framed", e)),
+    };
+    let writer = match registry.writer_schema(id).await {
+        Ok(w) => w,
+        Err(e @ RegistryError::UnknownId(_)) => return Ok(poison("unknown_schema_id", e)),
+        Err(e) if e.class() == ErrorClass::Poison => return Ok(poison("unusable_schema", e)),
+        Err(e) => return Err(e),
+    };
+    if writer.kind == EventKind::Compensation {
+        return Ok(match writer.decode::<Compensation>(datum) {
+            Ok(c) => Input::Compensation(Box::new(c)),
+            Err(e) => poison("undecodable", e),
+        });
+    }
+    Ok(match DeviceEvent::decode(&writer, datum) {
+        Ok(e) => Input::Event(Box::new(e)),
+        Err(e @ CodecError::UnknownRecord(_)) => poison("not_a_store_event", e),
+        Err(e) => poison("undecodable", e),
+    })
+}
