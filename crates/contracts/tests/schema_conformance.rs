@@ -275,7 +275,11 @@ fn conflict_kinds_evolve_compatibly() {
             other => other,
         })
         .unwrap();
-    let bytes = apache_avro::to_avro_datum(&v3, future).unwrap();
+    let bytes = apache_avro::writer::datum::GenericDatumWriter::builder(&v3)
+        .build()
+        .unwrap()
+        .write_value_to_vec(future)
+        .unwrap();
     let read = read_with(&v3, v2, &bytes).unwrap();
     assert_eq!(kind_of(read), Value::Enum(6, "OTHER".into()));
     use apache_avro::schema_compatibility::SchemaCompatibility;

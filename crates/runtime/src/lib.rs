@@ -10,10 +10,14 @@
 //! - `error`: [`ErrorClass`] (retryable / fatal / poison) and [`Classify`].
 //! - `retry`: the one back-off every retry loop uses; running blocking work from async code.
 //! - `kafka`: consumer (group or static assignment), offsets, producer, dead letters, reads.
+//! - `sql` (feature `sql`): the database side of services with SQL state: `[database]` config,
+//!   connecting (PostgreSQL or SQLite), error classes, waiting out an outage, migrations in a
+//!   service's own record table, multi-row statements, offsets per (topic, partition).
 //! - `clock`, `ids`: wall-clock milliseconds; deterministic UUIDv5 identities.
 //!
 //! Delivery guarantee: none by itself; the Kafka helpers implement the house rule that an offset is
-//! stored only after the work it covers is durable, and committed on revoke and shutdown.
+//! stored only after the work it covers is durable, and committed on revoke and shutdown; the SQL
+//! helpers carry the exactly-once pattern (gate, effects and offsets in one transaction).
 
 pub mod clock;
 pub mod config;
@@ -24,6 +28,8 @@ pub mod ops;
 pub mod retry;
 pub mod service;
 pub mod shutdown;
+#[cfg(feature = "sql")]
+pub mod sql;
 pub mod telemetry;
 
 pub use error::{Classify, ErrorClass};

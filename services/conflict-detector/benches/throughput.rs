@@ -5,8 +5,9 @@
 //! DETECTOR_BENCH_N=200000 cargo bench -p tillstream-conflict-detector --bench throughput
 //! ```
 //!
-//! Phases, all on the same generated workload (`fixtures::workload`: 200 stores, every rule
-//! firing somewhere, 5% of one device's events late):
+//! Phases, all on the same generated workload (`fixtures::steady_workload`: 200 stores, an
+//! ordinary day with rare conflicts, 5% of one device's events late; `DETECTOR_BENCH_WORKLOAD=
+//! conflicts` takes `fixtures::workload` instead, where most sales conflict):
 //! 1. pure: decode + rules in one thread, and the rules alone;
 //! 2. librdkafka's MockCluster in a child process (a broker fast enough that the service, not the
 //!    broker, is the limit): baseline = a plain consumer reading the pre-filled store-event topic,
@@ -22,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use tillstream_conflict_detector::core::{CoreConfig, Detector, Mode};
-use tillstream_conflict_detector::db::Db;
+use tillstream_conflict_detector::core::{Change, CoreConfig, Detector, Mode};
+use tillstream_conflict_detector::db::{Db, EventRow};
 use tillstream_conflict_detector::decode::store_event_with;
 use tillstream_conflict_detector::fixtures;
 use tillstream_contracts::{DeviceEvent, EventKind, Registry, codec};
@@ -118,19 +119,63 @@ async fn pure(client: &Registry, w: &fixtures::Workload, records: &[(String, Vec
         events
     });
     line("pure: decode + rules (1 thread)", n, &s);
-    let (changes, s) = measure(None, || {
+    let (by_rule, s) = measure(None, || {
         let mut d = Detector::new(CoreConfig::default());
         for l in &w.lists {
             d.apply_price_list(l, Mode::Live).unwrap();
         }
-        events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| d.apply(e, i as i64, Mode::Live).unwrap().changes.len())
-            .sum::<usize>()
+        let mut by_rule: std::collections::BTreeMap<String, usize> = Default::default();
+        for (i, e) in events.iter().enumerate() {
+            for c in d.apply(e, i as i64, Mode::Live).unwrap().changes {
+                let (what, v) = match &c {
+                    Change::Raised(v) => ("raised", v),
+                    Change::Superseded { verdict, .. } => ("superseded", verdict),
+                };
+                *by_rule
+                    .entry(format!("{} {what}", v.rule.name()))
+                    .or_default() += 1;
+            }
+        }
+        by_rule
     });
     line("pure: rules only (1 thread)", n, &s);
-    println!("  ({changes} verdict changes)");
+    println!("  (verdict changes: {by_rule:?})");
+    // The gate and restore log alone: what the database costs per event.
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&tillstream_conflict_detector::db::DatabaseConfig {
+        url: dir.path().join("gate.db").display().to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let rows: Vec<EventRow> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (key, r))| {
+            let (id, datum) = codec::unframe(r).unwrap();
+            let _ = key;
+            EventRow {
+                partition: (i % 12) as i32,
+                offset: i as i64,
+                record_time: i as i64,
+                schema_id: id,
+                datum: datum.to_vec(),
+            }
+        })
+        .collect();
+    let me = std::process::id();
+    let (c0, t) = (cpu_seconds(me), Instant::now());
+    for chunk in rows.chunks(5000) {
+        let mut tx = db.begin().await.unwrap();
+        tx.log_events(chunk).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let s = Sample {
+        wall: t.elapsed(),
+        cpu: cpu_seconds(me) - c0,
+        broker_cpu: 0.0,
+    };
+    line("database: restore log only", n, &s);
 }
 
 async fn produce(kafka_cfg: &KafkaConfig, topic: &str, records: &[(String, Vec<u8>)]) {
@@ -246,7 +291,18 @@ async fn on_broker(
         .await
         .unwrap();
     let db = running.state.db.clone();
+    // Start-up (registry, topic checks, the price-list history read to its end) is a fixed cost:
+    // measured apart, from the moment the batch loop runs.
+    while !running.health.is_ready() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (c1, t1) = (cpu_seconds(me), Instant::now());
     let ok = wait_done(&db, n as i64, Duration::from_secs(900)).await;
+    let steady = Sample {
+        wall: t1.elapsed(),
+        cpu: cpu_seconds(me) - c1,
+        broker_cpu: 0.0,
+    };
     let s = Sample {
         wall: t.elapsed(),
         cpu: cpu_seconds(me) - c0,
@@ -262,6 +318,11 @@ async fn on_broker(
             &format!("{label}: detector service (default config)"),
             n,
             &s,
+        );
+        line(
+            &format!("{label}: the same from its loop's start"),
+            n,
+            &steady,
         );
         println!("  ({raised} conflicts raised, {superseded} superseded)");
     } else {
@@ -336,7 +397,10 @@ async fn main() {
     let stores = 200;
     let now = tillstream_runtime::clock::now_ms();
     let t0 = (now / 86_400_000 - 3) * 86_400_000;
-    let w = fixtures::workload(5, stores, n / stores, t0, 5);
+    let w = match std::env::var("DETECTOR_BENCH_WORKLOAD").as_deref() {
+        Ok("conflicts") => fixtures::workload(5, stores, n / stores, t0, 5),
+        _ => fixtures::steady_workload(5, stores, n / stores, t0, 5),
+    };
     let registry = TestRegistry::start().await.unwrap();
     let client = registry.client();
     let events = w.interleaved();
@@ -347,6 +411,9 @@ async fn main() {
         w.lists.len()
     );
     pure(&client, &w, &records).await;
+    if std::env::var("DETECTOR_BENCH_PURE_ONLY").is_ok() {
+        return;
+    }
     on_mock_cluster(&registry, &w, &records).await;
     match TansuMemory::start().await {
         Ok(t) => {

@@ -4,18 +4,19 @@
 -- services sharing one PostgreSQL database never touch each other's tables.
 -- Integers are BIGINT (times in epoch milliseconds), JSON documents are TEXT.
 
--- The idempotency gate and the restore log: one row per store event the rules have taken in, with
--- its Avro datum (replayed through the rules when a partition is assigned to an instance).
-CREATE TABLE cd_event (
-    event_id        TEXT   NOT NULL PRIMARY KEY,
-    store_id        TEXT   NOT NULL,
+-- The restore log: the store events the rules took in, one row per input partition per batch
+-- (`body`: each event's offset, record time, schema id and Avro datum, see `db::encode_log`), in
+-- the batch's transaction. A partition's state is rebuilt by replaying its rows in offset order;
+-- the in-memory event-id gate is rebuilt from them too (one row per batch, not per event: a row
+-- per event cost as much as the rest of the service together).
+CREATE TABLE cd_event_log (
     kafka_partition BIGINT NOT NULL,
-    kafka_offset    BIGINT NOT NULL,
-    record_time     BIGINT NOT NULL,
-    schema_id       BIGINT NOT NULL,
-    datum           {BLOB} NOT NULL
+    first_offset    BIGINT NOT NULL,
+    last_offset     BIGINT NOT NULL,
+    events          BIGINT NOT NULL,
+    body            {BLOB} NOT NULL,
+    PRIMARY KEY (kafka_partition, first_offset)
 );
-CREATE INDEX cd_event_replay ON cd_event (kafka_partition, kafka_offset);
 
 -- Next offset per input partition, written in the batch's own transaction: the consumer starts
 -- here (Kafka's committed offsets are only a hint for tools).

@@ -142,16 +142,78 @@ pub fn resolve_url(url: &str) -> (Backend, String) {
     (Backend::Sqlite, url)
 }
 
-/// One store event as the gate and the restore log keep it.
-#[derive(Debug, Clone)]
+/// One store event as the restore log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRow {
-    pub event_id: String,
-    pub store_id: String,
     pub partition: i32,
     pub offset: i64,
     pub record_time: i64,
     pub schema_id: u32,
     pub datum: Vec<u8>,
+}
+
+/// One partition's share of a batch in the restore log: its events encoded as
+/// `offset i64 | record_time i64 | schema_id u32 | len u32 | datum` (little endian) each.
+#[derive(Debug, Clone, Default)]
+pub struct LogChunk {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub events: usize,
+    pub body: Vec<u8>,
+}
+
+impl LogChunk {
+    /// Appends an event (in offset order).
+    pub fn push(&mut self, offset: i64, record_time: i64, schema_id: u32, datum: &[u8]) {
+        if self.events == 0 {
+            self.first_offset = offset;
+        }
+        self.last_offset = offset;
+        self.events += 1;
+        self.body.extend_from_slice(&offset.to_le_bytes());
+        self.body.extend_from_slice(&record_time.to_le_bytes());
+        self.body.extend_from_slice(&schema_id.to_le_bytes());
+        self.body
+            .extend_from_slice(&(datum.len() as u32).to_le_bytes());
+        self.body.extend_from_slice(datum);
+    }
+}
+
+/// A log body of `rows` (see [`LogChunk`]).
+pub fn encode_log(rows: &[&EventRow]) -> Vec<u8> {
+    let mut c = LogChunk::default();
+    for r in rows {
+        c.push(r.offset, r.record_time, r.schema_id, &r.datum);
+    }
+    c.body
+}
+
+/// The events of a log body ([`encode_log`]).
+pub fn decode_log(partition: i32, mut body: &[u8]) -> Result<Vec<EventRow>, DbError> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], DbError> {
+        if b.len() < n {
+            return Err(DbError::Invalid("truncated event log row".into()));
+        }
+        let (head, rest) = b.split_at(n);
+        *b = rest;
+        Ok(head)
+    }
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let offset = i64::from_le_bytes(take(&mut body, 8)?.try_into().expect("8 bytes"));
+        let record_time = i64::from_le_bytes(take(&mut body, 8)?.try_into().expect("8 bytes"));
+        let schema_id = u32::from_le_bytes(take(&mut body, 4)?.try_into().expect("4 bytes"));
+        let len = u32::from_le_bytes(take(&mut body, 4)?.try_into().expect("4 bytes")) as usize;
+        let datum = take(&mut body, len)?.to_vec();
+        out.push(EventRow {
+            partition,
+            offset,
+            record_time,
+            schema_id,
+            datum,
+        });
+    }
+    Ok(out)
 }
 
 /// A price list as stored: (event id, store id, list id, effective_from, JSON body).
@@ -286,7 +348,10 @@ impl std::fmt::Debug for Db {
     }
 }
 
-fn values(head: &str, ncols: usize, nrows: usize, tail: &str) -> String {
+/// `head VALUES (..), (..) tail` for `nrows` rows of `ncols` placeholders: `$N` on PostgreSQL,
+/// `?` on SQLite (where `$N` is a named parameter, and sqlx binds names by scanning every
+/// parameter's name: quadratic in a statement of thousands of parameters).
+fn values(backend: Backend, head: &str, ncols: usize, nrows: usize, tail: &str) -> String {
     let mut s = String::with_capacity(head.len() + tail.len() + nrows * ncols * 5);
     s.push_str(head);
     s.push_str(" VALUES ");
@@ -296,8 +361,13 @@ fn values(head: &str, ncols: usize, nrows: usize, tail: &str) -> String {
             if c > 0 {
                 s.push(',');
             }
-            s.push('$');
-            s.push_str(&(r * ncols + c + 1).to_string());
+            match backend {
+                Backend::Sqlite => s.push('?'),
+                Backend::Postgres => {
+                    s.push('$');
+                    s.push_str(&(r * ncols + c + 1).to_string());
+                }
+            }
         }
         s.push(')');
     }
@@ -415,24 +485,16 @@ impl Db {
     /// The events of a partition in the order they were taken in.
     pub async fn events(&self, partition: i32) -> Result<Vec<EventRow>, DbError> {
         let rows = sqlx::query(
-            "SELECT event_id, store_id, kafka_offset, record_time, schema_id, datum FROM cd_event WHERE kafka_partition = $1 ORDER BY kafka_offset",
+            "SELECT body FROM cd_event_log WHERE kafka_partition = $1 ORDER BY first_offset",
         )
         .bind(i64::from(partition))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EventRow {
-                    event_id: r.try_get(0)?,
-                    store_id: r.try_get(1)?,
-                    partition,
-                    offset: r.try_get(2)?,
-                    record_time: r.try_get(3)?,
-                    schema_id: r.try_get::<i64, _>(4)? as u32,
-                    datum: r.try_get(5)?,
-                })
-            })
-            .collect()
+        let mut out = Vec::new();
+        for r in &rows {
+            out.extend(decode_log(partition, &r.try_get::<Vec<u8>, _>(0)?)?);
+        }
+        Ok(out)
     }
 
     /// The detector's verdicts of a partition that still hold (not superseded), and the next
@@ -472,6 +534,7 @@ impl Db {
         Ok(Batch {
             tx: self.pool.begin().await?,
             rows_per_statement: self.rows_per_statement,
+            backend: self.backend,
         })
     }
 
@@ -692,6 +755,7 @@ async fn get_on(conn: &mut AnyConnection, id: &str) -> Result<Option<ConflictDet
 pub struct Batch {
     tx: Transaction<'static, Any>,
     rows_per_statement: usize,
+    backend: Backend,
 }
 
 impl std::fmt::Debug for Batch {
@@ -701,31 +765,44 @@ impl std::fmt::Debug for Batch {
 }
 
 impl Batch {
-    /// Inserts the gate rows; returns how many were new.
-    pub async fn insert_events(&mut self, rows: &[EventRow]) -> Result<usize, DbError> {
-        let mut admitted = 0;
-        let chunk = self.rows_per_statement.min(65_535 / 7);
-        for part in rows.chunks(chunk.max(1)) {
-            let sql = values(
-                "INSERT INTO cd_event (event_id, store_id, kafka_partition, kafka_offset, record_time, schema_id, datum)",
-                7,
-                part.len(),
-                "ON CONFLICT (event_id) DO NOTHING",
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for r in part {
-                q = q
-                    .bind(r.event_id.as_str())
-                    .bind(r.store_id.as_str())
-                    .bind(i64::from(r.partition))
-                    .bind(r.offset)
-                    .bind(r.record_time)
-                    .bind(i64::from(r.schema_id))
-                    .bind(r.datum.as_slice());
+    /// Appends the batch's events to the restore log (one row per partition); returns how many
+    /// events were stored (fewer: a row for that batch exists already).
+    pub async fn log_chunks(&mut self, chunks: &BTreeMap<i32, LogChunk>) -> Result<usize, DbError> {
+        let mut stored = 0;
+        for (p, c) in chunks {
+            if c.events == 0 {
+                continue;
             }
-            admitted += q.execute(&mut *self.tx).await?.rows_affected() as usize;
+            let n = sqlx::query(
+                "INSERT INTO cd_event_log (kafka_partition, first_offset, last_offset, events, body) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kafka_partition, first_offset) DO NOTHING",
+            )
+            .bind(i64::from(*p))
+            .bind(c.first_offset)
+            .bind(c.last_offset)
+            .bind(c.events as i64)
+            .bind(c.body.as_slice())
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                stored += c.events;
+            }
         }
-        Ok(admitted)
+        Ok(stored)
+    }
+
+    /// [`log_chunks`](Self::log_chunks) of rows (in batch order).
+    pub async fn log_events(&mut self, rows: &[EventRow]) -> Result<usize, DbError> {
+        let mut chunks: BTreeMap<i32, LogChunk> = BTreeMap::new();
+        for r in rows {
+            chunks.entry(r.partition).or_default().push(
+                r.offset,
+                r.record_time,
+                r.schema_id,
+                &r.datum,
+            );
+        }
+        self.log_chunks(&chunks).await
     }
 
     /// Stores a new conflict and its compensations. False if its id is already stored.
@@ -824,6 +901,7 @@ impl Batch {
         let chunk = self.rows_per_statement.clamp(1, 65_535 / 6);
         for part in records.chunks(chunk) {
             let sql = values(
+                self.backend,
                 "INSERT INTO cd_outbox (kafka_partition, topic, record_key, record_id, event_type, payload)",
                 6,
                 part.len(),
@@ -932,9 +1010,43 @@ mod tests {
     #[test]
     fn values_numbers_placeholders_row_by_row() {
         assert_eq!(
-            values("INSERT INTO t (a, b)", 2, 2, "ON CONFLICT DO NOTHING"),
+            values(
+                Backend::Postgres,
+                "INSERT INTO t (a, b)",
+                2,
+                2,
+                "ON CONFLICT DO NOTHING"
+            ),
             "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4) ON CONFLICT DO NOTHING"
         );
+        assert_eq!(
+            values(Backend::Sqlite, "INSERT INTO t (a)", 1, 2, ""),
+            "INSERT INTO t (a) VALUES (?),(?) "
+        );
+    }
+
+    #[test]
+    fn log_bodies_round_trip_and_refuse_truncation() {
+        let rows = vec![
+            EventRow {
+                partition: 3,
+                offset: 7,
+                record_time: 1_800_000_000_000,
+                schema_id: 12,
+                datum: vec![1, 2, 3],
+            },
+            EventRow {
+                partition: 3,
+                offset: 9,
+                record_time: -1,
+                schema_id: 0,
+                datum: vec![],
+            },
+        ];
+        let refs: Vec<&EventRow> = rows.iter().collect();
+        let body = encode_log(&refs);
+        assert_eq!(decode_log(3, &body).unwrap(), rows);
+        assert!(decode_log(3, &body[..body.len() - 1]).is_err());
     }
 
     #[test]

@@ -385,3 +385,122 @@ pub fn workload(
     }
     w
 }
+
+/// A steady-state workload: what a fleet sends on an ordinary day, with conflicts as rare as in a
+/// well-run store. Per store: an opening receipt of every sku, then sales at the price in force
+/// (1% off it), restocks before a sku runs low, rare counts (0.2%) that saw everything in
+/// generation order, unique redemptions (0.1% redeemed twice on another device); `d2`'s clock runs 90 min ahead and `late_percent` of
+/// `d1`'s events arrive late. For benches: the rules' common path, not their conflict path.
+pub fn steady_workload(
+    seed: u64,
+    stores: usize,
+    per_store: usize,
+    t0: i64,
+    late_percent: u64,
+) -> Workload {
+    let mut rng = Rng::new(seed);
+    let mut w = Workload::default();
+    let skus = 40usize;
+    for s in 0..stores {
+        let store = format!("s{s:04}");
+        let span = per_store as i64 * 60_000;
+        let versions = 3i64;
+        let mut lists = Vec::new();
+        for v in 0..versions {
+            let prices: Vec<(String, i64)> = (0..skus)
+                .map(|k| (format!("K{k}"), 199 + 10 * ((k as i64 * 7 + v) % 40)))
+                .collect();
+            let refs: Vec<(&str, i64)> = prices.iter().map(|(k, p)| (k.as_str(), *p)).collect();
+            lists.push(price_list(&store, v + 1, t0 + v * span / versions, &refs));
+        }
+        let price = |sku: usize, at: i64| -> i64 {
+            let v = lists
+                .iter()
+                .rposition(|l| l.effective_from <= at)
+                .unwrap_or(0);
+            lists[v].items[sku].price.amount_minor
+        };
+        let mut events: Vec<DeviceEvent> = Vec::with_capacity(per_store + 1);
+        let mut seqs = [0i64; 3];
+        let mut on_hand = vec![0i64; skus];
+        seqs[0] += 1;
+        let opening = InventoryAdjusted {
+            event_id: id(&format!("{store}-d0"), 1),
+            device_id: format!("{store}-d0"),
+            store_id: store.clone(),
+            seq: 1,
+            occurred_at: t0,
+            schema_version: 1,
+            adjustment_id: format!("open-{store}"),
+            kind: AdjustmentKind::Receipt,
+            lines: (0..skus)
+                .map(|k| {
+                    on_hand[k] = 200;
+                    AdjustmentLine {
+                        sku: format!("K{k}"),
+                        quantity: 200,
+                        expected_on_hand: None,
+                    }
+                })
+                .collect(),
+            reference: None,
+            counterparty_store_id: None,
+            reason: None,
+        };
+        events.push(opening.into());
+        for i in 0..per_store as i64 {
+            let d = rng.below(3) as usize;
+            let dev = format!("{store}-d{d}");
+            seqs[d] += 1;
+            let at = t0 + 1 + i * 60_000 + if d == 2 { 90 * 60_000 } else { 0 };
+            let k = rng.below(skus as u64) as usize;
+            let sku = format!("K{k}");
+            let roll = rng.below(1000);
+            let e = if on_hand[k] < 40 {
+                on_hand[k] += 200;
+                receipt(&store, &dev, seqs[d], at, &sku, 200)
+            } else if roll < 2 {
+                let c = on_hand[k] as i32;
+                adjust(
+                    &store,
+                    &dev,
+                    seqs[d],
+                    at,
+                    AdjustmentKind::Count,
+                    &sku,
+                    c,
+                    Some(c),
+                )
+            } else if roll < 22 {
+                let rid = if roll < 21 {
+                    format!("rd-{dev}-{i}")
+                } else {
+                    format!("rd-{store}-{}", i / 2)
+                };
+                redeem(&store, &dev, seqs[d], at, &rid, &format!("M{i}"), "R")
+            } else {
+                let qty = 1 + rng.below(2) as i32;
+                on_hand[k] -= i64::from(qty);
+                // Devices price from the list in force by their own clock; 1% off it.
+                let p = price(k, at);
+                let p = if roll < 32 { p + 60 } else { p };
+                sale(
+                    &store,
+                    &dev,
+                    seqs[d],
+                    at,
+                    &format!("o-{dev}-{i}"),
+                    &[Line(&sku, qty, p)],
+                )
+            };
+            events.push(e);
+        }
+        let (late, mut online): (Vec<DeviceEvent>, Vec<DeviceEvent>) = events
+            .into_iter()
+            .partition(|e| e.device_id().ends_with("-d1") && rng.percent(late_percent));
+        online.extend(late);
+        w.lists.extend(lists);
+        w.per_store.insert(store, online);
+    }
+    w
+}

@@ -26,7 +26,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::config::Config;
 use crate::core::{self, Change, Detector, Mode, Verdict, collision, records};
-use crate::db::{Batch, Db, EventRow, OutboxRecord};
+use crate::db::{Batch, Db, LogChunk, OutboxRecord};
 use crate::decode::{Bad, Decoder};
 use crate::error::DetectorError;
 use crate::metrics as m;
@@ -50,6 +50,11 @@ macro_rules! retrying {
             }
         }
     }};
+}
+
+/// The event gate's key for an event id: its xxh3-128.
+fn event_key(event_id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(event_id.as_bytes())
 }
 
 /// Per-instance counters (tests running several instances in one process read these; Prometheus
@@ -90,11 +95,16 @@ struct Dead<'a> {
 /// What one attempt at a batch decided.
 #[derive(Default)]
 struct Work<'a> {
-    events: Vec<EventRow>,
+    /// Events taken in, and their restore-log rows per partition.
+    events: usize,
+    log: BTreeMap<i32, LogChunk>,
+    /// (partition, event key) of each event taken in.
+    ids: Vec<(i32, u128)>,
     decided: Vec<Decided>,
     collisions: Vec<(i32, Verdict)>,
     dead: Vec<Dead<'a>>,
-    next: BTreeMap<(String, i32), i64>,
+    /// Next offset per (input topic?, partition): true = store events, false = conflicts.
+    next: BTreeMap<(bool, i32), i64>,
     late: u64,
     duplicates: u64,
 }
@@ -116,7 +126,8 @@ pub struct Processor {
     /// Wakes the publisher after a commit.
     pub publish: Arc<Notify>,
     /// Event ids taken in, per input partition (mirrors the database gate).
-    pub seen: HashMap<i32, HashSet<String>>,
+    /// (xxh3-128 of the event id, as the dedup keeps them).
+    pub seen: HashMap<i32, HashSet<u128>>,
     /// The partition each held store belongs to.
     pub store_partition: HashMap<String, i32>,
 }
@@ -231,15 +242,19 @@ impl Processor {
         for row in &rows {
             let w = self.decoder.schema(row.schema_id).await?;
             let ev = crate::decode::store_event_with(&w, &row.datum).map_err(|b| {
-                DetectorError::Restore(format!("stored event {}: {}", row.event_id, b.detail))
+                DetectorError::Restore(format!(
+                    "logged event at offset {}: {}",
+                    row.offset, b.detail
+                ))
             })?;
             self.detector
                 .apply(&ev.event, row.record_time, Mode::Replay)
                 .map_err(|r| {
-                    DetectorError::Restore(format!("stored event {}: {r}", row.event_id))
+                    DetectorError::Restore(format!("logged event {}: {r}", ev.event.event_id()))
                 })?;
-            seen.insert(row.event_id.clone());
-            self.store_partition.insert(row.store_id.clone(), p);
+            seen.insert(event_key(ev.event.event_id()));
+            self.store_partition
+                .insert(ev.event.store_id().to_string(), p);
         }
         self.seen.insert(p, seen);
         let (verdicts, generations) = self.db.verdicts(p).await?;
@@ -454,15 +469,20 @@ impl Processor {
         let cfg = self.cfg.detector.clone();
         let (expected, owned) = {
             let s = lock(&self.shared);
-            (s.expected.clone(), s.owned.clone())
+            let expected: HashMap<(bool, i32), i64> = s
+                .expected
+                .iter()
+                .map(|((t, p), o)| ((*t == cfg.input_topic, *p), *o))
+                .collect();
+            (expected, s.owned.clone())
         };
         let mut work = Work::default();
-        let mut batch_ids: HashSet<String> = HashSet::default();
+        let mut batch_ids: HashSet<u128> = HashSet::default();
         let mut counted: BTreeMap<&str, usize> = BTreeMap::new();
         for msg in batch {
             let (topic, p) = (msg.topic(), msg.partition());
             *counted.entry(topic).or_default() += 1;
-            let key = (topic.to_string(), p);
+            let key = (topic == cfg.input_topic, p);
             if expected.get(&key).is_some_and(|e| msg.offset() < *e) {
                 continue; // applied by an earlier transaction
             }
@@ -497,13 +517,13 @@ impl Processor {
             self.dead_letter(d, token).await?;
         }
         let mut tx = self.db.begin().await?;
-        let admitted = tx.insert_events(&work.events).await?;
-        if admitted != work.events.len() {
-            // The database has events the memory did not: the state is stale. Rebuild and retry.
+        let stored = tx.log_chunks(&work.log).await?;
+        if stored != work.events {
+            // The database holds this batch already: the state is stale. Rebuild and retry.
             return Err(DetectorError::Db(crate::db::DbError::Sqlx(
                 sqlx::Error::Protocol(format!(
-                    "the gate admitted {admitted} of {} events: state out of step with the database",
-                    work.events.len()
+                    "the log took {stored} of {} events: state out of step with the database",
+                    work.events
                 )),
             )));
         }
@@ -517,8 +537,15 @@ impl Processor {
             }
         }
         let mut by_topic: BTreeMap<&str, BTreeMap<i32, i64>> = BTreeMap::new();
-        for ((t, p), o) in &work.next {
-            by_topic.entry(t.as_str()).or_default().insert(*p, *o);
+        let topic_of = |input: bool| {
+            if input {
+                cfg.input_topic.as_str()
+            } else {
+                cfg.conflicts_topic.as_str()
+            }
+        };
+        for ((input, p), o) in &work.next {
+            by_topic.entry(topic_of(*input)).or_default().insert(*p, *o);
         }
         for (t, next) in &by_topic {
             tx.offsets(t, next).await?;
@@ -528,15 +555,12 @@ impl Processor {
         // Durable: the memory may now count on it.
         {
             let mut s = lock(&self.shared);
-            for (k, o) in &work.next {
-                s.expected.insert(k.clone(), *o);
+            for ((input, p), o) in &work.next {
+                s.expected.insert((topic_of(*input).to_string(), *p), *o);
             }
         }
-        for ev in &work.events {
-            self.seen
-                .entry(ev.partition)
-                .or_default()
-                .insert(ev.event_id.clone());
+        for (p, id) in work.ids {
+            self.seen.entry(p).or_default().insert(id);
         }
         self.count_changes(&work.decided);
         self.counters
@@ -544,14 +568,14 @@ impl Processor {
             .fetch_add(queued, Ordering::Relaxed);
         self.counters
             .events_applied
-            .fetch_add(work.events.len() as u64, Ordering::Relaxed);
+            .fetch_add(work.events as u64, Ordering::Relaxed);
         self.counters
             .duplicates
             .fetch_add(work.duplicates, Ordering::Relaxed);
         if !work.decided.is_empty() {
             self.publish.notify_one();
         }
-        Ok((work.events.len() as u64, (work.late, work.duplicates)))
+        Ok((work.events as u64, (work.late, work.duplicates)))
     }
 
     /// Decodes one store event and runs the rules on it.
@@ -560,7 +584,7 @@ impl Processor {
         msg: &'a OwnedMessage,
         p: i32,
         work: &mut Work<'a>,
-        batch_ids: &mut HashSet<String>,
+        batch_ids: &mut HashSet<u128>,
         token: &CancellationToken,
     ) -> Result<(), DetectorError> {
         let ev = match retrying!(token, self.decoder.store_event(msg.payload()))? {
@@ -570,8 +594,8 @@ impl Processor {
                 return Ok(());
             }
         };
-        let id = ev.event.event_id().to_string();
-        if self.seen.get(&p).is_some_and(|s| s.contains(&id)) || !batch_ids.insert(id.clone()) {
+        let id = event_key(ev.event.event_id());
+        if self.seen.get(&p).is_some_and(|s| s.contains(&id)) || !batch_ids.insert(id) {
             work.duplicates += 1;
             return Ok(());
         }
@@ -587,9 +611,10 @@ impl Processor {
                     self.counters.beyond_horizon.fetch_add(1, Ordering::Relaxed);
                 }
                 work.late += u64::from(applied.late);
-                self.store_partition
-                    .entry(ev.event.store_id().to_string())
-                    .or_insert(p);
+                if !self.store_partition.contains_key(ev.event.store_id()) {
+                    self.store_partition
+                        .insert(ev.event.store_id().to_string(), p);
+                }
                 work.decided
                     .extend(applied.changes.into_iter().map(|change| Decided {
                         partition: p,
@@ -597,15 +622,12 @@ impl Processor {
                     }));
                 let (_, datum) =
                     tillstream_contracts::codec::unframe(msg.payload().unwrap_or_default())?;
-                work.events.push(EventRow {
-                    event_id: id,
-                    store_id: ev.event.store_id().to_string(),
-                    partition: p,
-                    offset: msg.offset(),
-                    record_time,
-                    schema_id: ev.schema_id,
-                    datum: datum.to_vec(),
-                });
+                work.ids.push((p, id));
+                work.events += 1;
+                work.log
+                    .entry(p)
+                    .or_default()
+                    .push(msg.offset(), record_time, ev.schema_id, datum);
             }
             Err(rejected) => {
                 batch_ids.remove(&id);
@@ -616,7 +638,7 @@ impl Processor {
                         detail: rejected.detail,
                         store_id: Some(ev.event.store_id().to_string()),
                         device_id: Some(ev.event.device_id().to_string()),
-                        event_id: Some(id),
+                        event_id: Some(ev.event.event_id().to_string()),
                     },
                 });
             }

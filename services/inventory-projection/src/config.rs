@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use tillstream_contracts::RegistryConfig;
 use tillstream_runtime::config::OpsConfig;
 use tillstream_runtime::kafka::KafkaConfig;
+/// The `[database]` section: the one every service with SQL state shares.
+pub use tillstream_runtime::sql::DatabaseConfig;
 
 use crate::model::ProjectionParams;
 
@@ -47,7 +49,7 @@ impl Default for Config {
         Config {
             kafka: KafkaConfig::default(),
             registry: RegistryConfig::default(),
-            database: DatabaseConfig::default(),
+            database: DatabaseConfig::for_service(SERVICE),
             ops: OpsConfig::default(),
             topic: "tillstream.store-events".into(),
             group_id: "tillstream-inventory-projection".into(),
@@ -55,35 +57,6 @@ impl Default for Config {
             batch: BatchConfig::default(),
             projection: ProjectionConfig::default(),
             fault: FaultConfig::default(),
-        }
-    }
-}
-
-/// The `[database]` section.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct DatabaseConfig {
-    /// `postgres://...`, `sqlite://path` or a plain file path (SQLite, created if missing).
-    pub url: String,
-    /// Connections in the pool (the batch loop uses one; offsets reads and tools the others).
-    pub max_connections: u32,
-    /// Rows per multi-row statement (capped by the driver's bind-parameter limit).
-    pub rows_per_statement: usize,
-    /// SQLite: how long a writer waits for another process's write lock.
-    pub busy_timeout_ms: u64,
-    /// How long one attempt waits for a connection before it fails as retryable (the caller
-    /// backs off and tries again, so this bounds one attempt, not the wait for the database).
-    pub acquire_timeout_ms: u64,
-}
-
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        DatabaseConfig {
-            url: "data/inventory-projection.db".into(),
-            max_connections: 4,
-            rows_per_statement: 1000,
-            busy_timeout_ms: 60_000,
-            acquire_timeout_ms: 30_000,
         }
     }
 }

@@ -38,6 +38,7 @@ use std::time::Duration;
 use tillstream_contracts::Registry;
 use tillstream_runtime::kafka::{self, DeadLetters};
 use tillstream_runtime::service::ShutdownGuard;
+use tillstream_runtime::sql::mark_available;
 use tillstream_runtime::{CancellationToken, Health, ops};
 
 pub use config::{Config, SERVICE};
@@ -146,7 +147,7 @@ async fn open_database(
     let Some((db, color)) = opened else {
         return Ok(None);
     };
-    health.ready(DATABASE_CHECK, db.backend().name());
+    mark_available(health, db.backend());
     tracing::info!(backend = db.backend().name(), %color, "database ready");
     Ok(Some(db))
 }

@@ -20,6 +20,7 @@ use rdkafka::message::OwnedMessage;
 use tillstream_contracts::{Registry, SourceKind};
 use tillstream_runtime::kafka::{self, ConsumerSettings, DeadLetters, InputConsumer};
 use tillstream_runtime::retry::Backoff;
+use tillstream_runtime::sql::{mark_available, mark_unavailable};
 use tillstream_runtime::{CancellationToken, Classify, ErrorClass, Health};
 
 use crate::Error;
@@ -30,16 +31,13 @@ use crate::decode::{Decoded, decode_retrying};
 use crate::metrics as m;
 use crate::model::Envelope;
 
-/// The readiness check of the database.
-pub const DATABASE_CHECK: &str = "database";
+/// The readiness check of the database (the runtime's, shared by every service with SQL state).
+pub use tillstream_runtime::sql::DATABASE_CHECK;
 
 /// Marks the database not ready while `operation` waits for it, and counts the wait.
 pub(crate) fn database_unavailable(health: &Health, operation: &'static str, e: &DbError) {
     m::db_retry(operation);
-    health.not_ready(
-        DATABASE_CHECK,
-        format!("unavailable ({operation}): {e}; retrying"),
-    );
+    mark_unavailable(health, operation, e);
 }
 
 /// Everything the batch loop needs, owned by its task.
@@ -127,7 +125,7 @@ impl Live {
                 return Err(e.into());
             }
         };
-        self.health.ready(DATABASE_CHECK, self.db.backend().name());
+        mark_available(&self.health, self.db.backend());
         for p in flagged {
             let want = stored.get(&p).copied().unwrap_or(0);
             let first = msgs
@@ -222,7 +220,7 @@ impl Live {
         loop {
             match self.apply_once(envs, next).await {
                 Ok(()) => {
-                    self.health.ready(DATABASE_CHECK, self.db.backend().name());
+                    mark_available(&self.health, self.db.backend());
                     return Ok(true);
                 }
                 Err(e) => match e.class() {

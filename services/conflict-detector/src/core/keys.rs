@@ -289,11 +289,24 @@ pub(crate) fn add(
         generations,
         ..
     } = st;
-    let g = keys.groups.entry(group.clone()).or_default();
-    let i = g.entries.partition_point(|e| e.key <= entry.key);
-    g.entries.insert(i, entry);
-    if eval && g.entries.len() > 1 {
-        reevaluate(&group, g, cfg, id, generations, trigger, out);
+    match keys.groups.get_mut(&group) {
+        Some(g) => {
+            let i = g.entries.partition_point(|e| e.key <= entry.key);
+            g.entries.insert(i, entry);
+            if eval {
+                reevaluate(&group, g, cfg, id, generations, trigger, out);
+            }
+        }
+        // Most keys are seen once: one exact allocation, nothing to judge.
+        None => {
+            keys.groups.insert(
+                group,
+                KeyGroup {
+                    entries: vec![entry],
+                    verdicts: Vec::new(),
+                },
+            );
+        }
     }
 }
 

@@ -332,7 +332,7 @@ pub enum Change {
 /// The input that caused an evaluation (named by supersede records).
 #[derive(Debug, Clone)]
 pub(crate) struct Trigger {
-    pub id: String,
+    pub id: Arc<str>,
     pub at: i64,
 }
 
@@ -470,7 +470,7 @@ pub(crate) fn diff(
             *g = (*g).max(v.generation + 1);
             out.push(Change::Superseded {
                 verdict: v,
-                by: trigger.id.clone(),
+                by: trigger.id.to_string(),
                 at: trigger.at,
             });
         }
@@ -577,16 +577,16 @@ impl Detector {
         let empty = price::PriceHistory::default();
         let lists = self.price_lists.get(store_id).unwrap_or(&empty);
         let st = self.stores.get_mut(store_id).expect("inserted above");
-        let trigger = Trigger {
-            id: event.event_id().to_string(),
-            at: event.occurred_at(),
-        };
         let mut applied = Applied::default();
         let beyond = event.occurred_at() < st.retained_from;
         applied.beyond_horizon = beyond;
         let eval = mode == Mode::Live;
         let device: Arc<str> = Arc::from(event.device_id());
         let event_id: Arc<str> = Arc::from(event.event_id());
+        let trigger = Trigger {
+            id: event_id.clone(),
+            at: event.occurred_at(),
+        };
         let key = |line: i32| EventKey {
             at: event.occurred_at(),
             device: device.clone(),
@@ -601,7 +601,7 @@ impl Detector {
                     let mv = stock::Move::Sale {
                         qty: i64::from(l.qty),
                         order_id: order.clone(),
-                        unit_price: l.unit_price.clone(),
+                        unit_price: money::Amount::of(&l.unit_price),
                     };
                     stock_entry(
                         st,
@@ -627,7 +627,7 @@ impl Detector {
                                 event_id: event_id.clone(),
                                 sku: Arc::from(l.sku.as_str()),
                                 qty: i64::from(l.qty),
-                                unit_price: l.unit_price.clone(),
+                                unit_price: money::Amount::of(&l.unit_price),
                             },
                             eval,
                             &trigger,
@@ -840,7 +840,7 @@ impl Detector {
             && let Some(st) = self.stores.get_mut(&list.store_id)
         {
             let trigger = Trigger {
-                id: list.event_id.clone(),
+                id: Arc::from(list.event_id.as_str()),
                 at: list.occurred_at,
             };
             let from = list
@@ -879,7 +879,7 @@ impl Detector {
         let lists = self.price_lists.get(store).unwrap_or(&empty);
         let cfg = self.cfg.clone();
         let trigger = Trigger {
-            id: trigger_id.to_string(),
+            id: Arc::from(trigger_id),
             at: st.watermark.max(0),
         };
         // Build the current verdict set without diffing (nothing is in the scopes after a replay).
@@ -908,7 +908,7 @@ impl Detector {
 /// Checks a price list before it is taken in (the history tailer dead-letters a refusal).
 pub fn admit_price_list(list: &PriceListApproved) -> Result<(), Rejected> {
     for item in &list.items {
-        money::admit_unit(&format!("price list item {}", item.sku), &item.price)?;
+        money::admit_unit(|| format!("price list item {}", item.sku), &item.price)?;
     }
     if list.store_id.is_empty() || list.price_list_id.is_empty() || list.event_id.is_empty() {
         return Err(Rejected::new(
@@ -924,46 +924,36 @@ fn admit(event: &DeviceEvent) -> Result<(), Rejected> {
     match event {
         DeviceEvent::OrderCreated(o) => {
             for l in &o.lines {
-                let what = format!("order {} line {}", o.order_id, l.line_no);
-                money::admit_qty(&what, i64::from(l.qty), false)?;
-                money::admit_unit(&what, &l.unit_price)?;
+                let what = || format!("order {} line {}", o.order_id, l.line_no);
+                money::admit_qty(what, i64::from(l.qty), false)?;
+                money::admit_unit(what, &l.unit_price)?;
                 money::times(&l.unit_price, i64::from(l.qty))?;
             }
         }
         DeviceEvent::OrderRefunded(r) => {
             for l in &r.lines {
-                money::admit_qty(
-                    &format!("refund {} line {}", r.refund_id, l.line_no),
-                    i64::from(l.qty),
-                    false,
-                )?;
+                let what = || format!("refund {} line {}", r.refund_id, l.line_no);
+                money::admit_qty(what, i64::from(l.qty), false)?;
             }
         }
         DeviceEvent::InventoryAdjusted(a) => {
             for l in &a.lines {
-                let what = format!("adjustment {} sku {}", a.adjustment_id, l.sku);
-                money::admit_qty(
-                    &what,
-                    i64::from(l.quantity),
-                    a.kind == AdjustmentKind::Count,
-                )?;
+                let what = || format!("adjustment {} sku {}", a.adjustment_id, l.sku);
+                money::admit_qty(what, i64::from(l.quantity), a.kind == AdjustmentKind::Count)?;
                 if let Some(e) = l.expected_on_hand {
                     // A counter may believe stock is negative; bound it like a quantity.
-                    money::admit_qty(&what, i64::from(e).abs(), true)?;
+                    money::admit_qty(what, i64::from(e).abs(), true)?;
                 }
             }
         }
         DeviceEvent::StockReservationGranted(g) => {
-            money::admit_qty(
-                &format!("reservation {}", g.reservation_id),
-                i64::from(g.qty),
-                false,
-            )?;
+            let what = || format!("reservation {}", g.reservation_id);
+            money::admit_qty(what, i64::from(g.qty), false)?;
         }
         DeviceEvent::LoyaltyRedeemed(l) => {
-            let what = format!("redemption {}", l.redemption_id);
-            money::admit_qty(&what, l.points, false)?;
-            money::admit_unit(&what, &l.value)?;
+            let what = || format!("redemption {}", l.redemption_id);
+            money::admit_qty(what, l.points, false)?;
+            money::admit_unit(what, &l.value)?;
         }
         _ => {}
     }

@@ -21,6 +21,33 @@ const _: () = assert!(
     "the admission bounds must keep every rule computation inside i64"
 );
 
+/// A price as the rules keep it: minor units and a three-letter currency, no allocation (the
+/// contract's [`Money`] is converted once, when an event is taken in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Amount {
+    pub minor: i64,
+    pub currency: [u8; 3],
+}
+
+impl Amount {
+    /// From an admitted `Money` (its currency has three letters; anything else is kept as `???`).
+    pub fn of(m: &Money) -> Amount {
+        let currency = m.currency.as_bytes().try_into().unwrap_or(*b"???");
+        Amount {
+            minor: m.amount_minor,
+            currency,
+        }
+    }
+
+    pub fn currency(&self) -> &str {
+        std::str::from_utf8(&self.currency).unwrap_or("???")
+    }
+
+    pub fn to_money(self) -> Money {
+        Money::new(self.minor, self.currency())
+    }
+}
+
 /// A checked computation that did not fit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("arithmetic overflow: {0}")]
@@ -32,8 +59,8 @@ impl From<Overflow> for Rejected {
     }
 }
 
-/// Checks a unit price at admission.
-pub fn admit_unit(what: &str, m: &Money) -> Result<(), Rejected> {
+/// Checks a unit price at admission (`what` names it in a refusal; only called then).
+pub fn admit_unit(what: impl Fn() -> String, m: &Money) -> Result<(), Rejected> {
     if m.amount_minor
         .checked_abs()
         .is_none_or(|a| a > MAX_UNIT_MINOR)
@@ -41,7 +68,8 @@ pub fn admit_unit(what: &str, m: &Money) -> Result<(), Rejected> {
         return Err(Rejected::new(
             super::reason::MONEY_OUT_OF_RANGE,
             format!(
-                "{what}: {} minor units is beyond the bound of {MAX_UNIT_MINOR}",
+                "{}: {} minor units is beyond the bound of {MAX_UNIT_MINOR}",
+                what(),
                 m.amount_minor
             ),
         ));
@@ -49,19 +77,23 @@ pub fn admit_unit(what: &str, m: &Money) -> Result<(), Rejected> {
     if m.currency.len() != 3 {
         return Err(Rejected::new(
             super::reason::INVALID_CURRENCY,
-            format!("{what}: currency {:?} is not an ISO 4217 code", m.currency),
+            format!(
+                "{}: currency {:?} is not an ISO 4217 code",
+                what(),
+                m.currency
+            ),
         ));
     }
     Ok(())
 }
 
 /// Checks a quantity at admission: `1..=MAX_QTY` (or `0..=` when `zero_ok`).
-pub fn admit_qty(what: &str, qty: i64, zero_ok: bool) -> Result<(), Rejected> {
+pub fn admit_qty(what: impl Fn() -> String, qty: i64, zero_ok: bool) -> Result<(), Rejected> {
     let low = if zero_ok { 0 } else { 1 };
     if qty < low || qty > MAX_QTY {
         return Err(Rejected::new(
             super::reason::INVALID_QUANTITY,
-            format!("{what}: quantity {qty} is outside {low}..={MAX_QTY}"),
+            format!("{}: quantity {qty} is outside {low}..={MAX_QTY}", what()),
         ));
     }
     Ok(())
@@ -150,14 +182,16 @@ mod tests {
 
     #[test]
     fn admission_bounds() {
-        assert!(admit_unit("x", &Money::new(MAX_UNIT_MINOR, "EUR")).is_ok());
-        let r = admit_unit("x", &Money::new(MAX_UNIT_MINOR + 1, "EUR")).unwrap_err();
+        let x = || "x".to_string();
+        assert!(admit_unit(x, &Money::new(MAX_UNIT_MINOR, "EUR")).is_ok());
+        let r = admit_unit(x, &Money::new(MAX_UNIT_MINOR + 1, "EUR")).unwrap_err();
         assert_eq!(r.reason, crate::core::reason::MONEY_OUT_OF_RANGE);
-        assert!(admit_unit("x", &Money::new(i64::MIN, "EUR")).is_err());
-        assert!(admit_unit("x", &Money::new(1, "EURO")).is_err());
-        assert!(admit_qty("x", 0, false).is_err());
-        assert!(admit_qty("x", 0, true).is_ok());
-        assert!(admit_qty("x", MAX_QTY + 1, true).is_err());
+        assert!(r.detail.starts_with("x: "));
+        assert!(admit_unit(x, &Money::new(i64::MIN, "EUR")).is_err());
+        assert!(admit_unit(x, &Money::new(1, "EURO")).is_err());
+        assert!(admit_qty(x, 0, false).is_err());
+        assert!(admit_qty(x, 0, true).is_ok());
+        assert!(admit_qty(x, MAX_QTY + 1, true).is_err());
         assert_eq!(show(&Money::new(-1299, "EUR")), "-12.99 EUR");
     }
 }

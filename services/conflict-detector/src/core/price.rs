@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
-use tillstream_contracts::{CompensationKind, Money, PriceListApproved};
+use tillstream_contracts::{CompensationKind, PriceListApproved};
 
-use super::money::{self, Overflow};
+use super::money::{self, Amount, Overflow};
 use super::text;
 use super::{
     Change, CompensationDraft, CoreConfig, Ctx, EventKey, Owner, Rejected, Rule, StoreState,
@@ -27,7 +27,7 @@ pub struct PriceList {
     pub list_id: String,
     pub event_id: String,
     pub approved_by: String,
-    pub prices: HashMap<String, Money>,
+    pub prices: HashMap<String, Amount>,
 }
 
 impl PriceList {
@@ -58,7 +58,7 @@ impl PriceHistory {
             prices: l
                 .items
                 .iter()
-                .map(|i| (i.sku.clone(), i.price.clone()))
+                .map(|i| (i.sku.clone(), Amount::of(&i.price)))
                 .collect(),
         };
         let i = self
@@ -83,13 +83,13 @@ impl PriceHistory {
     }
 
     /// The approved price of `sku` at `t` and the list it comes from.
-    pub fn price_at(&self, sku: &str, t: i64) -> Option<(&PriceList, &Money)> {
+    pub fn price_at(&self, sku: &str, t: i64) -> Option<(&PriceList, &Amount)> {
         let l = &self.lists[self.in_force(t)?];
         l.prices.get(sku).map(|p| (l, p))
     }
 
     /// Every list in force at some moment of `[t - tol, t + tol]` that prices `sku`.
-    fn in_force_around(&self, sku: &str, t: i64, tol: i64) -> Vec<(&PriceList, &Money)> {
+    fn in_force_around(&self, sku: &str, t: i64, tol: i64) -> Vec<(&PriceList, &Amount)> {
         let lo = self.in_force(t.saturating_sub(tol)).unwrap_or(0);
         let hi = self
             .lists
@@ -108,7 +108,7 @@ pub struct PriceLine {
     pub event_id: Arc<str>,
     pub sku: Arc<str>,
     pub qty: i64,
-    pub unit_price: Money,
+    pub unit_price: Amount,
 }
 
 /// A store's sale lines and the price verdicts that hold for them.
@@ -154,10 +154,11 @@ fn line_verdict(
         .into_iter()
         .find(|(l, p)| **p == line.unit_price && l.list_id != list.list_id)
         .map(|(l, _)| l);
-    let total = money::difference_times(approved, &line.unit_price, line.qty)?;
-    let per_unit = money::difference_times(approved, &line.unit_price, 1)?;
+    let (approved_m, charged_m) = (approved.to_money(), line.unit_price.to_money());
+    let total = money::difference_times(&approved_m, &charged_m, line.qty)?;
+    let per_unit = money::difference_times(&approved_m, &charged_m, 1)?;
     let allowed = approved
-        .amount_minor
+        .minor
         .checked_abs()
         .and_then(|a| a.checked_mul(ctx.cfg.price_tolerance_bp))
         .map(|x| x / 10_000)
@@ -176,10 +177,10 @@ fn line_verdict(
         line.key.line,
         line.sku,
         line.qty,
-        line.unit_price.amount_minor,
-        line.unit_price.currency,
-        approved.amount_minor,
-        approved.currency,
+        line.unit_price.minor,
+        line.unit_price.currency(),
+        approved.minor,
+        approved.currency(),
         list.event_id
     );
     if let Some(m) = near_match {
@@ -213,11 +214,11 @@ fn line_verdict(
     let explanation = format!(
         "Price variance (rule 3): sale {} charged {} per unit for {} x {} (line {}), but the approved price in force at its occurred_at was {} (price list {}, approved by {}, effective {}); {total_words}.{adjustment}{decision}",
         text::event(&line.event_id, &line.key.device, t),
-        money::show(&line.unit_price),
+        money::show(&charged_m),
         line.qty,
         line.sku,
         line.key.line,
-        money::show(approved),
+        money::show(&approved_m),
         list.list_id,
         list.approved_by,
         text::utc(list.effective_from),
@@ -227,13 +228,10 @@ fn line_verdict(
         ("qty".to_string(), line.qty.to_string()),
         (
             "charged_minor".to_string(),
-            line.unit_price.amount_minor.to_string(),
+            line.unit_price.minor.to_string(),
         ),
-        (
-            "approved_minor".to_string(),
-            approved.amount_minor.to_string(),
-        ),
-        ("currency".to_string(), approved.currency.clone()),
+        ("approved_minor".to_string(), approved.minor.to_string()),
+        ("currency".to_string(), approved.currency().to_string()),
         ("price_list_id".to_string(), list.list_id.clone()),
         (
             "skew_ambiguous".to_string(),
@@ -251,8 +249,8 @@ fn line_verdict(
             reason: format!(
                 "line {} charged {} per unit, approved {} (list {})",
                 line.key.line,
-                money::show(&line.unit_price),
-                money::show(approved),
+                money::show(&charged_m),
+                money::show(&approved_m),
                 list.list_id
             ),
         }],

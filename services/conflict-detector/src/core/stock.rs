@@ -15,9 +15,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
-use tillstream_contracts::Money;
 
-use super::money::{self, Overflow};
+use super::money::{self, Amount, Overflow};
 use super::text;
 use super::{
     Change, CompensationDraft, CoreConfig, Ctx, EventKey, Owner, Rejected, Rule, StoreState,
@@ -30,7 +29,7 @@ pub enum Move {
     Sale {
         qty: i64,
         order_id: Arc<str>,
-        unit_price: Money,
+        unit_price: Amount,
     },
     In {
         qty: i64,
@@ -261,7 +260,7 @@ impl SkuTimeline {
         i: usize,
         shortfall: i64,
         qty: i64,
-        unit_price: &Money,
+        unit_price: &Amount,
         ctx: &Ctx<'_>,
         sku: &str,
     ) -> Result<Verdict, Overflow> {
@@ -313,7 +312,7 @@ impl SkuTimeline {
             evidence.push((c.event_id.clone(), c.key.at));
             key.push_str(&format!("|near={}/{}", c.event_id, c.key.line));
         }
-        let value = money::times(unit_price, shortfall)?;
+        let value = money::times(&unit_price.to_money(), shortfall)?;
         let on_hand = qty - shortfall;
         let stock_words = if on_hand > 0 {
             format!("only {on_hand} unit(s) were on hand in event time")

@@ -250,6 +250,75 @@ impl Db {
         Ok(applied)
     }
 
+    /// The bench's baseline: the same event and line rows as [`Db::apply`] writes, inserted in one
+    /// transaction with plain multi-row INSERTs (no gate, no store-days, no offsets).
+    pub async fn insert_plain(&self, events: &[Booked]) -> Result<(), DbError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let event_rows: Vec<Vec<V>> = events
+            .iter()
+            .map(|e| {
+                vec![
+                    e.event_id.as_str().into(),
+                    e.store_id.as_str().into(),
+                    e.device_id.as_str().into(),
+                    e.seq.into(),
+                    e.business_date.into(),
+                    e.kind.into(),
+                    e.order_ref.as_str().into(),
+                    e.currency.as_str().into(),
+                    (e.lines.len() as i64).into(),
+                    e.refused.unwrap_or("").into(),
+                    e.topic.as_str().into(),
+                    e.partition.into(),
+                    e.offset.into(),
+                ]
+            })
+            .collect();
+        insert_rows(
+            &mut tx,
+            self.backend,
+            self.rows_per_statement,
+            "INSERT INTO bench_event (event_id, store_id, device_id, seq, business_date, kind, \
+             order_ref, currency, n_lines, refused, topic, kafka_partition, kafka_offset)",
+            "",
+            13,
+            &event_rows,
+        )
+        .await?;
+        let line_rows: Vec<Vec<V>> = events
+            .iter()
+            .flat_map(|e| e.lines.iter())
+            .map(|l| {
+                vec![
+                    l.event_id.as_str().into(),
+                    i64::from(l.line_no).into(),
+                    l.source.name().into(),
+                    l.reference.as_str().into(),
+                    l.sku.as_str().into(),
+                    l.tender.as_str().into(),
+                    l.role.name().into(),
+                    l.account_code.as_str().into(),
+                    l.debit_minor.into(),
+                    l.credit_minor.into(),
+                ]
+            })
+            .collect();
+        insert_rows(
+            &mut tx,
+            self.backend,
+            self.rows_per_statement,
+            "INSERT INTO bench_line (event_id, line_no, source, reference, sku, tender, \
+             account_role, account_code, debit_minor, credit_minor)",
+            "",
+            10,
+            &line_rows,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The next offset per partition of `topic` the database holds.
     pub async fn offsets(&self, topic: &str) -> Result<BTreeMap<i32, i64>, DbError> {
         let sql = format!(

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashSet as HashSet;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
+use tillstream_runtime::sql::AnyQuery;
 
-use super::multirow::{AnyQuery, Upsert};
+use super::multirow::upsert;
+use super::offsets::offset_table;
 use super::sets::Color;
 use super::{Db, DbError};
 use crate::config::FaultConfig;
@@ -61,7 +63,7 @@ impl Db {
         fault: &FaultConfig,
     ) -> Result<Applied, DbError> {
         let t0 = Instant::now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         let color = match target {
             Target::Live => Self::lock_state(&mut tx).await?,
             Target::Set(c) => c,
@@ -79,7 +81,8 @@ impl Db {
             .movements
             .sort_unstable_by(|a, b| (a.event_id, a.line_no).cmp(&(b.event_id, b.line_no)));
         let negative_rows = self.write_delta(&mut tx, color, &delta).await?;
-        self.upsert_offsets(&mut tx, color, topic, next_offsets)
+        offset_table(color)
+            .advance(&mut tx, self.backend(), topic, next_offsets)
             .await?;
         if fault.hold_batch_open_ms > 0 && !fresh.is_empty() {
             hold_open(fault).await;
@@ -103,7 +106,7 @@ impl Db {
         color: Color,
         gate: &[GateRow<'_>],
     ) -> Result<HashSet<(i64, i64)>, DbError> {
-        let stmt = Upsert::new(include_str!("sql/applied_event.sql"), Some(color));
+        let stmt = upsert(include_str!("sql/applied_event.sql"), Some(color));
         let rows = self
             .exec_rows(conn, &stmt, gate, |q, r| {
                 q.bind(r.event_id)
@@ -141,7 +144,7 @@ impl Db {
         color: Color,
         rows: &[MovementRow<'_>],
     ) -> Result<(), DbError> {
-        let stmt = Upsert::new(include_str!("sql/stock_movement.sql"), Some(color));
+        let stmt = upsert(include_str!("sql/stock_movement.sql"), Some(color));
         self.exec_rows(conn, &stmt, rows, |q, m| {
             q.bind(m.event_id)
                 .bind(m.line_no)
@@ -177,8 +180,8 @@ impl Db {
                 .bind(i64::from(on_hand < 0))
         }
         let (adds, sets): (Vec<_>, Vec<_>) = rows.iter().partition(|s| s.set.is_none());
-        let add = Upsert::new(include_str!("sql/stock_add.sql"), Some(color));
-        let set = Upsert::new(include_str!("sql/stock_set.sql"), Some(color));
+        let add = upsert(include_str!("sql/stock_add.sql"), Some(color));
+        let set = upsert(include_str!("sql/stock_set.sql"), Some(color));
         let mut below = count_flagged(&self.exec_rows(conn, &add, &adds, bind).await?)?;
         below += count_flagged(&self.exec_rows(conn, &set, &sets, bind).await?)?;
         Ok(below)
@@ -190,7 +193,7 @@ impl Db {
         color: Color,
         rows: &[SalesRow<'_>],
     ) -> Result<(), DbError> {
-        let stmt = Upsert::new(include_str!("sql/sales_hourly.sql"), Some(color));
+        let stmt = upsert(include_str!("sql/sales_hourly.sql"), Some(color));
         self.exec_rows(conn, &stmt, rows, |q, s| {
             q.bind(s.store_id)
                 .bind(s.sku)
@@ -217,7 +220,7 @@ impl Db {
         color: Color,
         rows: &[ReservationRow<'_>],
     ) -> Result<(), DbError> {
-        let stmt = Upsert::new(include_str!("sql/reservation.sql"), Some(color));
+        let stmt = upsert(include_str!("sql/reservation.sql"), Some(color));
         self.exec_rows(conn, &stmt, rows, |q, r| {
             q.bind(r.store_id)
                 .bind(r.reservation_id)
@@ -244,7 +247,7 @@ impl Db {
         color: Color,
         rows: &[SyncRow<'_>],
     ) -> Result<(), DbError> {
-        let stmt = Upsert::new(include_str!("sql/store_sync.sql"), Some(color));
+        let stmt = upsert(include_str!("sql/store_sync.sql"), Some(color));
         self.exec_rows(conn, &stmt, rows, |q, s| {
             q.bind(s.store_id)
                 .bind(s.last_event_at)
@@ -266,7 +269,7 @@ impl Db {
         color: Color,
         rows: &[DayRow<'_>],
     ) -> Result<(), DbError> {
-        let stmt = Upsert::new(include_str!("sql/store_day.sql"), Some(color));
+        let stmt = upsert(include_str!("sql/store_day.sql"), Some(color));
         self.exec_rows(conn, &stmt, rows, |q, r| {
             q.bind(r.store_id)
                 .bind(r.business_date)
@@ -342,9 +345,8 @@ mod tests {
             (include_str!("sql/reservation.sql"), "reservation"),
             (include_str!("sql/store_sync.sql"), "store_sync"),
             (include_str!("sql/store_day.sql"), "store_day"),
-            (include_str!("sql/consumer_offset.sql"), "consumer_offset"),
         ] {
-            let stmt = Upsert::new(template, Some(Color::Blue));
+            let stmt = upsert(template, Some(Color::Blue));
             assert!(!format!("{stmt:?}").contains("{color}"), "{stmt:?}");
             assert!(format!("{stmt:?}").contains(&format!("blue_{table}")));
             assert_eq!(stmt.ncols(), columns(table), "{table}");

@@ -12,7 +12,7 @@ use super::{Db, DbError};
 impl Db {
     /// The canonical dump of `color` (see the module doc).
     pub async fn dump(&self, color: Color) -> Result<String, DbError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool().acquire().await?;
         dump_on(&mut conn, color).await
     }
 }

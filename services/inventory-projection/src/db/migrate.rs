@@ -8,15 +8,18 @@
 //! checksums match the projection's own migrations, nothing else) into the projection's table
 //! without running those migrations again, and leaves `_sqlx_migrations` as it is.
 //!
+//! Running them (instances starting together all come up), reading a record table and the
+//! migrator with its own table are the runtime's (`tillstream_runtime::sql::migrate`); the
+//! projection's schema and the carrying over are this file's.
+//!
 //! Delivery guarantee: none of its own; a migration is applied once and recorded in the same step
 //! (sqlx runs each in a transaction), and instances starting together all come up.
 
-use std::time::Duration;
-
+use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
+use tillstream_runtime::sql;
 
-use super::{Backend, Db, DbError};
+use super::{Db, DbError};
 
 /// The schema, embedded: runs unchanged on PostgreSQL and SQLite.
 pub const MIGRATION_0001: &str = include_str!("../../migrations/0001_projection.sql");
@@ -30,58 +33,43 @@ pub const LEGACY_MIGRATIONS_TABLE: &str = "_sqlx_migrations";
 
 /// The projection's migrator, recording into [`MIGRATIONS_TABLE`].
 pub fn migrator() -> Migrator {
-    let mut migrator = Migrator::with_migrations(vec![Migration::new(
-        1,
-        "projection".into(),
-        MigrationType::Simple,
-        MIGRATION_0001.into_sql_str(),
-        false,
-    )]);
-    // "dangerous" in sqlx's words because renaming the table of a database already migrated makes
-    // sqlx forget what it applied: `adopt_legacy_record` carries the earlier record over first.
-    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
-    migrator
+    sql::migrator(
+        MIGRATIONS_TABLE,
+        vec![Migration::new(
+            1,
+            "projection".into(),
+            MigrationType::Simple,
+            MIGRATION_0001.into_sql_str(),
+            false,
+        )],
+    )
 }
 
 impl Db {
-    /// Brings the schema up to date.
+    /// Brings the schema up to date (instances starting together all come up: see
+    /// `tillstream_runtime::sql::migrate_with`), carrying an earlier version's record over first in
+    /// every pass.
     pub(crate) async fn migrate(&self) -> Result<(), DbError> {
         let migrator = migrator();
-        // sqlx serialises migrations with an advisory lock on PostgreSQL only. On SQLite, two
-        // processes opening a fresh file at once both try to apply; the loser fails ("table ...
-        // already exists") when the winner commits, and a second pass finds the migration applied.
-        // A real migration error fails every pass and is returned.
-        let mut attempt = 0u64;
-        loop {
-            let pass = async {
-                self.adopt_legacy_record(&migrator).await?;
-                migrator.run(&self.pool).await?;
-                Ok::<(), DbError>(())
-            };
-            match pass.await {
-                Ok(()) => return Ok(()),
-                Err(e) if self.backend == Backend::Sqlite && attempt < 5 => {
-                    attempt += 1;
-                    tracing::debug!(error = %e, attempt, "migration raced another instance; checking again");
-                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        sql::migrate_with(&self.database, &migrator, || {
+            self.adopt_legacy_record(&migrator)
+        })
+        .await
     }
 
     /// When the projection's table records nothing yet and the legacy table records the
     /// projection's own migrations (same version, same checksum), records those as applied in the
     /// projection's table without running them.
     async fn adopt_legacy_record(&self, migrator: &Migrator) -> Result<(), DbError> {
-        if self
-            .applied_in(MIGRATIONS_TABLE)
+        if sql::recorded_migrations(&self.database, MIGRATIONS_TABLE)
             .await?
             .is_some_and(|rows| !rows.is_empty())
         {
             return Ok(());
         }
-        let Some(legacy) = self.applied_in(LEGACY_MIGRATIONS_TABLE).await? else {
+        let Some(legacy) =
+            sql::recorded_migrations(&self.database, LEGACY_MIGRATIONS_TABLE).await?
+        else {
             return Ok(());
         };
         let adopted = migrator
@@ -89,7 +77,7 @@ impl Db {
             .take_while(|m| {
                 legacy
                     .iter()
-                    .any(|(v, sum)| *v == m.version && sum[..] == m.checksum[..])
+                    .any(|l| l.version == m.version && l.checksum[..] == m.checksum[..])
             })
             .map(|m| m.version)
             .last();
@@ -100,41 +88,9 @@ impl Db {
                 to = MIGRATIONS_TABLE,
                 "carrying the record of migrations applied by an earlier version over"
             );
-            migrator.skip(&self.pool, Some(version)).await?;
+            migrator.skip(self.pool(), Some(version)).await?;
         }
         Ok(())
-    }
-
-    /// (version, checksum) of the successful migrations recorded in `table`; `None` when the
-    /// table does not exist.
-    async fn applied_in(&self, table: &str) -> Result<Option<Vec<(i64, Vec<u8>)>>, DbError> {
-        let exists = match self.backend {
-            Backend::Sqlite => {
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1"
-            }
-            Backend::Postgres => {
-                "SELECT COUNT(*) FROM information_schema.tables \
-                 WHERE table_schema = current_schema() AND table_name = $1"
-            }
-        };
-        let n: i64 = sqlx::query(exists)
-            .bind(table)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT version, checksum FROM {table} WHERE success ORDER BY version"
-        )))
-        .fetch_all(&self.pool)
-        .await?;
-        let applied = rows
-            .iter()
-            .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<Vec<u8>, _>(1)?)))
-            .collect::<Result<Vec<_>, DbError>>()?;
-        Ok(Some(applied))
     }
 }
 

@@ -3,15 +3,15 @@
 //!
 //! Delivery guarantee: one transaction per file: every row is written or none is.
 
-use super::multirow::Upsert;
+use super::multirow::upsert;
 use super::{Db, DbError};
 use crate::reorder_points::ReorderPoint;
 
 impl Db {
     /// Upserts `rows` (the file's values replace what was there). Returns the rows written.
     pub async fn upsert_reorder_points(&self, rows: &[ReorderPoint]) -> Result<usize, DbError> {
-        let stmt = Upsert::new(include_str!("sql/reorder_point.sql"), None);
-        let mut tx = self.pool.begin().await?;
+        let stmt = upsert(include_str!("sql/reorder_point.sql"), None);
+        let mut tx = self.pool().begin().await?;
         self.exec_rows(&mut tx, &stmt, rows, |q, r| {
             q.bind(r.store_id.clone())
                 .bind(r.sku.clone())

@@ -202,7 +202,7 @@ impl Db {
     /// The colour the views point at.
     pub async fn active_color(&self) -> Result<Color, DbError> {
         let row = sqlx::query("SELECT active_color FROM projection_state WHERE id = 1")
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await?;
         parse_color(&row)
     }
@@ -219,7 +219,7 @@ impl Db {
 
     /// (Re)creates the analyst views over the active set.
     pub async fn ensure_views(&self) -> Result<Color, DbError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         let color = Self::lock_state(&mut tx).await?;
         self.create_views(&mut tx, color).await?;
         tx.commit().await?;
@@ -227,7 +227,7 @@ impl Db {
     }
 
     async fn create_views(&self, conn: &mut AnyConnection, color: Color) -> Result<(), DbError> {
-        let stmts: Vec<String> = view_statements(color, self.backend);
+        let stmts: Vec<String> = view_statements(color, self.backend());
         for name in view_names().iter().rev() {
             sqlx::query(AssertSqlSafe(format!("DROP VIEW IF EXISTS {name}")))
                 .execute(&mut *conn)
@@ -241,7 +241,7 @@ impl Db {
 
     /// Empties every table of a set (the rebuild's target).
     pub async fn clear(&self, color: Color) -> Result<(), DbError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         for t in TABLES {
             sqlx::query(AssertSqlSafe(format!("DELETE FROM {color}_{}", t.name)))
                 .execute(&mut *tx)
@@ -259,7 +259,7 @@ impl Db {
         topic: &str,
         force: bool,
     ) -> Result<Switch, DbError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         let live = Self::lock_state(&mut tx).await?;
         if live == rebuilt {
             return Err(DbError::Invalid(format!(
