@@ -18,7 +18,7 @@ use crate::db::DatabaseConfig;
 pub const SERVICE: &str = "conflict-detector";
 
 /// Full configuration.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     pub kafka: KafkaConfig,
@@ -33,6 +33,26 @@ pub struct Config {
     pub api: ApiConfig,
     /// Fault injection for tests and drills; leave at the defaults in production.
     pub fault: FaultConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            kafka: KafkaConfig::default(),
+            registry: RegistryConfig::default(),
+            ops: OpsConfig::default(),
+            database: DatabaseConfig {
+                // Verdict and outbox rows are wide (JSON bodies): smaller statements than the
+                // shared default keep one statement's text and binds modest.
+                rows_per_statement: 500,
+                ..DatabaseConfig::for_service(SERVICE)
+            },
+            detector: DetectorConfig::default(),
+            rules: CoreConfig::default(),
+            api: ApiConfig::default(),
+            fault: FaultConfig::default(),
+        }
+    }
 }
 
 /// The `[detector]` section: topics, group, batching.

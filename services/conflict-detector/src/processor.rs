@@ -9,6 +9,10 @@
 //! drops redelivered copies). A failed transaction leaves the in-memory state ahead of the
 //! database: the batch's partitions are rebuilt from the database before the batch is retried. Bad
 //! input is dead-lettered before the offset that passes it is committed.
+//!
+//! Why one file (~750 lines): the batch loop's steps (restore, decide, one transaction, outbox
+//! hand-over, retry after a transient failure) share the partition state they rebuild; the pure
+//! decisions are in `core`, SQL in `db/`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -520,7 +524,7 @@ impl Processor {
         let stored = tx.log_chunks(&work.log).await?;
         if stored != work.events {
             // The database holds this batch already: the state is stale. Rebuild and retry.
-            return Err(DetectorError::Db(crate::db::DbError::Sqlx(
+            return Err(DetectorError::Db(crate::db::DbError::from(
                 sqlx::Error::Protocol(format!(
                     "the log took {stored} of {} events: state out of step with the database",
                     work.events

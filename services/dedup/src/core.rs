@@ -55,6 +55,9 @@
 //! - Gap ids: `uuid_v5("gap/{device}/{epoch}/{epoch start}/{from}-{to}")` of the range as first
 //!   opened; the epoch start is the `occurred_at` of the event that started the epoch, so a device
 //!   forgotten and seen again never reuses an id.
+//!
+//! Why one file (~940 lines): one pure state machine (per-device sequences, gaps, epochs, horizon)
+//! whose transitions share private state; its tests are apart in `core_tests.rs`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};

@@ -1,4 +1,7 @@
 //! Unit tests of the pure core and the changelog format.
+//!
+//! Why one file (~700 lines): the state machine's cases read as one specification (order, gaps,
+//! epochs, horizon, changelog), all on the same builders.
 
 use std::collections::{BTreeMap, BTreeSet};
 

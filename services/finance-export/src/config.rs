@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use tillstream_contracts::RegistryConfig;
 use tillstream_runtime::config::OpsConfig;
 use tillstream_runtime::kafka::KafkaConfig;
+pub use tillstream_runtime::sql::DatabaseConfig;
 
 /// The service name: config prefix, metric prefix, dead-letter `service`.
 pub const SERVICE: &str = "finance-export";
@@ -48,7 +49,11 @@ impl Default for Config {
         Config {
             kafka: KafkaConfig::default(),
             registry: RegistryConfig::default(),
-            database: DatabaseConfig::default(),
+            database: DatabaseConfig {
+                // Ledger lines are wide rows: smaller statements than the shared default.
+                rows_per_statement: 400,
+                ..DatabaseConfig::for_service(SERVICE)
+            },
             ops: OpsConfig::default(),
             topic: "tillstream.store-events".into(),
             compensations_topic: "tillstream.compensations".into(),
@@ -59,30 +64,6 @@ impl Default for Config {
             stores_file: "config/fleet/stores.csv".into(),
             close: CloseConfig::default(),
             destination: DestinationConfig::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct DatabaseConfig {
-    /// `postgres://...`, `sqlite://path` or a plain file path (SQLite, created if missing).
-    pub url: String,
-    /// Pool size.
-    pub max_connections: u32,
-    /// SQLite: how long a writer waits for another connection's write lock.
-    pub busy_timeout_ms: u64,
-    /// Rows per multi-row insert (capped by the driver's bind-parameter limit).
-    pub rows_per_statement: usize,
-}
-
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        DatabaseConfig {
-            url: "data/finance-export.db".into(),
-            max_connections: 4,
-            busy_timeout_ms: 60_000,
-            rows_per_statement: 400,
         }
     }
 }

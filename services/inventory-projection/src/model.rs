@@ -5,6 +5,10 @@
 //! tables as applying the whole stream at once. Every delta composes associatively with the row it
 //! lands on (sums, maxima, "latest in stream order", first-wins coalesce, and for stock an
 //! add-or-set operation), and `db/sql/*.sql` mirror each composition rule in their upserts.
+//!
+//! Why one file (~600 lines): each delta type sits next to the composition rule its SQL mirrors;
+//! splitting by table would separate rules that must be read together (stock add-or-set with the
+//! ledger).
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 

@@ -10,6 +10,9 @@
 //!   resolves to the same schema text;
 //! - two submissions are the same schema iff their identity keys are equal (sorted-key JSON plus
 //!   references, see `schema::identity_key`): a changed default is a different schema.
+//!
+//! Why one file (~890 lines): the store's invariants (ids never reused, identity keys, soft vs hard
+//! delete) hold across every operation; they are kept in one place with their tests.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;

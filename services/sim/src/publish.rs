@@ -5,6 +5,10 @@
 //! [`DeviceLedger`] until a sync receipt from the cloud covers it (re-sending what a receipt lists
 //! missing, and what stays uncovered too long): a PUBACK only means the broker took it, and a broker
 //! crash can still lose it. Duplicates, never loss.
+//!
+//! Why one file (~630 lines): the publisher's connection loop, PUBACK bookkeeping and receipt
+//! handling all drive one device's [`DeviceLedger`]; the ledger itself (pure) is apart in
+//! `device.rs`.
 
 use std::time::{Duration, Instant};
 

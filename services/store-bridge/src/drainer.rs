@@ -74,8 +74,8 @@ pub struct Drainer<A> {
     /// How long a quarantined topic's records are set aside before one is tried again.
     pub quarantine_recheck: Duration,
     /// The topics it will produce to: their metadata is fetched before the first record, so a
-    /// backlog does not wait on it (measured: the first delivery of a 50k drain into tansu came
-    /// 1.1 s after the first message without it, 0.6 s with it).
+    /// backlog does not wait on it (the first delivery of a backlog came about twice as soon with
+    /// it; BENCHMARKS.md, store bridge).
     pub topics: Vec<String>,
 }
 
@@ -401,10 +401,10 @@ impl<A: Send + 'static> Drainer<A> {
 /// The drainer's window: how many records it keeps produced and unconfirmed. It adapts to Kafka's
 /// pace: about `window_ms` worth of deliveries, between `min` (1,000) and `max` (`max_in_flight`).
 /// A window far deeper than the broker drains only makes librdkafka's broker thread spin
-/// (measured: >50% of the bridge's CPU against a slow tansu); one too shallow leaves the broker idle.
+/// (most of the bridge's CPU against a slow tansu); one too shallow leaves the broker idle.
 ///
-/// It starts wide (nothing is known of the broker yet, and a broker's first answers can be slow:
-/// tansu SQLite takes ~0.8 s for the first 10% of a backlog), learns only from samples that saw
+/// It starts wide (nothing is known of the broker yet, and a broker's first answers can be slow,
+/// tansu SQLite's especially), learns only from samples that saw
 /// deliveries (a sample spent waiting teaches nothing), and opens wide again after an idle spell.
 struct Window {
     min: usize,

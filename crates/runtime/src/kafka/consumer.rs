@@ -14,6 +14,10 @@
 //! Delivery guarantee: at-least-once. Offsets are stored only when the service says its effects are
 //! durable ([`InputConsumer::store_offsets`]) and committed by the auto-commit timer, on revoke and on
 //! shutdown.
+//!
+//! Why one file (~600 lines): the consumer, its assignment modes and the empty-assignment watchdog
+//! share one rebalance callback context and its state; split, each part would reach into the
+//! others' fields.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};

@@ -37,6 +37,9 @@
 //! [`keys`]: 4 loyalty double redemption, 5 duplicate business key. [`collision`]: 7 identity
 //! collisions from the dedup, taken into the queue as they are. [`records`] renders verdicts as
 //! the Avro records the service writes.
+//!
+//! Why one file (~1,000 lines): the detector's event dispatch, verdict diffing and replay are the
+//! core's one public surface; the rules themselves are in the files named above.
 
 pub mod collision;
 pub mod keys;

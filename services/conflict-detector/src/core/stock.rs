@@ -10,6 +10,10 @@
 //! shrink and a transfer out take; a COUNT with `expected_on_hand` moves stock by
 //! `counted - expected` (the counter's own correction, which commutes with sales arriving late); a
 //! COUNT without it sets on-hand to the counted figure.
+//!
+//! Why one file (~830 lines): the three stock rules (oversell, reservation breach, stale count)
+//! judge the same event-time timeline in one pass; splitting them would re-walk or share its cursor
+//! across files.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use sqlx::{Acquire, AssertSqlSafe, Row};
 
 use super::rows::{V, in_list, insert_rows, ph};
-use super::{Db, DbError};
+use super::{Db, DbError, OFFSETS};
 use crate::core::{CloseFigures, Line};
 
 /// One admitted event as the ledger stores it.
@@ -56,11 +56,11 @@ impl Db {
     /// The ids among `ids` the gate already holds.
     pub async fn known(&self, ids: &[&str]) -> Result<HashSet<String>, DbError> {
         let mut out = HashSet::new();
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool().acquire().await?;
         for chunk in ids.chunks(500) {
             let sql = format!(
                 "SELECT event_id FROM fe_event WHERE event_id IN {}",
-                in_list(self.backend, 1, chunk.len())
+                in_list(self.backend(), 1, chunk.len())
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for id in chunk {
@@ -81,8 +81,8 @@ impl Db {
         next: &BTreeMap<(String, i32), i64>,
         now_ms: i64,
     ) -> Result<Applied, DbError> {
-        let b = self.backend;
-        let mut conn = self.pool.acquire().await?;
+        let b = self.backend();
+        let mut conn = self.pool().acquire().await?;
         let mut tx = conn.begin().await?;
         let mut applied = Applied {
             events: events.len(),
@@ -231,21 +231,13 @@ impl Db {
                 .await?;
         }
 
-        let offset_rows: Vec<Vec<V>> = next
-            .iter()
-            .map(|((t, p), o)| vec![t.as_str().into(), (*p).into(), (*o).into()])
-            .collect();
-        insert_rows(
-            &mut tx,
-            b,
-            self.rows_per_statement,
-            "INSERT INTO fe_consumer_offset (topic, kafka_partition, next_offset)",
-            "ON CONFLICT (topic, kafka_partition) DO UPDATE SET next_offset = \
-             excluded.next_offset",
-            3,
-            &offset_rows,
-        )
-        .await?;
+        let mut by_topic: BTreeMap<&str, BTreeMap<i32, i64>> = BTreeMap::new();
+        for ((t, p), o) in next {
+            by_topic.entry(t.as_str()).or_default().insert(*p, *o);
+        }
+        for (topic, next) in &by_topic {
+            OFFSETS.advance(&mut tx, b, topic, next).await?;
+        }
         tx.commit().await?;
         Ok(applied)
     }
@@ -253,7 +245,7 @@ impl Db {
     /// The bench's baseline: the same event and line rows as [`Db::apply`] writes, inserted in one
     /// transaction with plain multi-row INSERTs (no gate, no store-days, no offsets).
     pub async fn insert_plain(&self, events: &[Booked]) -> Result<(), DbError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool().acquire().await?;
         let mut tx = conn.begin().await?;
         let event_rows: Vec<Vec<V>> = events
             .iter()
@@ -277,7 +269,7 @@ impl Db {
             .collect();
         insert_rows(
             &mut tx,
-            self.backend,
+            self.backend(),
             self.rows_per_statement,
             "INSERT INTO bench_event (event_id, store_id, device_id, seq, business_date, kind, \
              order_ref, currency, n_lines, refused, topic, kafka_partition, kafka_offset)",
@@ -306,7 +298,7 @@ impl Db {
             .collect();
         insert_rows(
             &mut tx,
-            self.backend,
+            self.backend(),
             self.rows_per_statement,
             "INSERT INTO bench_line (event_id, line_no, source, reference, sku, tender, \
              account_role, account_code, debit_minor, credit_minor)",
@@ -321,16 +313,7 @@ impl Db {
 
     /// The next offset per partition of `topic` the database holds.
     pub async fn offsets(&self, topic: &str) -> Result<BTreeMap<i32, i64>, DbError> {
-        let sql = format!(
-            "SELECT kafka_partition, next_offset FROM fe_consumer_offset WHERE topic = {}",
-            ph(self.backend, 1)
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(topic.to_string())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get::<i64, _>(0)? as i32, r.try_get::<i64, _>(1)?)))
-            .collect()
+        let mut conn = self.pool().acquire().await?;
+        Ok(OFFSETS.read(&mut conn, topic).await?)
     }
 }

@@ -46,7 +46,7 @@ impl Db {
     /// Numbers the store's next export, assigns it every undelivered line of the store up to its
     /// day, marks the day exported (a day export) and records the reconciliation it reports.
     pub async fn assign_export(&self, e: &NewExport) -> Result<i64, DbError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool().acquire().await?;
         let mut tx = conn.begin().await?;
         let next: i64 = sqlx::query(AssertSqlSafe(
             self.sql("SELECT COALESCE(MAX(export_seq), 0) + 1 FROM fe_export WHERE store_id = $1"),
@@ -107,7 +107,7 @@ impl Db {
             .collect::<Result<_, DbError>>()?;
         insert_rows(
             &mut tx,
-            self.backend,
+            self.backend(),
             self.rows_per_statement,
             "INSERT INTO fe_export_recon (store_id, export_seq, business_date, device_id, status, \
              revised, record)",
@@ -152,7 +152,7 @@ impl Db {
             .bind(i64::from(to))
             .bind(store.unwrap_or("").to_string())
             .bind(store.unwrap_or("").to_string())
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         rows.iter().map(Db::meta).collect()
     }
@@ -163,7 +163,7 @@ impl Db {
             "SELECT store_id, export_seq, business_date, kind, name, reason, missing_close, \
              delivered FROM fe_export WHERE delivered = 0 ORDER BY store_id, export_seq",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter().map(Db::meta).collect()
     }
@@ -174,7 +174,7 @@ impl Db {
         )))
         .bind(store.to_string())
         .bind(export_seq)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         Ok(())
     }
@@ -191,7 +191,7 @@ impl Db {
         )))
         .bind(store.to_string())
         .bind(export_seq)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(|r| {
@@ -211,7 +211,7 @@ impl Db {
         )))
         .bind(store.unwrap_or("").to_string())
         .bind(store.unwrap_or("").to_string())
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(|r| Ok(serde_json::from_str(&r.try_get::<String, _>(0)?)?))

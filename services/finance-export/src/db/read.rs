@@ -71,7 +71,7 @@ impl Db {
         // Templates number their placeholders $1..$n; SQLite takes them positionally as `?`.
         let mut s = template.to_string();
         for n in (1..=9).rev() {
-            s = s.replace(&format!("${n}"), &ph(self.backend, n));
+            s = s.replace(&format!("${n}"), &ph(self.backend(), n));
         }
         s
     }
@@ -89,7 +89,7 @@ impl Db {
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(store.to_string())
             .bind(export_seq)
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         rows.iter().map(ledger_line).collect()
     }
@@ -103,7 +103,7 @@ impl Db {
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(store.to_string())
             .bind(i64::from(date))
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         rows.iter().map(ledger_line).collect()
     }
@@ -114,7 +114,7 @@ impl Db {
             "SELECT store_id, business_date FROM fe_store_day WHERE exported = 0 \
              ORDER BY store_id, business_date",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get::<i64, _>(1)? as i32)))
@@ -128,7 +128,7 @@ impl Db {
         );
         let v: Option<i64> = sqlx::query(AssertSqlSafe(sql))
             .bind(store.to_string())
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await?
             .try_get(0)?;
         Ok(v.map(|d| d as i32))
@@ -152,7 +152,7 @@ impl Db {
             for r in sqlx::query(AssertSqlSafe(sql))
                 .bind(store.to_string())
                 .bind(i64::from(date))
-                .fetch_all(&self.pool)
+                .fetch_all(self.pool())
                 .await?
             {
                 set.insert(r.try_get(0)?);
@@ -169,7 +169,7 @@ impl Db {
              ON d.store_id = e.store_id AND d.business_date = e.business_date \
              WHERE d.exported = 1 AND e.export_seq IS NULL AND e.n_lines > 0",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         for r in unflagged {
             let store: String = r.try_get(0)?;
@@ -181,14 +181,14 @@ impl Db {
             sqlx::query(AssertSqlSafe(sql))
                 .bind(store)
                 .bind(now_ms)
-                .execute(&self.pool)
+                .execute(self.pool())
                 .await?;
         }
         let rows = sqlx::query(
             "SELECT store_id, pending_since_ms FROM fe_store WHERE pending_since_ms IS NOT NULL \
              ORDER BY store_id",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
@@ -219,7 +219,7 @@ impl Db {
             .bind(store.to_string())
             .bind(i64::from(date))
             .bind(device.to_string())
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?
         {
             any = true;
@@ -245,7 +245,7 @@ impl Db {
             .bind(store.to_string())
             .bind(i64::from(date))
             .bind(device.to_string())
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?
         {
             let source: String = r.try_get(0)?;
@@ -292,7 +292,7 @@ impl Db {
             .bind(store.to_string())
             .bind(i64::from(date))
             .bind(device.to_string())
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         rows.iter()
             .map(|r| {
@@ -322,7 +322,7 @@ impl Db {
             .bind(store.to_string())
             .bind(i64::from(date))
             .bind(device.to_string())
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
@@ -342,7 +342,7 @@ impl Db {
             .bind(device.to_string())
             .bind(from)
             .bind(to)
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
@@ -364,7 +364,7 @@ impl Db {
             .bind(store.to_string())
             .bind(i64::from(date))
             .bind(device.to_string())
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?
         {
             let (id, seq, kind, reason): (String, i64, String, String) =
@@ -381,7 +381,7 @@ impl Db {
             .bind(store.to_string())
             .bind(i64::from(date))
             .bind(device.to_string())
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?
         {
             let (id, seq, order): (String, i64, String) =
@@ -396,11 +396,11 @@ impl Db {
     /// Counts of ledger rows (tests and `tillctl`): (events, lines).
     pub async fn counts(&self) -> Result<(i64, i64), DbError> {
         let e: i64 = sqlx::query("SELECT COUNT(*) FROM fe_event")
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await?
             .try_get(0)?;
         let l: i64 = sqlx::query("SELECT COUNT(*) FROM fe_line")
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await?
             .try_get(0)?;
         Ok((e, l))
@@ -409,7 +409,7 @@ impl Db {
     /// The stores of the ledger's store-days.
     pub async fn stores(&self) -> Result<Vec<String>, DbError> {
         let rows = sqlx::query("SELECT DISTINCT store_id FROM fe_store_day ORDER BY store_id")
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
@@ -419,7 +419,7 @@ impl Db {
         let rows = sqlx::query(
             "SELECT store_id, COUNT(*) FROM fe_store_day WHERE exported = 0 GROUP BY store_id",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))

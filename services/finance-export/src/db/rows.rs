@@ -1,8 +1,9 @@
-//! Multi-row statements: one `INSERT ... VALUES (...), (...)` per chunk of rows, the chunk capped
-//! by the driver's bind-parameter limit. No delivery guarantee of its own (runs inside the
-//! caller's transaction).
+//! Rows of dynamically typed values for the runtime's multi-row statements, and placeholders for
+//! hand-written statements. No delivery guarantee of its own (runs inside the caller's
+//! transaction).
 
-use sqlx::{AnyConnection, AssertSqlSafe};
+use sqlx::AnyConnection;
+use tillstream_runtime::sql::RowsStatement;
 
 use super::{Backend, DbError};
 
@@ -34,34 +35,8 @@ impl From<i32> for V {
     }
 }
 
-/// `(?, ?, ?), (?, ?, ?)` for SQLite, `($1, $2, $3), ($4, $5, $6)` for PostgreSQL.
-pub(crate) fn values_sql(backend: Backend, rows: usize, cols: usize) -> String {
-    let mut s = String::with_capacity(rows * cols * 4);
-    let mut n = 0;
-    for r in 0..rows {
-        if r > 0 {
-            s.push_str(", ");
-        }
-        s.push('(');
-        for c in 0..cols {
-            if c > 0 {
-                s.push_str(", ");
-            }
-            n += 1;
-            match backend {
-                Backend::Sqlite => s.push('?'),
-                Backend::Postgres => {
-                    s.push('$');
-                    s.push_str(&n.to_string());
-                }
-            }
-        }
-        s.push(')');
-    }
-    s
-}
-
-/// Runs `head VALUES ... tail` over `rows` (each `cols` values) in chunks.
+/// Runs `head VALUES ... tail` over `rows` (each `cols` values) in chunks under the driver's
+/// bind-parameter limit (the runtime's [`RowsStatement`]).
 pub(crate) async fn insert_rows(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -71,14 +46,8 @@ pub(crate) async fn insert_rows(
     cols: usize,
     rows: &[Vec<V>],
 ) -> Result<(), DbError> {
-    let per = rows_per_statement.min(backend.max_params() / cols).max(1);
-    for chunk in rows.chunks(per) {
-        let sql = format!(
-            "{head} VALUES {} {tail}",
-            values_sql(backend, chunk.len(), cols)
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for row in chunk {
+    RowsStatement::new(head, cols, tail)
+        .run(conn, backend, rows_per_statement, rows, |mut q, row| {
             debug_assert_eq!(row.len(), cols);
             for v in row {
                 q = match v {
@@ -86,9 +55,9 @@ pub(crate) async fn insert_rows(
                     V::I(i) => q.bind(*i),
                 };
             }
-        }
-        q.execute(&mut *conn).await?;
-    }
+            q
+        })
+        .await?;
     Ok(())
 }
 
@@ -112,8 +81,6 @@ mod tests {
 
     #[test]
     fn placeholders_per_backend() {
-        assert_eq!(values_sql(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
-        assert_eq!(values_sql(Backend::Postgres, 2, 2), "($1, $2), ($3, $4)");
         assert_eq!(in_list(Backend::Postgres, 3, 2), "($3, $4)");
     }
 }

@@ -5,6 +5,10 @@
 //! commit (full, or failing), nothing is acked (MQTT keeps the messages), deletes keep being
 //! committed (a reserve file is given back to make room for them), and appends resume by themselves
 //! once the disk has room again.
+//!
+//! Why one file (~630 lines): the writer is one task whose states (appending, disk full,
+//! recovering) share the reserve file and the commit path; the disk probes are in `disk.rs`,
+//! reading in `reader.rs`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
