@@ -141,3 +141,85 @@ mod tests {
         assert_eq!(cpu_seconds(u32::MAX), 0.0);
     }
 }
+
+/// The environment variable that puts a bench binary in [`MockBroker`] child mode.
+const MOCK_CHILD_ENV: &str = "TILLSTREAM_BENCH_MOCK_BROKER_CHILD";
+
+/// librdkafka's MockCluster in a child process (the bench binary itself, re-run), so the broker's
+/// CPU is not counted as the service's. The child serves until the parent drops this handle.
+///
+/// A bench's `main` starts with `if MockBroker::serve_if_child(&topics) { return; }`.
+#[derive(Debug)]
+pub struct MockBroker {
+    /// The re-run bench binary hosting the cluster; its stdin closing ends it.
+    child: Child,
+    /// The cluster's bootstrap servers, as the child printed them.
+    brokers: String,
+}
+
+impl MockBroker {
+    /// Starts the child; it creates `topics` (12 partitions each, see [`serve_if_child`]) before it
+    /// prints its address.
+    ///
+    /// [`serve_if_child`]: MockBroker::serve_if_child
+    pub fn spawn() -> MockBroker {
+        use std::io::BufRead;
+        let mut child = Command::new(std::env::current_exe().expect("own binary"))
+            .env(MOCK_CHILD_ENV, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mock broker child");
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut first)
+            .expect("mock broker address");
+        MockBroker {
+            child,
+            brokers: first.trim().to_string(),
+        }
+    }
+
+    /// Child mode: when this process is a [`MockBroker`] child, serves a MockCluster with `topics`
+    /// (12 partitions each; MockCluster times admin requests out, so they are created here) until
+    /// stdin closes, and returns true (the bench's `main` then returns). False in the parent.
+    pub fn serve_if_child<S: AsRef<str>>(topics: &[S]) -> bool {
+        if std::env::var_os(MOCK_CHILD_ENV).is_none() {
+            return false;
+        }
+        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        for t in topics {
+            cluster.create_topic(t.as_ref(), 12, 1).expect("topic");
+        }
+        println!("{}", cluster.bootstrap_servers());
+        let mut sink = String::new();
+        while std::io::stdin()
+            .read_line(&mut sink)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {}
+        true
+    }
+
+    /// Client settings for the cluster.
+    pub fn kafka(&self) -> KafkaConfig {
+        KafkaConfig {
+            brokers: self.brokers.clone(),
+            session_timeout_ms: 6_000,
+            ..KafkaConfig::default()
+        }
+    }
+
+    /// The child's pid (its CPU is the broker's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for MockBroker {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}

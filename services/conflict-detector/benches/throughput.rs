@@ -29,7 +29,7 @@ use tillstream_conflict_detector::decode::store_event_with;
 use tillstream_conflict_detector::fixtures;
 use tillstream_contracts::{DeviceEvent, EventKind, Registry, codec};
 use tillstream_integration_tests::TestRegistry;
-use tillstream_integration_tests::bench::{TansuMemory, cpu_seconds};
+use tillstream_integration_tests::bench::{MockBroker, TansuMemory, cpu_seconds};
 use tillstream_runtime::CancellationToken;
 use tillstream_runtime::kafka::{self, Assignment, KafkaConfig, headers};
 
@@ -330,55 +330,21 @@ async fn on_broker(
     }
 }
 
-/// Child mode: a MockCluster with the detector's topics, in its own process (its CPU is not the
-/// service's), serving until stdin closes.
-fn mock_broker_child() {
-    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-    for t in TOPICS {
-        cluster.create_topic(t, 12, 1).expect("topic");
-    }
-    println!("{}", cluster.bootstrap_servers());
-    let mut sink = String::new();
-    while std::io::stdin()
-        .read_line(&mut sink)
-        .map(|n| n > 0)
-        .unwrap_or(false)
-    {}
-}
-
 async fn on_mock_cluster(
     registry: &TestRegistry,
     w: &fixtures::Workload,
     records: &[(String, Vec<u8>)],
 ) {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .env("DETECTOR_BENCH_MOCK_CHILD", "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("mock broker child");
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let kafka_cfg = KafkaConfig {
-        brokers: first.trim().to_string(),
-        session_timeout_ms: 6_000,
-        ..KafkaConfig::default()
-    };
+    let broker = MockBroker::spawn();
     on_broker(
         "mock cluster (own process)",
-        kafka_cfg,
+        broker.kafka(),
         registry,
         w,
         records,
-        Some(child.id()),
+        Some(broker.pid()),
     )
     .await;
-    drop(child.stdin.take());
-    let _ = child.wait();
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -386,8 +352,7 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / test discovery
     }
-    if std::env::var("DETECTOR_BENCH_MOCK_CHILD").is_ok() {
-        mock_broker_child();
+    if MockBroker::serve_if_child(&TOPICS) {
         return;
     }
     let n: usize = std::env::var("DETECTOR_BENCH_N")

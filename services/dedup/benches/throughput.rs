@@ -31,7 +31,7 @@ use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tillstream_dedup::core::{CoreConfig, Input, PartitionDedup};
 use tillstream_dedup::decode::{Decoded, decode_with};
-use tillstream_integration_tests::bench::{TansuMemory, cpu_seconds};
+use tillstream_integration_tests::bench::{MockBroker, TansuMemory, cpu_seconds};
 use tillstream_integration_tests::{Stack, Svc, TestRegistry, apply_topology};
 use tillstream_runtime::CancellationToken;
 use tillstream_runtime::kafka::KafkaConfig;
@@ -332,53 +332,25 @@ async fn create_topics(kafka: &KafkaConfig, topics: &[String]) {
     }
 }
 
-/// Child mode: a librdkafka MockCluster with the dedup topics, in its own process (so its CPU is
-/// not counted as the service's), serving until stdin closes.
-fn mock_broker_child() {
-    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-    cluster.create_topic(RAW, 12, 1).expect("topic");
+/// Every topic the bench's runs use (the MockCluster child creates them itself).
+fn mock_topics() -> Vec<String> {
+    let mut topics = vec![RAW.to_string()];
     for r in [Receipts::On, Receipts::Off] {
-        for t in output_topics(r) {
-            cluster.create_topic(&t, 12, 1).expect("topic");
-        }
+        topics.extend(output_topics(r));
     }
-    println!("{}", cluster.bootstrap_servers());
-    let mut sink = String::new();
-    while std::io::stdin()
-        .read_line(&mut sink)
-        .map(|n| n > 0)
-        .unwrap_or(false)
-    {}
+    topics
 }
 
 async fn on_mock_cluster(registry: &TestRegistry, w: &Workload) {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .env("DEDUP_BENCH_MOCK_CHILD", "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("mock broker child");
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let kafka = KafkaConfig {
-        brokers: first.trim().to_string(),
-        session_timeout_ms: 6_000,
-        ..KafkaConfig::default()
-    };
+    let broker = MockBroker::spawn();
     on_broker(
         "mock cluster (own process)",
-        kafka,
+        broker.kafka(),
         registry,
         w,
-        Some(child.id()),
+        Some(broker.pid()),
     )
     .await;
-    drop(child.stdin.take());
-    let _ = child.wait();
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -386,8 +358,7 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / test discovery
     }
-    if std::env::var("DEDUP_BENCH_MOCK_CHILD").is_ok() {
-        mock_broker_child();
+    if MockBroker::serve_if_child(&mock_topics()) {
         return;
     }
     let n: usize = std::env::var("DEDUP_BENCH_N")

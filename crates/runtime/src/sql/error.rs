@@ -25,6 +25,25 @@ pub enum SqlError {
     },
 }
 
+/// Lets `?` turn sqlx's and the migrator's errors into a service's own database error, through the
+/// variant that holds a [`SqlError`]: `tillstream_runtime::from_sql_errors!(DbError, Sql);`.
+/// (Rust's `?` makes one conversion, not two.)
+#[macro_export]
+macro_rules! from_sql_errors {
+    ($error:ty, $variant:ident) => {
+        impl From<::sqlx::Error> for $error {
+            fn from(e: ::sqlx::Error) -> Self {
+                Self::$variant($crate::sql::SqlError::from(e))
+            }
+        }
+        impl From<::sqlx::migrate::MigrateError> for $error {
+            fn from(e: ::sqlx::migrate::MigrateError) -> Self {
+                Self::$variant($crate::sql::SqlError::from(e))
+            }
+        }
+    };
+}
+
 impl Classify for SqlError {
     fn class(&self) -> ErrorClass {
         match self {

@@ -52,17 +52,7 @@ pub enum DbError {
     Invalid(String),
 }
 
-impl From<sqlx::Error> for DbError {
-    fn from(e: sqlx::Error) -> Self {
-        DbError::Sql(e.into())
-    }
-}
-
-impl From<sqlx::migrate::MigrateError> for DbError {
-    fn from(e: sqlx::migrate::MigrateError) -> Self {
-        DbError::Sql(e.into())
-    }
-}
+tillstream_runtime::from_sql_errors!(DbError, Sql);
 
 impl Classify for DbError {
     fn class(&self) -> ErrorClass {
