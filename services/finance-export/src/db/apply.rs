@@ -88,26 +88,7 @@ impl Db {
             events: events.len(),
             ..Applied::default()
         };
-        let event_rows: Vec<Vec<V>> = events
-            .iter()
-            .map(|e| {
-                vec![
-                    e.event_id.as_str().into(),
-                    e.store_id.as_str().into(),
-                    e.device_id.as_str().into(),
-                    e.seq.into(),
-                    e.business_date.into(),
-                    e.kind.into(),
-                    e.order_ref.as_str().into(),
-                    e.currency.as_str().into(),
-                    (e.lines.len() as i64).into(),
-                    e.refused.unwrap_or("").into(),
-                    e.topic.as_str().into(),
-                    e.partition.into(),
-                    e.offset.into(),
-                ]
-            })
-            .collect();
+        let event_rows = event_rows(events);
         insert_rows(
             &mut tx,
             b,
@@ -119,24 +100,7 @@ impl Db {
             &event_rows,
         )
         .await?;
-        let line_rows: Vec<Vec<V>> = events
-            .iter()
-            .flat_map(|e| e.lines.iter())
-            .map(|l| {
-                vec![
-                    l.event_id.as_str().into(),
-                    i64::from(l.line_no).into(),
-                    l.source.name().into(),
-                    l.reference.as_str().into(),
-                    l.sku.as_str().into(),
-                    l.tender.as_str().into(),
-                    l.role.name().into(),
-                    l.account_code.as_str().into(),
-                    l.debit_minor.into(),
-                    l.credit_minor.into(),
-                ]
-            })
-            .collect();
+        let line_rows = line_rows(events);
         applied.lines = line_rows.len();
         insert_rows(
             &mut tx,
@@ -247,26 +211,7 @@ impl Db {
     pub async fn insert_plain(&self, events: &[Booked]) -> Result<(), DbError> {
         let mut conn = self.pool().acquire().await?;
         let mut tx = conn.begin().await?;
-        let event_rows: Vec<Vec<V>> = events
-            .iter()
-            .map(|e| {
-                vec![
-                    e.event_id.as_str().into(),
-                    e.store_id.as_str().into(),
-                    e.device_id.as_str().into(),
-                    e.seq.into(),
-                    e.business_date.into(),
-                    e.kind.into(),
-                    e.order_ref.as_str().into(),
-                    e.currency.as_str().into(),
-                    (e.lines.len() as i64).into(),
-                    e.refused.unwrap_or("").into(),
-                    e.topic.as_str().into(),
-                    e.partition.into(),
-                    e.offset.into(),
-                ]
-            })
-            .collect();
+        let event_rows = event_rows(events);
         insert_rows(
             &mut tx,
             self.backend(),
@@ -278,24 +223,7 @@ impl Db {
             &event_rows,
         )
         .await?;
-        let line_rows: Vec<Vec<V>> = events
-            .iter()
-            .flat_map(|e| e.lines.iter())
-            .map(|l| {
-                vec![
-                    l.event_id.as_str().into(),
-                    i64::from(l.line_no).into(),
-                    l.source.name().into(),
-                    l.reference.as_str().into(),
-                    l.sku.as_str().into(),
-                    l.tender.as_str().into(),
-                    l.role.name().into(),
-                    l.account_code.as_str().into(),
-                    l.debit_minor.into(),
-                    l.credit_minor.into(),
-                ]
-            })
-            .collect();
+        let line_rows = line_rows(events);
         insert_rows(
             &mut tx,
             self.backend(),
@@ -316,4 +244,50 @@ impl Db {
         let mut conn = self.pool().acquire().await?;
         Ok(OFFSETS.read(&mut conn, topic).await?)
     }
+}
+
+/// `fe_event` rows (the gate's columns) of `events`, in column order.
+fn event_rows(events: &[Booked]) -> Vec<Vec<V>> {
+    events
+        .iter()
+        .map(|e| {
+            vec![
+                e.event_id.as_str().into(),
+                e.store_id.as_str().into(),
+                e.device_id.as_str().into(),
+                e.seq.into(),
+                e.business_date.into(),
+                e.kind.into(),
+                e.order_ref.as_str().into(),
+                e.currency.as_str().into(),
+                (e.lines.len() as i64).into(),
+                e.refused.unwrap_or("").into(),
+                e.topic.as_str().into(),
+                e.partition.into(),
+                e.offset.into(),
+            ]
+        })
+        .collect()
+}
+
+/// `fe_line` rows (the double-entry lines) of `events`, in column order.
+fn line_rows(events: &[Booked]) -> Vec<Vec<V>> {
+    events
+        .iter()
+        .flat_map(|e| e.lines.iter())
+        .map(|l| {
+            vec![
+                l.event_id.as_str().into(),
+                i64::from(l.line_no).into(),
+                l.source.name().into(),
+                l.reference.as_str().into(),
+                l.sku.as_str().into(),
+                l.tender.as_str().into(),
+                l.role.name().into(),
+                l.account_code.as_str().into(),
+                l.debit_minor.into(),
+                l.credit_minor.into(),
+            ]
+        })
+        .collect()
 }
