@@ -109,6 +109,11 @@ enum Command {
         /// Skip the Kafka checks.
         #[arg(long)]
         no_kafka: bool,
+        /// The conflict detector's database (sqlite://... or postgres://...): check its verdicts
+        /// per rule (after waiting for it to catch up when --wait-secs is set); omit when the run
+        /// has no detector (its rows are n/a).
+        #[arg(long)]
+        conflicts_db: Option<String>,
         #[command(flatten)]
         mqtt: MqttArgs,
         /// Skip the check of the price lists retained on the stores' MQTT catalog topics.
@@ -139,6 +144,9 @@ struct CloudArgs {
     registry: String,
     #[arg(long, default_value = "tillstream.catalog.downlink")]
     downlink_topic: String,
+    /// Append-only history of every approved list (the conflict detector replays it); "" = none.
+    #[arg(long, default_value = "tillstream.price-lists.history")]
+    history_topic: String,
     /// Kafka idempotent producer (off for tansu, whose idempotence bookkeeping breaks on restart).
     #[arg(long, env = "TILLSTREAM_KAFKA_IDEMPOTENCE", default_value_t = false)]
     idempotence: bool,
@@ -205,7 +213,7 @@ fn write_plan(plan: &Plan, dir: &std::path::Path) -> anyhow::Result<()> {
 fn summary(plan: &Plan) -> String {
     let t = &plan.truth;
     format!(
-        "devices={} store_events={} health={} publishes={} (duplicates={} collisions={} poison={}) gaps={} oversold={}",
+        "devices={} store_events={} health={} publishes={} (duplicates={} collisions={} poison={}) gaps={} oversold={} conflicts={}",
         plan.devices.len(),
         t.store_event_ids.len(),
         t.health_events,
@@ -214,7 +222,8 @@ fn summary(plan: &Plan) -> String {
         t.published.get("collision").copied().unwrap_or(0),
         t.published.get("poison").copied().unwrap_or(0),
         t.gaps.len(),
-        t.oversold.len()
+        t.oversold.len(),
+        t.conflicts.values().map(|m| m.len()).sum::<usize>()
     )
 }
 
@@ -283,6 +292,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     idempotence: cloud.idempotence,
                     ..Default::default()
                 };
+                if !cloud.history_topic.is_empty() {
+                    tillstream_sim::history::publish_price_history(
+                        &plan,
+                        &kafka,
+                        &registry,
+                        &cloud.history_topic,
+                    )
+                    .await?;
+                }
                 let n =
                     publish::publish_price_lists(&plan, &kafka, &registry, &cloud.downlink_topic)
                         .await?;
@@ -327,6 +345,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             registry,
             db,
             no_kafka,
+            conflicts_db,
             mqtt,
             no_mqtt,
             max_listed,
@@ -356,8 +375,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            let kafka = if no_kafka {
-                None
+            let (kafka, conflicts) = if no_kafka {
+                (None, None)
             } else {
                 let registry = Registry::new(RegistryConfig {
                     url: registry,
@@ -368,7 +387,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     brokers,
                     ..Default::default()
                 };
-                Some(oracle::observe_kafka(&cfg, &registry, &oracle::Topics::default()).await?)
+                let topics = oracle::Topics::default();
+                let conflicts = match &conflicts_db {
+                    Some(url) => {
+                        if wait_secs > 0 {
+                            let wait = Duration::from_secs(wait_secs);
+                            let settle = Duration::from_secs(3);
+                            match oracle::wait_conflicts_drained(&cfg, &topics, url, wait, settle)
+                                .await
+                            {
+                                Ok(p) => println!("conflict detector caught up: {p:?}"),
+                                Err(p) => println!(
+                                    "conflict detector still busy after {wait_secs}s: {p:?}; checking anyway"
+                                ),
+                            }
+                        }
+                        Some(oracle::observe_conflicts(&cfg, &registry, &topics).await?)
+                    }
+                    None => None,
+                };
+                (
+                    Some(oracle::observe_kafka(&cfg, &registry, &topics).await?),
+                    conflicts,
+                )
             };
             let db = match db {
                 Some(url) => Some(oracle::observe_db(&url, &oracle::DbQueries::default()).await?),
@@ -390,6 +431,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 kafka: kafka.as_ref(),
                 db: db.as_ref(),
                 catalog: catalog.as_ref(),
+                conflicts: conflicts.as_ref(),
             };
             let report = oracle::compare(&truth, observed);
             print!("{}", report.render(max_listed));

@@ -41,6 +41,44 @@ pub struct Gap {
 
 const HOUR_MS: i64 = 3_600_000;
 
+/// The conflict detector's rules, by the name its records carry in `detail["rule"]`.
+pub const RULES: [&str; 7] = [
+    "oversell",
+    "reservation-breach",
+    "price-variance",
+    "loyalty-double-redemption",
+    "duplicate-business-key",
+    "stale-count",
+    "identity-collision",
+];
+
+/// A verdict the conflict detector must hold at the end of a run (not superseded): the event it is
+/// about (its record's first evidence id), the other evidence the plan knows it rests on, and how
+/// it must be classified (`info`, `auto-resolved`, `needs-review`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectedConflict {
+    pub store_id: String,
+    pub sku: Option<String>,
+    pub about: String,
+    /// Evidence event ids the record must name (the `about` event first).
+    pub evidence: Vec<String>,
+    pub triage: String,
+    /// Constructed on purpose by the plan (the others arise from the fleet's ordinary trading).
+    pub constructed: bool,
+}
+
+impl ExpectedConflict {
+    /// The key the oracle matches observed records on: `{store}/{sku or -}/{about}`.
+    pub fn key(&self) -> String {
+        conflict_key(&self.store_id, self.sku.as_deref(), &self.about)
+    }
+}
+
+/// See [`ExpectedConflict::key`].
+pub fn conflict_key(store: &str, sku: Option<&str>, about: &str) -> String {
+    format!("{store}/{}/{about}", sku.unwrap_or("-"))
+}
+
 /// The key of an hourly sales bucket: `{sku}@{hour_start_ms}`.
 pub fn hour_key(sku: &str, hour_start: i64) -> String {
     format!("{sku}@{hour_start}")
@@ -72,6 +110,10 @@ pub struct Truth {
     pub dead_letters: BTreeMap<String, u64>,
     /// (store, sku) constructed so two offline devices sold the last unit.
     pub oversold: BTreeSet<(String, String)>,
+    /// The conflict detector's verdicts at the end of the run: rule ([`RULES`], identity collisions
+    /// excepted: those are `collisions`) -> [`ExpectedConflict::key`] -> the verdict.
+    #[serde(default)]
+    pub conflicts: BTreeMap<String, BTreeMap<String, ExpectedConflict>>,
     /// Publishes by kind: events, duplicates, collision variants, poison.
     pub published: BTreeMap<String, u64>,
     /// The latest approved price list per store (its `price_list_id`): what the store's retained
@@ -190,6 +232,14 @@ impl Truth {
             }
             _ => {}
         }
+    }
+
+    /// Records a verdict the detector must hold.
+    pub fn expect_conflict(&mut self, rule: &str, c: ExpectedConflict) {
+        self.conflicts
+            .entry(rule.to_string())
+            .or_default()
+            .insert(c.key(), c);
     }
 
     pub fn count_published(&mut self, what: &str) {

@@ -42,7 +42,7 @@ pub fn compare(truth: &Truth, observed: Observed<'_>) -> Report {
 }
 
 /// A row for an output that was not checked (not observed, or no service produces it yet).
-fn not_checked(name: &str, expected: String) -> CheckResult {
+pub(super) fn not_checked(name: &str, expected: String) -> CheckResult {
     CheckResult {
         name: name.into(),
         expected,
@@ -71,7 +71,12 @@ const DB_ROWS: [&str; 5] = [
 
 /// Compares everything observed with the truth (pure): one row per fact the truth holds.
 pub fn compare_with(truth: &Truth, observed: Observed<'_>, allow: Allowances) -> Report {
-    let Observed { kafka, db, catalog } = observed;
+    let Observed {
+        kafka,
+        db,
+        catalog,
+        conflicts,
+    } = observed;
     let mut checks = Vec::new();
     match kafka {
         Some(k) => checks.extend(kafka_checks(truth, k, &allow)),
@@ -85,11 +90,11 @@ pub fn compare_with(truth: &Truth, observed: Observed<'_>, allow: Allowances) ->
         Some(c) => checks.push(catalog_check(truth, c)),
         None => checks.push(not_checked("price lists at stores", "-".into())),
     }
-    // Facts of the truth no service checks yet (the conflict detector and the finance export).
-    checks.push(not_checked(
-        "oversold (conflicts)",
-        truth.oversold.len().to_string(),
-    ));
+    match conflicts {
+        Some(c) => checks.extend(super::conflicts::checks(truth, c, &allow)),
+        None => checks.extend(super::conflicts::not_checked(truth)),
+    }
+    // Facts of the truth no service checks yet (the finance export).
     checks.push(not_checked("finance exports", "-".into()));
     Report { checks }
 }
@@ -414,6 +419,7 @@ mod tests {
             kafka: Some(&k),
             db: Some(&d),
             catalog: Some(&c),
+            conflicts: None,
         };
         let r = compare(&plan.truth, observed);
         assert!(r.passed(), "{}", r.render(10));
@@ -474,6 +480,7 @@ mod tests {
             kafka: Some(&k),
             db: Some(&d),
             catalog: Some(&cat),
+            conflicts: None,
         };
         let r = compare(&plan.truth, observed);
         assert!(!r.passed());
@@ -522,6 +529,7 @@ mod tests {
             kafka: Some(&k),
             db: Some(&d),
             catalog: None,
+            conflicts: None,
         };
         let mut allow = Allowances {
             heartbeats_lost: 3,

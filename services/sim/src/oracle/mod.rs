@@ -8,10 +8,14 @@
 //! - `observe`: the I/O (topics, database, MQTT) into the `*Observed` types below; read errors are
 //!   errors.
 //! - `compare` (pure): truth + observations -> [`Report`], one row per fact of the truth.
+//! - `observe_conflicts`: the conflict detector's records (I/O); `conflicts` (pure): its rows, one
+//!   per rule and one for its records.
 //! - `report`: [`CheckResult`], [`Report`] and its table.
 
 mod compare;
+mod conflicts;
 mod observe;
+mod observe_conflicts;
 mod report;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +27,7 @@ pub use observe::{
     DbQueries, MqttAccess, Progress, observe_catalog, observe_db, observe_kafka, progress,
     wait_drained,
 };
+pub use observe_conflicts::{ConflictsProgress, observe_conflicts, wait_conflicts_drained};
 pub use report::{CheckResult, Report};
 
 use crate::truth::Gap;
@@ -65,6 +70,40 @@ pub struct CatalogObserved {
     pub misplaced: Vec<String>,
 }
 
+/// One `ConflictDetected` of the conflict detector (its `detail` names rule and triage).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedConflict {
+    pub rule: String,
+    pub triage: String,
+    pub store_id: String,
+    pub sku: Option<String>,
+    /// Evidence; the event the verdict is about first.
+    pub event_ids: Vec<String>,
+}
+
+/// One `Compensation` (a reversal names the compensation it undoes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedCompensation {
+    pub conflict_id: String,
+    pub reverses: Option<String>,
+}
+
+/// What the conflict detector wrote on the conflicts and compensations topics.
+#[derive(Debug, Clone, Default)]
+pub struct ConflictsObserved {
+    /// Conflict id -> the detector's record.
+    pub detected: BTreeMap<String, ObservedConflict>,
+    /// Conflicts resolved as superseded (a later event changed the verdict).
+    pub superseded: BTreeSet<String>,
+    /// Record id (`tillstream-event-id`) -> copies, for every record the detector wrote on both
+    /// topics.
+    pub copies: BTreeMap<String, u64>,
+    /// Compensation id -> what it compensates.
+    pub compensations: BTreeMap<String, ObservedCompensation>,
+    /// Event ids of the dedup's identity collisions: what the detector's queue takes in (rule 7).
+    pub dedup_collisions: BTreeSet<String>,
+}
+
 /// What a correct at-least-once pipeline may still show, and why. Each allowance is derived from
 /// the fault a test injected (see [`Allowances::dedup_batches_replayed`]), never a round number.
 #[derive(Debug, Clone, Default)]
@@ -102,6 +141,8 @@ pub struct Observed<'a> {
     pub kafka: Option<&'a KafkaObserved>,
     pub db: Option<&'a DbObserved>,
     pub catalog: Option<&'a CatalogObserved>,
+    /// `None` when the run had no conflict detector (its rows are `n/a`).
+    pub conflicts: Option<&'a ConflictsObserved>,
 }
 
 /// Topics the oracle reads.
@@ -109,6 +150,8 @@ pub struct Observed<'a> {
 pub struct Topics {
     pub deduped: String,
     pub conflicts: String,
+    /// The conflict detector's compensating actions.
+    pub compensations: String,
     pub gaps: String,
     pub dead_letter: String,
     /// Device heartbeats as the bridge wrote them (not deduplicated).
@@ -122,6 +165,7 @@ impl Default for Topics {
         Topics {
             deduped: "tillstream.store-events".into(),
             conflicts: "tillstream.conflicts".into(),
+            compensations: "tillstream.compensations".into(),
             gaps: "tillstream.sequence-gaps".into(),
             dead_letter: "tillstream.dead-letter".into(),
             health: "tillstream.device-health.raw".into(),

@@ -93,7 +93,7 @@ pub async fn observe_catalog(
     Ok(seen)
 }
 
-async fn read(
+pub(super) async fn read(
     kafka_cfg: &KafkaConfig,
     topic: &str,
 ) -> Result<Vec<rdkafka::message::OwnedMessage>, OracleError> {
@@ -109,7 +109,7 @@ async fn read(
     .map_err(OracleError::from)
 }
 
-async fn decode<T: serde::de::DeserializeOwned>(
+pub(super) async fn decode<T: serde::de::DeserializeOwned>(
     registry: &Registry,
     topic: &str,
     payload: Option<&[u8]>,
@@ -334,7 +334,10 @@ pub struct Progress {
     pub partitions: usize,
 }
 
-fn watermarks(kafka_cfg: &KafkaConfig, topic: &str) -> Result<Vec<(i32, i64, i64)>, OracleError> {
+pub(super) fn watermarks(
+    kafka_cfg: &KafkaConfig,
+    topic: &str,
+) -> Result<Vec<(i32, i64, i64)>, OracleError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer = kafka_cfg
         .client_config("tillstream-oracle")

@@ -45,11 +45,12 @@ impl FleetGenerator {
 
     /// The truth was applied for every event as it was recorded: take the lost ones back out by
     /// recomputing it from the published events and heartbeats, keeping what planning recorded
-    /// beside the events (gaps, oversells, price lists).
+    /// beside the events (gaps, oversells, constructed conflicts, price lists).
     pub(super) fn recompute_truth_without_lost_events(&mut self) {
         let mut truth = Truth::new(CURRENCY);
         truth.gaps = std::mem::take(&mut self.truth.gaps);
         truth.oversold = std::mem::take(&mut self.truth.oversold);
+        truth.conflicts = std::mem::take(&mut self.truth.conflicts);
         truth.price_lists = std::mem::take(&mut self.truth.price_lists);
         for dev in &self.devices {
             for p in dev.events.iter().filter(|p| !p.missing) {

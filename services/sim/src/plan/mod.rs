@@ -14,12 +14,19 @@
 //! - `pricing`: shelf prices and the price lists the cloud approves;
 //! - `trading`: opening stock, then the trading loop, one method per kind of event;
 //! - `close`: every device's day close;
+//! - `conflicts`: the conflict detector's constructed cases (reservation breach, price variances,
+//!   double redemptions, a reused business key, stale counts), and every count's expectation
+//!   settled in event time once the lost events are known;
 //! - `losses`: the events devices lose (sequence gaps) and the truth recomputed without them;
+//! - `expect`: the oversells and price variances ordinary trading triggers too, computed in event
+//!   time (the truth names every verdict the detector must hold);
 //! - `steps`: the identity collisions, then how each device publishes (online, offline bursts,
 //!   replays, duplicates, collision variants);
 //! - `poison`: the payloads that must end up as dead letters.
 
 mod close;
+mod conflicts;
+mod expect;
 mod fleet;
 mod losses;
 mod poison;
@@ -32,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use tillstream_contracts::{DeviceEvent, PriceListApproved};
 
 use crate::truth::Truth;
+pub use conflicts::ConflictSpec;
 use fleet::FleetGenerator;
 use timeline::Timeline;
 
@@ -100,6 +108,8 @@ pub struct FleetSpec {
     pub missing: u32,
     /// Constructed oversells: two offline devices of one store both sell its last unit.
     pub oversell: u32,
+    /// The other rules' constructed cases (see `conflicts`; the truth names each expected verdict).
+    pub conflicts: ConflictSpec,
     /// One heartbeat every N store events of a device (0 = none).
     pub health_every: u32,
     /// Price lists the cloud approves during the run (each for one store, changing a few prices;
@@ -135,6 +145,7 @@ impl Default for FleetSpec {
             collisions: 3,
             missing: 4,
             oversell: 2,
+            conflicts: ConflictSpec::default(),
             health_every: 25,
             price_changes: 4,
             clock_skew_ms: 2 * 3_600_000,
@@ -255,7 +266,9 @@ pub fn generate(spec: &FleetSpec) -> Plan {
     fleet.trade(&timeline, opening_events);
     fleet.close_days(&timeline);
     fleet.lose_events();
+    fleet.settle_counts();
     fleet.recompute_truth_without_lost_events();
+    fleet.expect_conflicts();
     let collisions = fleet.pick_collisions();
     let mut devices = fleet.build_steps(&collisions);
     fleet.add_poison(&mut devices);

@@ -1,5 +1,6 @@
 //! The trading phase: opening stock, then the loop that spreads the run's store events over the
-//! timeline — price-list approvals when due, constructed oversells at fixed positions, and otherwise
+//! timeline — price-list approvals when due, constructed oversells at fixed positions, the other
+//! rules' constructed cases when due (`conflicts`), and otherwise
 //! a random device doing one thing: a sale (then a restock of whatever ran low), a refund, a stock
 //! adjustment or transfer, a reservation, a loyalty redemption; heartbeats every few events. Pure:
 //! each method draws from the generator's random source in a fixed order.
@@ -51,7 +52,9 @@ fn price_list_positions(approvals: u32, total: u64) -> Vec<u64> {
 }
 
 impl FleetGenerator {
-    /// Opening stock: the first device of each store receives every sku. Returns the events recorded.
+    /// Opening stock: the first device of each store receives every sku, on its clock one skew
+    /// before the run starts (before any device's first event in event time, whatever the clocks).
+    /// Returns the events recorded.
     pub(super) fn receive_opening_stock(&mut self, timeline: &Timeline) -> u64 {
         let mut recorded = 0;
         for s in 0..self.spec.stores {
@@ -59,7 +62,9 @@ impl FleetGenerator {
             let skus: Vec<(String, i32)> = (0..self.spec.skus)
                 .map(|k| (sku_name(k), self.rng.random_range(40..120)))
                 .collect();
-            let receipt = self.receipt(d, timeline.time_of(0), skus);
+            let opening =
+                timeline.time_of(0) - self.spec.clock_skew_ms.abs() - self.devices[d].clock_skew_ms;
+            let receipt = self.receipt(d, opening, skus);
             self.record(d, receipt);
             recorded += 1;
         }
@@ -73,6 +78,7 @@ impl FleetGenerator {
         let oversell_at =
             oversell_positions(self.spec.oversell, self.spec.devices_per_store, total);
         let mut price_lists_due = price_list_positions(self.spec.price_changes, total);
+        let mut cases_due = self.conflict_case_positions(total);
         let mut generated = first;
         while generated < total {
             let n = generated;
@@ -87,6 +93,15 @@ impl FleetGenerator {
                 self.construct_oversell(&stores, at, business_date);
                 generated += 4;
                 continue;
+            }
+            if cases_due.last().is_some_and(|(p, _)| *p <= n)
+                && let Some((_, case)) = cases_due.pop()
+            {
+                let recorded = self.construct_case(case, &stores, at, business_date);
+                if recorded > 0 {
+                    generated += recorded;
+                    continue;
+                }
             }
             let d = self.rng.random_range(0..self.devices.len());
             // Out of 100: sales 70, refunds 5 (a device with nothing to refund redeems loyalty

@@ -213,8 +213,18 @@ impl E2e {
         *self.fault_ended.lock().unwrap() = Some(Instant::now());
     }
 
-    /// The cloud side: the plan's approved price lists onto the downlink topic.
+    /// The cloud side: the plan's approved price lists onto the history topic (the conflict
+    /// detector replays it), then the downlink topic.
     pub async fn publish_price_lists(&self) {
+        let history = tillstream_sim::history::publish_price_history(
+            &self.plan,
+            &self.kafka,
+            &self.registry.client(),
+            "tillstream.price-lists.history",
+        )
+        .await
+        .unwrap();
+        assert_eq!(history, self.plan.price_lists.len());
         let n = publish_price_lists(
             &self.plan,
             &self.kafka,
@@ -294,6 +304,7 @@ impl E2e {
             kafka: Some(&k),
             db: Some(&d),
             catalog: Some(&c),
+            conflicts: None,
         };
         oracle::compare_with(&self.plan.truth, observed, allow)
     }
