@@ -1,7 +1,8 @@
 //! The tillstream services as real processes for end-to-end tests: the store bridge, dedup and the
-//! inventory projection, each started from its built binary with its configuration in environment
-//! variables, logging to a file in the test's folder. Tests kill -9, SIGTERM, restart, or add a second
-//! instance of any of them. Processes are killed (by PID) when the `Pipeline` is dropped.
+//! inventory projection (and, added by the scenarios that need it, the conflict detector), each
+//! started from its built binary with its configuration in environment variables, logging to a file
+//! in the test's folder. Tests kill -9, SIGTERM, restart, or add a second instance of any of them.
+//! Processes are killed (by PID) when the `Pipeline` is dropped.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ pub enum Service {
     Bridge,
     Dedup,
     Projection,
+    /// Not in [`Service::ALL`]: a scenario that needs it starts it with [`Pipeline::add`].
+    ConflictDetector,
 }
 
 impl Service {
@@ -28,6 +31,7 @@ impl Service {
             Service::Bridge => "tillstream-store-bridge",
             Service::Dedup => "tillstream-dedup",
             Service::Projection => "tillstream-inventory-projection",
+            Service::ConflictDetector => "tillstream-conflict-detector",
         }
     }
 
@@ -36,6 +40,7 @@ impl Service {
             Service::Bridge => "TILLSTREAM_STORE_BRIDGE__",
             Service::Dedup => "TILLSTREAM_DEDUP__",
             Service::Projection => "TILLSTREAM_INVENTORY_PROJECTION__",
+            Service::ConflictDetector => "TILLSTREAM_CONFLICT_DETECTOR__",
         }
     }
 }
@@ -289,6 +294,15 @@ impl Pipeline {
             .unwrap_or_else(|| format!("sqlite://{}", self.dir.join("projection.db").display()))
     }
 
+    /// The conflict detector's database (a SQLite file in the test folder, shared by its
+    /// instances like the projection's).
+    pub fn conflicts_database_url(&self) -> String {
+        format!(
+            "sqlite://{}",
+            self.dir.join("conflict-detector.db").display()
+        )
+    }
+
     fn env_for(&self, service: Service, index: usize, ops_port: u16) -> Vec<(String, String)> {
         let pre = service.env_prefix();
         let mut env = self.common.clone();
@@ -328,6 +342,13 @@ impl Pipeline {
             }
             Service::Projection => {
                 set("DATABASE__URL", self.database_url());
+            }
+            Service::ConflictDetector => {
+                set("DATABASE__URL", self.conflicts_database_url());
+                set(
+                    "DETECTOR__CLIENT_ID",
+                    format!("tillstream-conflict-detector-{index}"),
+                );
             }
         }
         if let Some(extra) = self.opts.extra_env.get(&service) {

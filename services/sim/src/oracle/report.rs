@@ -57,7 +57,7 @@ impl Report {
     /// The pass/fail table, then every difference.
     pub fn render(&self, max_listed: usize) -> String {
         let mut s = format!(
-            "{:<28} {:>14} {:>14}  {}\n",
+            "{:<38} {:>14} {:>14}  {}\n",
             "check", "expected", "observed", "result"
         );
         for c in &self.checks {
@@ -69,7 +69,7 @@ impl Report {
                 format!("FAIL ({} differences)", c.differences.len())
             };
             s.push_str(&format!(
-                "{:<28} {:>14} {:>14}  {result}\n",
+                "{:<38} {:>14} {:>14}  {result}\n",
                 c.name, c.expected, c.observed
             ));
         }

@@ -300,13 +300,57 @@ impl E2e {
         )
         .await
         .unwrap();
+        // The conflict detector's rows when the scenario started one (else n/a).
+        let conflicts = match self.has(Service::ConflictDetector) {
+            true => Some(self.observe_conflicts().await),
+            false => None,
+        };
         let observed = oracle::Observed {
             kafka: Some(&k),
             db: Some(&d),
             catalog: Some(&c),
-            conflicts: None,
+            conflicts: conflicts.as_ref(),
         };
         oracle::compare_with(&self.plan.truth, observed, allow)
+    }
+
+    /// Whether the scenario started `service` (the three core services always are).
+    pub fn has(&self, service: Service) -> bool {
+        self.pipeline.instances.iter().any(|i| i.service == service)
+    }
+
+    /// Starts the conflict detector (its `extra_env` from `start_with`) and waits until it is ready.
+    pub async fn start_conflict_detector(&mut self) {
+        let index = self.pipeline.add(Service::ConflictDetector).unwrap();
+        self.pipeline
+            .instance(Service::ConflictDetector, index)
+            .wait_ready(Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+
+    /// Waits for the conflict detector to catch up with the deduplicated topic, then reads what it
+    /// wrote.
+    async fn observe_conflicts(&self) -> oracle::ConflictsObserved {
+        let topics = Topics::default();
+        let db = self.pipeline.conflicts_database_url();
+        let caught_up = oracle::wait_conflicts_drained(
+            &self.kafka,
+            &topics,
+            &db,
+            Duration::from_secs(240),
+            Duration::from_secs(3),
+        )
+        .await;
+        if let Err(p) = &caught_up {
+            eprintln!(
+                "conflict detector did not catch up: {p:?}\n{}",
+                self.pipeline.logs(40)
+            );
+        }
+        oracle::observe_conflicts(&self.kafka, &self.registry.client(), &topics)
+            .await
+            .unwrap()
     }
 
     pub async fn assert_oracle_passes(&self) {
