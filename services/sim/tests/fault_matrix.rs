@@ -458,3 +458,107 @@ async fn heavy_fault_device_clock_skew_2h() {
     run.publish().await;
     run.assert_oracle_passes().await;
 }
+
+const DETECTOR_APPLIED: &str = "tillstream_conflict_detector_events_applied_total";
+const DETECTOR_HOLD_BATCH: &str = "TILLSTREAM_CONFLICT_DETECTOR__FAULT__HOLD_BATCH_OPEN_MS";
+const DETECTOR_HOLD_PUBLISH: &str = "TILLSTREAM_CONFLICT_DETECTOR__FAULT__HOLD_AFTER_PUBLISH_MS";
+
+/// Waits until the detector's fault hook creates `marker` (removed first: the hook is holding now),
+/// then checks that it is mid-run (some events applied, not all) and returns how many.
+async fn wait_detector_holding(run: &mut E2e, marker: &std::path::Path) -> f64 {
+    let _ = std::fs::remove_file(marker);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !marker.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the detector's hook did not hold within 120 s ({})\n{}",
+            marker.display(),
+            run.pipeline.logs(30)
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    let applied = run
+        .pipeline
+        .instance(Service::ConflictDetector, 0)
+        .metric(DETECTOR_APPLIED)
+        .await
+        .expect("detector metrics");
+    let total = run.plan.truth.store_event_ids.len() as f64;
+    assert!(
+        applied > 0.0 && applied < total,
+        "the kill must land mid-run: {applied} of {total} events applied"
+    );
+    applied
+}
+
+/// The conflict detector (started only here) killed twice with SIGKILL: first while a batch
+/// transaction that decided something is held open before COMMIT (`fault.hold_batch_open_ms`),
+/// then after its publisher delivered outbox records and before it deleted them
+/// (`fault.hold_after_publish_ms`); each hook creates a marker file when it holds. Restarted each
+/// time. The oracle must find every verdict, resolution and compensation exactly once on the
+/// topics (its records row counts each by its id: 0 missing, 0 doubled) and every rule's verdicts
+/// as the truth names them. No allowance: the detector's outputs are exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn heavy_fault_conflict_detector_killed_mid_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch_marker = dir.path().join("detector-batch-open");
+    let publish_marker = dir.path().join("detector-delivered");
+    let var = |k: &str, v: String| (k.to_string(), v);
+    let env = BTreeMap::from([(
+        Service::ConflictDetector,
+        vec![
+            var(DETECTOR_HOLD_BATCH, "2000".into()),
+            var(
+                "TILLSTREAM_CONFLICT_DETECTOR__FAULT__MARKER_FILE",
+                batch_marker.display().to_string(),
+            ),
+            var(
+                "TILLSTREAM_CONFLICT_DETECTOR__FAULT__PUBLISH_MARKER_FILE",
+                publish_marker.display().to_string(),
+            ),
+            // Small batches, so the ones killed are a few of many.
+            var(
+                "TILLSTREAM_CONFLICT_DETECTOR__DETECTOR__MAX_BATCH",
+                "200".into(),
+            ),
+        ],
+    )]);
+    let mut run = E2e::start_with(&small_fleet(107, 5_000), Backend::Sqlite, env).await;
+    run.start_conflict_detector().await;
+    let publishing = run.publish_in_background(RATE * 2).await;
+    run.wait_progress(0.4).await;
+    let applied = wait_detector_holding(&mut run, &batch_marker).await;
+    println!("killing the conflict detector in an open batch transaction after {applied} events");
+    run.pipeline
+        .crash_and_restart_with(
+            Service::ConflictDetector,
+            0,
+            &[(DETECTOR_HOLD_BATCH, "0"), (DETECTOR_HOLD_PUBLISH, "2000")],
+        )
+        .await
+        .unwrap();
+    let applied = wait_detector_holding(&mut run, &publish_marker).await;
+    println!(
+        "killing the conflict detector between delivery and outbox delete after {applied} events"
+    );
+    run.pipeline
+        .crash_and_restart_with(
+            Service::ConflictDetector,
+            0,
+            &[(DETECTOR_HOLD_PUBLISH, "0")],
+        )
+        .await
+        .unwrap();
+    run.fault_ended();
+    publishing.await.unwrap();
+    run.assert_oracle_passes().await;
+    let dropped = run
+        .pipeline
+        .instance(Service::ConflictDetector, 0)
+        .metric("tillstream_conflict_detector_records_already_published_total")
+        .await
+        .expect("detector metrics");
+    println!(
+        "after the second kill the detector found {dropped} delivered records still in its outbox and dropped them"
+    );
+}
