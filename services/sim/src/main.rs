@@ -402,7 +402,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                                 ),
                             }
                         }
-                        Some(oracle::observe_conflicts(&cfg, &registry, &topics).await?)
+                        let mut c = oracle::observe_conflicts(&cfg, &registry, &topics).await?;
+                        c.queued_collisions = Some(oracle::observe_conflict_queue(url).await?);
+                        Some(c)
                     }
                     None => None,
                 };

@@ -100,26 +100,29 @@ pub(crate) fn checks(truth: &Truth, c: &ConflictsObserved, allow: &Allowances) -
             diffs,
         ));
     }
-    // Rule 7: the dedup's collisions, which the detector's queue takes as they are.
+    // Rule 7: the dedup's collisions, which the detector's queue takes as they are (checked in its
+    // queue when its database was read, else on the topic).
+    let (seen, place) = match &c.queued_collisions {
+        Some(q) => (q, "in the detector's queue"),
+        None => (&c.dedup_collisions, "on the conflicts topic"),
+    };
     let mut diffs = Vec::new();
     for id in truth
         .collisions
-        .difference(&c.dedup_collisions)
+        .difference(seen)
         .filter(|id| !allow.collisions_lost.contains(*id))
     {
-        diffs.push(format!(
-            "identity-collision of {id} not on the conflicts topic"
-        ));
+        diffs.push(format!("identity-collision of {id} not {place}"));
     }
-    for id in c.dedup_collisions.difference(&truth.collisions) {
+    for id in seen.difference(&truth.collisions) {
         diffs.push(format!(
-            "identity-collision of {id} reported but not constructed"
+            "identity-collision of {id} {place} but not constructed"
         ));
     }
     rows.push(CheckResult::checked(
         &row_name("identity-collision"),
         truth.collisions.len().to_string(),
-        c.dedup_collisions.len().to_string(),
+        seen.len().to_string(),
         diffs,
     ));
     rows.push(records_check(c));
@@ -241,6 +244,19 @@ mod tests {
         let (passed, text) = render(&plan.truth, &c);
         assert!(passed, "{text}");
         assert!(not_checked(&plan.truth).iter().all(|r| !r.applicable));
+    }
+
+    #[test]
+    fn a_collision_missing_from_the_detectors_queue_is_reported() {
+        let plan = generate(&FleetSpec::default());
+        let mut c = perfect(&plan.truth);
+        let mut queued = plan.truth.collisions.clone();
+        let missing = queued.pop_first().unwrap();
+        c.queued_collisions = Some(queued);
+        let (passed, text) = render(&plan.truth, &c);
+        assert!(!passed);
+        let needle = format!("identity-collision of {missing} not in the detector's queue");
+        assert!(text.contains(&needle), "{text}");
     }
 
     #[test]

@@ -27,7 +27,9 @@ pub use observe::{
     DbQueries, MqttAccess, Progress, observe_catalog, observe_db, observe_kafka, progress,
     wait_drained,
 };
-pub use observe_conflicts::{ConflictsProgress, observe_conflicts, wait_conflicts_drained};
+pub use observe_conflicts::{
+    ConflictsProgress, observe_conflict_queue, observe_conflicts, wait_conflicts_drained,
+};
 pub use report::{CheckResult, Report};
 
 use crate::truth::Gap;
@@ -102,6 +104,9 @@ pub struct ConflictsObserved {
     pub compensations: BTreeMap<String, ObservedCompensation>,
     /// Event ids of the dedup's identity collisions: what the detector's queue takes in (rule 7).
     pub dedup_collisions: BTreeSet<String>,
+    /// Event ids of the identity collisions in the detector's review queue (its database); `None`
+    /// when the database was not read (rule 7 is then checked on the topic's records).
+    pub queued_collisions: Option<BTreeSet<String>>,
 }
 
 /// What a correct at-least-once pipeline may still show, and why. Each allowance is derived from

@@ -83,6 +83,44 @@ pub async fn observe_conflicts(
     Ok(obs)
 }
 
+/// The identity collisions in the detector's review queue (database `db_url`, table `cd_conflict`:
+/// rule 7's entries, whatever their status): the event ids their verdicts name first.
+pub async fn observe_conflict_queue(
+    db_url: &str,
+) -> Result<std::collections::BTreeSet<String>, OracleError> {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(db_url)
+        .await?;
+    let rows = sqlx::query("SELECT conflict_id, verdict FROM cd_conflict WHERE rule = $1")
+        .bind("identity-collision")
+        .fetch_all(&pool)
+        .await?;
+    pool.close().await;
+    let mut out = std::collections::BTreeSet::new();
+    for r in rows {
+        let id: String = r.try_get(0)?;
+        let verdict: String = r.try_get(1)?;
+        let v: serde_json::Value =
+            serde_json::from_str(&verdict).map_err(|e| OracleError::Decode {
+                topic: "cd_conflict".into(),
+                detail: format!("verdict of {id}: {e}"),
+            })?;
+        match v["evidence"][0].as_str() {
+            Some(e) => out.insert(e.to_string()),
+            None => {
+                return Err(OracleError::Decode {
+                    topic: "cd_conflict".into(),
+                    detail: format!("verdict of {id} names no evidence"),
+                });
+            }
+        };
+    }
+    Ok(out)
+}
+
 /// The detector's progress: how far it has taken in the deduplicated topic and what it still has
 /// to publish.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

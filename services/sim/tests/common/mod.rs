@@ -348,9 +348,11 @@ impl E2e {
                 self.pipeline.logs(40)
             );
         }
-        oracle::observe_conflicts(&self.kafka, &self.registry.client(), &topics)
+        let mut c = oracle::observe_conflicts(&self.kafka, &self.registry.client(), &topics)
             .await
-            .unwrap()
+            .unwrap();
+        c.queued_collisions = Some(oracle::observe_conflict_queue(&db).await.unwrap());
+        c
     }
 
     pub async fn assert_oracle_passes(&self) {
