@@ -199,7 +199,10 @@ pub struct AuditRow {
     pub outcome: String,
 }
 
-pub(super) async fn get_on(conn: &mut AnyConnection, id: &str) -> Result<Option<ConflictDetail>, DbError> {
+pub(super) async fn get_on(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<ConflictDetail>, DbError> {
     let sql = format!("SELECT {CONFLICT_COLUMNS}, verdict FROM cd_conflict WHERE conflict_id = $1");
     let Some(r) = sqlx::query(AssertSqlSafe(sql))
         .bind(id)
