@@ -128,7 +128,7 @@ def check_rules(paths, known):
 
 
 def dashboard_exprs(dash):
-    """(where, expr) of every panel target and every query variable of a dashboard."""
+    """(where, key, expr) of every panel target and every query variable of a dashboard."""
     out = []
 
     def panels(ps):
@@ -139,7 +139,8 @@ def dashboard_exprs(dash):
     for p in panels(dash.get("panels", [])):
         for t in p.get("targets", []):
             if t.get("expr"):
-                out.append((f"panel {p.get('title')!r} target {t.get('refId')}", t["expr"]))
+                out.append((f"panel {p.get('title')!r} target {t.get('refId')}",
+                             f"panel_{p.get('id')}_{t.get('refId')}", t["expr"]))
     for v in dash.get("templating", {}).get("list", []):
         if v.get("type") != "query":
             continue
@@ -147,7 +148,7 @@ def dashboard_exprs(dash):
         q = q.get("query") if isinstance(q, dict) else q
         m = re.fullmatch(r"\s*label_values\((.*),\s*[A-Za-z_][A-Za-z0-9_]*\s*\)\s*", q or "")
         if m:
-            out.append((f"variable {v.get('name')}", m.group(1)))
+            out.append((f"variable {v.get('name')}", f"variable_{v.get('name')}", m.group(1)))
         elif q:
             fail(f"variable {v.get('name')}: query {q!r} is not label_values(<selector>, <label>)")
     return out
@@ -165,12 +166,14 @@ def check_dashboards(folder, known, emit):
         exprs = dashboard_exprs(dash)
         if not exprs:
             fail(f"{rel}: no queries")
-        for where, expr in exprs:
+        stem = re.sub(r"[^A-Za-z0-9_]", "_", os.path.splitext(os.path.basename(path))[0])
+        for where, key, expr in exprs:
             check_names(f"{rel}: {where}", expr, known)
             # Grafana's variables and interval macros are not PromQL: substitute values.
             concrete = re.sub(r"\$__(rate_interval|interval|range)", "5m", expr)
             concrete = re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)(:[a-z]+)?\}?", "x", concrete)
-            rules.append({"record": f"dashboard:check:{len(rules)}", "expr": concrete})
+            # The record name says where the expression is: dashboard:<file>:panel_<id>_<refId>.
+            rules.append({"record": f"dashboard:{stem}:{key}", "expr": concrete})
         print(f"  {rel}: {len(exprs)} queries")
     if emit:
         with open(emit, "w") as f:

@@ -223,6 +223,40 @@ def main():
         else:
             fail("mosquitto ACL: config/compose/gen-auth.sh and scripts/stack devices differ")
 
+    # Monitoring in compose: Prometheus loads deploy/prometheus/*.rules.yml, Grafana is provisioned
+    # from deploy/grafana/ and its dashboard provider reads the folder the dashboards are mounted at.
+    def mounts(svc):
+        out = {}
+        for v in (svcs.get(svc, {}) or {}).get("volumes", []) or []:
+            src, _, rest = v.partition(":")
+            out[src] = rest.split(":")[0]
+        return out
+    prom_mounts = mounts("prometheus")
+    prom_cfg = yaml.safe_load(open(os.path.join(ROOT, "config/compose/prometheus.yml")))
+    rules_at = prom_mounts.get("./deploy/prometheus")
+    if rules_at and any(f.startswith(rules_at + "/") and f.endswith(".rules.yml")
+                        for f in prom_cfg.get("rule_files", [])):
+        ok(f"compose: prometheus loads deploy/prometheus/*.rules.yml from {rules_at}")
+    else:
+        fail(f"compose: prometheus does not load deploy/prometheus ({rules_at!r}, "
+             f"rule_files {prom_cfg.get('rule_files')})")
+    graf = mounts("grafana")
+    provider = yaml.safe_load(open(os.path.join(
+        ROOT, "deploy/grafana/provisioning/dashboards/tillstream.yml")))["providers"][0]
+    if graf.get("./deploy/grafana/provisioning") != "/etc/grafana/provisioning":
+        fail("compose: grafana does not mount deploy/grafana/provisioning at /etc/grafana/provisioning")
+    elif graf.get("./deploy/grafana/dashboards") != provider["options"]["path"]:
+        fail(f"compose: grafana mounts the dashboards at {graf.get('./deploy/grafana/dashboards')!r}, "
+             f"its provider reads {provider['options']['path']!r}")
+    else:
+        ok(f"compose: grafana provisioned from deploy/grafana, dashboards at {provider['options']['path']}")
+    ds = yaml.safe_load(open(os.path.join(
+        ROOT, "deploy/grafana/provisioning/datasources/prometheus.yml")))["datasources"][0]
+    if ds["url"].startswith("http://prometheus:") and "prometheus" in svcs:
+        ok(f"compose: grafana's datasource {ds['uid']} is the prometheus service")
+    else:
+        fail(f"compose: grafana's datasource url {ds['url']} is not the prometheus service")
+
     print(f"consistency: {len(failures)} failure(s)")
     return 1 if failures else 0
 
