@@ -13,12 +13,14 @@
 //! - `sql` (feature `sql`): the database side of services with SQL state: `[database]` config,
 //!   connecting (PostgreSQL or SQLite), error classes, waiting out an outage, migrations in a
 //!   service's own record table, multi-row statements, offsets per (topic, partition).
+//! - `binary`: [`service_main!`], the whole `main` of a service binary.
 //! - `clock`, `ids`: wall-clock milliseconds; deterministic UUIDv5 identities.
 //!
 //! Delivery guarantee: none by itself; the Kafka helpers implement the house rule that an offset is
 //! stored only after the work it covers is durable, and committed on revoke and shutdown; the SQL
 //! helpers carry the exactly-once pattern (gate, effects and offsets in one transaction).
 
+pub mod binary;
 pub mod clock;
 pub mod config;
 pub mod error;

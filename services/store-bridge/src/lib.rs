@@ -44,6 +44,7 @@ use tillstream_runtime::service::{ShutdownGuard, TaskFailure};
 use tillstream_runtime::{CancellationToken, Classify, ErrorClass, Health, ops};
 
 pub use config::Config;
+pub use uplink::SERVICE;
 
 use crate::drainer::{Drainer, Refused};
 use crate::outbox::{Record, WriterMsg};
