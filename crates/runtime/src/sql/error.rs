@@ -1,6 +1,6 @@
 //! [`SqlError`] and how database failures are classified (retryable / fatal / poison) from sqlx's
 //! error and the server's SQLSTATE (PostgreSQL) or result code (SQLite). A service's own database
-//! error wraps these and delegates its class to them ([`Classify`] is implemented for
+//! error is [`DbError`], which wraps these and delegates its class to them ([`Classify`] is implemented for
 //! `sqlx::Error` and `MigrateError` here). No I/O; no delivery guarantee of its own: the loops that
 //! meet these errors retry, dead-letter or stop on the class.
 
@@ -25,23 +25,45 @@ pub enum SqlError {
     },
 }
 
-/// Lets `?` turn sqlx's and the migrator's errors into a service's own database error, through the
-/// variant that holds a [`SqlError`]: `tillstream_runtime::from_sql_errors!(DbError, Sql);`.
-/// (Rust's `?` makes one conversion, not two.)
-#[macro_export]
-macro_rules! from_sql_errors {
-    ($error:ty, $variant:ident) => {
-        impl From<::sqlx::Error> for $error {
-            fn from(e: ::sqlx::Error) -> Self {
-                Self::$variant($crate::sql::SqlError::from(e))
-            }
+/// A failure of a service's SQL state, the one database error every SQL service uses (they differ
+/// in what they store, not in how storing fails): the plumbing's ([`SqlError`]: `?` converts
+/// sqlx's and the migrator's errors too), a stored JSON value that does not parse, or a stored row
+/// the service cannot make sense of (a truncated restore log, an unknown colour, a total that
+/// overflows).
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Connecting, migrating, or a statement the database refused (classes from [`SqlError`]).
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+    /// A stored JSON value (a verdict, a price list, a manifest) that does not parse.
+    #[error("stored JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Something the database holds or is asked for makes no sense.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+// `?` makes one conversion, not two: sqlx's and the migrator's errors reach `DbError` directly.
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Sql(SqlError::from(e))
+    }
+}
+
+impl From<MigrateError> for DbError {
+    fn from(e: MigrateError) -> Self {
+        Self::Sql(SqlError::from(e))
+    }
+}
+
+impl Classify for DbError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            DbError::Sql(e) => e.class(),
+            // Stored state that does not read back is not fixed by retrying.
+            DbError::Json(_) | DbError::Invalid(_) => ErrorClass::Fatal,
         }
-        impl From<::sqlx::migrate::MigrateError> for $error {
-            fn from(e: ::sqlx::migrate::MigrateError) -> Self {
-                Self::$variant($crate::sql::SqlError::from(e))
-            }
-        }
-    };
+    }
 }
 
 impl Classify for SqlError {
@@ -107,6 +129,17 @@ fn classify_code(code: &str) -> ErrorClass {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_db_error_takes_the_plumbings_class_and_bad_stored_state_is_fatal() {
+        assert_eq!(
+            DbError::from(sqlx::Error::PoolTimedOut).class(),
+            ErrorClass::Retryable
+        );
+        assert_eq!(DbError::Invalid("x".into()).class(), ErrorClass::Fatal);
+        let json = serde_json::from_str::<u8>("{").unwrap_err();
+        assert_eq!(DbError::from(json).class(), ErrorClass::Fatal);
+    }
 
     #[test]
     fn server_error_codes_are_classified() {

@@ -34,7 +34,7 @@ mod rows;
 
 pub use self::config::DatabaseConfig;
 pub use self::connect::{Backend, Database, connect, resolve_url};
-pub use self::error::SqlError;
+pub use self::error::{DbError, SqlError};
 pub use self::migrate::{
     AppliedMigration, migrate, migrate_with, migrator, recorded_migrations, table_exists,
 };

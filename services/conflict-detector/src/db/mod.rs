@@ -26,8 +26,7 @@ use std::sync::LazyLock;
 use rustc_hash::FxHashMap as HashMap;
 use sqlx::migrate::{Migration, MigrationType};
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
-use tillstream_runtime::sql::{self, Database, OffsetTable, SqlError};
-use tillstream_runtime::{Classify, ErrorClass};
+use tillstream_runtime::sql::{self, Database, OffsetTable};
 
 pub use self::batch::Batch;
 pub use self::log::{EventRow, LogChunk, decode_log, encode_log};
@@ -57,29 +56,9 @@ fn migration_sql(backend: Backend) -> String {
         .replace("{AUTO_ID}", auto)
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    /// Connecting, migrating, or a statement the database refused (classes from the runtime).
-    #[error(transparent)]
-    Sql(#[from] SqlError),
-    /// A stored verdict, compensation or price list that does not parse.
-    #[error("stored JSON: {0}")]
-    Json(#[from] serde_json::Error),
-    /// A stored row the detector cannot read (e.g. a truncated restore log).
-    #[error("{0}")]
-    Invalid(String),
-}
-
-tillstream_runtime::from_sql_errors!(DbError, Sql);
-
-impl Classify for DbError {
-    fn class(&self) -> ErrorClass {
-        match self {
-            DbError::Sql(e) => e.class(),
-            DbError::Json(_) | DbError::Invalid(_) => ErrorClass::Fatal,
-        }
-    }
-}
+/// The database error of every SQL service (the runtime's): the plumbing's, stored JSON, invalid
+/// stored rows.
+pub use tillstream_runtime::sql::DbError;
 
 /// A price list as stored: (event id, store id, list id, effective_from, JSON body).
 pub type PriceListRow = (String, String, String, i64, String);

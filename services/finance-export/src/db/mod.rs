@@ -24,8 +24,7 @@ use std::sync::LazyLock;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr};
-use tillstream_runtime::sql::{self, Database, OffsetTable, SqlError};
-use tillstream_runtime::{Classify, ErrorClass};
+use tillstream_runtime::sql::{self, Database, OffsetTable};
 
 pub use self::apply::{Applied, Booked};
 pub use self::export::{ExportMeta, NewExport};
@@ -40,28 +39,9 @@ pub const MIGRATIONS_TABLE: &str = "_finance_export_migrations";
 /// The next input offset per (topic, partition), advanced inside every batch transaction.
 static OFFSETS: LazyLock<OffsetTable> = LazyLock::new(|| OffsetTable::new("fe_consumer_offset"));
 
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    /// Connecting, migrating, or a statement the database refused (classes from the runtime).
-    #[error(transparent)]
-    Sql(#[from] SqlError),
-    #[error("stored JSON: {0}")]
-    Json(#[from] serde_json::Error),
-    /// Something stored makes no sense (a total that overflows, an unknown account role).
-    #[error("{0}")]
-    Invalid(String),
-}
-
-tillstream_runtime::from_sql_errors!(DbError, Sql);
-
-impl Classify for DbError {
-    fn class(&self) -> ErrorClass {
-        match self {
-            DbError::Sql(e) => e.class(),
-            DbError::Json(_) | DbError::Invalid(_) => ErrorClass::Fatal,
-        }
-    }
-}
+/// The database error of every SQL service (the runtime's): the plumbing's, stored JSON, invalid
+/// stored rows.
+pub use tillstream_runtime::sql::DbError;
 
 /// The ledger database. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -103,19 +83,5 @@ impl Db {
 
     pub fn pool(&self) -> &AnyPool {
         self.database.pool()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connection_losses_retry_and_the_rest_is_fatal() {
-        assert_eq!(
-            DbError::from(sqlx::Error::PoolTimedOut).class(),
-            ErrorClass::Retryable
-        );
-        assert_eq!(DbError::Invalid("x".into()).class(), ErrorClass::Fatal);
     }
 }

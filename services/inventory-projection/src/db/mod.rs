@@ -5,8 +5,7 @@
 //!
 //! # Layout
 //! - this file: the handle ([`Db`]: connect and migrate, waiting out a database that is down);
-//! - `error`: [`DbError`] (the runtime's classes, plus what the projection's own data can get
-//!   wrong);
+//! - [`DbError`] is the runtime's (every SQL service's database error);
 //! - `migrate`: the schema migrations, their record table ([`MIGRATIONS_TABLE`]) and carrying the
 //!   record of earlier versions over from `_sqlx_migrations`;
 //! - `apply`: the batch transaction ([`Db::apply`]): gate, one upsert per table, offsets;
@@ -24,7 +23,6 @@
 
 mod apply;
 mod dump;
-mod error;
 mod migrate;
 mod multirow;
 mod offsets;
@@ -37,7 +35,6 @@ use tillstream_runtime::sql::{self, Database};
 
 pub use self::apply::{Applied, Target};
 pub use self::dump::first_difference;
-pub use self::error::DbError;
 pub use self::migrate::{LEGACY_MIGRATIONS_TABLE, MIGRATION_0001, MIGRATIONS_TABLE, migrator};
 pub use self::sets::{
     ColType, Color, Switch, TABLES, TableSpec, VIEWS_SQL, offsets_differ, view_names,
@@ -45,7 +42,7 @@ pub use self::sets::{
 };
 pub use crate::config::{DatabaseConfig, FaultConfig};
 pub use tillstream_runtime::sql::{
-    Backend, RETRY_INITIAL_DELAY, resolve_url, until_available, values_sql,
+    Backend, DbError, RETRY_INITIAL_DELAY, resolve_url, until_available, values_sql,
 };
 
 /// The database handle. Cheap to clone.
