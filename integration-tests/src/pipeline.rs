@@ -1,5 +1,6 @@
 //! The tillstream services as real processes for end-to-end tests: the store bridge, dedup and the
-//! inventory projection (and, added by the scenarios that need it, the conflict detector), each
+//! inventory projection (and, added by the scenarios that need them, the conflict detector and the
+//! finance export), each
 //! started from its built binary with its configuration in environment variables, logging to a file
 //! in the test's folder. Tests kill -9, SIGTERM, restart, or add a second instance of any of them.
 //! Processes are killed (by PID) when the `Pipeline` is dropped.
@@ -21,6 +22,9 @@ pub enum Service {
     Projection,
     /// Not in [`Service::ALL`]: a scenario that needs it starts it with [`Pipeline::add`].
     ConflictDetector,
+    /// Not in [`Service::ALL`] either; its store master data is `stores.csv` beside the fleet
+    /// registry (the simulator writes both).
+    FinanceExport,
 }
 
 impl Service {
@@ -32,6 +36,7 @@ impl Service {
             Service::Dedup => "tillstream-dedup",
             Service::Projection => "tillstream-inventory-projection",
             Service::ConflictDetector => "tillstream-conflict-detector",
+            Service::FinanceExport => "tillstream-finance-export",
         }
     }
 
@@ -41,6 +46,7 @@ impl Service {
             Service::Dedup => "TILLSTREAM_DEDUP__",
             Service::Projection => "TILLSTREAM_INVENTORY_PROJECTION__",
             Service::ConflictDetector => "TILLSTREAM_CONFLICT_DETECTOR__",
+            Service::FinanceExport => "TILLSTREAM_FINANCE_EXPORT__",
         }
     }
 }
@@ -303,6 +309,21 @@ impl Pipeline {
         )
     }
 
+    /// The finance export's ledger (a SQLite file in the test folder).
+    pub fn finance_database_url(&self) -> String {
+        format!("sqlite://{}", self.dir.join("finance-export.db").display())
+    }
+
+    /// Where the finance export delivers its day files.
+    pub fn finance_exports_dir(&self) -> PathBuf {
+        self.dir.join("finance-exports")
+    }
+
+    /// The store master data the finance export reads: `stores.csv` beside the fleet registry.
+    pub fn stores_csv(&self) -> PathBuf {
+        self.opts.fleet_csv.with_file_name("stores.csv")
+    }
+
     fn env_for(&self, service: Service, index: usize, ops_port: u16) -> Vec<(String, String)> {
         let pre = service.env_prefix();
         let mut env = self.common.clone();
@@ -349,6 +370,20 @@ impl Pipeline {
                     "DETECTOR__CLIENT_ID",
                     format!("tillstream-conflict-detector-{index}"),
                 );
+            }
+            Service::FinanceExport => {
+                set("DATABASE__URL", self.finance_database_url());
+                set("STORES_FILE", self.stores_csv().display().to_string());
+                set(
+                    "DESTINATION__DIR",
+                    self.finance_exports_dir().display().to_string(),
+                );
+                // The fleet trades on past days: they close when every till closed them, never
+                // by the clock (a grace longer than any test's run of past days).
+                set("CLOSE__GRACE_MS", (3_650 * 86_400_000i64).to_string());
+                set("CLOSE__CHECK_EVERY_MS", "200".into());
+                // Late lines wait at most this long for the store's next day export.
+                set("CLOSE__LATE_FLUSH_MS", "1000".into());
             }
         }
         if let Some(extra) = self.opts.extra_env.get(&service) {

@@ -7,6 +7,10 @@ standard library, and prints one JSON document with what tests and the oracle co
   lines:   per (store, business_date, line_type, source, account_role, tender): debit, credit, count
   events:  per (store, business_date, line_type): the distinct event ids
   recon:   every reconciliation row (the latest export's row wins per device-day)
+  devices: per (store, business_date, device, source, account_role, tender): debit, credit
+  device_events: per (store, business_date, device, source): the number of distinct event ids
+  event_types: per event id: the distinct line types its lines carry (regular, adjustment)
+  duplicate_lines: every (event id, line no) that is in the files more than once
 
 Usage: read_exports.py DIR
 """
@@ -25,6 +29,7 @@ except ImportError as e:  # a read error is a failure, never "0 rows"
 
 def main(root):
     files, lines, events, recon = {}, {}, {}, {}
+    devices, device_events, event_types, line_copies = {}, {}, {}, {}
     exports = []
     for store in sorted(os.listdir(root)):
         sdir = os.path.join(root, store)
@@ -59,6 +64,16 @@ def main(root):
             agg[2] += 1
             ekey = "|".join([cols["store_id"][i], str(cols["business_date"][i]), cols["line_type"][i]])
             events.setdefault(ekey, set()).add(cols["event_id"][i])
+            day = [cols["store_id"][i], str(cols["business_date"][i]), cols["device_id"][i],
+                   cols["source"][i]]
+            dkey = "|".join(day + [cols["account_role"][i], cols["tender"][i]])
+            dagg = devices.setdefault(dkey, [0, 0])
+            dagg[0] += cols["debit_minor"][i]
+            dagg[1] += cols["credit_minor"][i]
+            device_events.setdefault("|".join(day), set()).add(cols["event_id"][i])
+            event_types.setdefault(cols["event_id"][i], set()).add(cols["line_type"][i])
+            lkey = f'{cols["event_id"][i]}#{cols["line_no"][i]}'
+            line_copies[lkey] = line_copies.get(lkey, 0) + 1
         entry["totals"] = totals
         files[f"{store}/{name}"] = entry
         with open(os.path.join(edir, "reconciliation.csv"), newline="") as f:
@@ -73,6 +88,10 @@ def main(root):
         "lines": lines,
         "events": {k: sorted(v) for k, v in events.items()},
         "recon": recon,
+        "devices": devices,
+        "device_events": {k: len(v) for k, v in device_events.items()},
+        "event_types": {k: sorted(v) for k, v in event_types.items()},
+        "duplicate_lines": sorted(k for k, n in line_copies.items() if n > 1),
     }
     json.dump(out, sys.stdout, sort_keys=True)
 

@@ -1,6 +1,8 @@
-//! tillstream-sim entry point: `plan` (generate and write the ground truth), `run` (generate, write
-//! the truth, publish the approved price lists to the downlink topic and the fleet's events over
-//! MQTT), `check` (the oracle). Errors are one line and a non-zero exit.
+//! tillstream-sim entry point: `plan` (generate and write the ground truth, the fleet registry and
+//! the store master data), `run` (generate, write them, publish the approved price lists to the
+//! downlink topic and the fleet's events over MQTT; the late tills once their store-days were
+//! exported when the finance export's folder is given), `check` (the oracle). Errors are one line
+//! and a non-zero exit.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +14,7 @@ use tillstream_contracts::{Registry, RegistryConfig};
 use tillstream_runtime::kafka::KafkaConfig;
 use tillstream_sim::plan::{FleetSpec, Plan, generate};
 use tillstream_sim::truth::Truth;
-use tillstream_sim::{oracle, publish};
+use tillstream_sim::{late, oracle, publish};
 
 #[derive(Parser)]
 #[command(
@@ -42,7 +44,7 @@ struct SpecArgs {
     /// events are recent; for `plan`: the spec's value.
     #[arg(long)]
     start_ms: Option<i64>,
-    /// Where truth.json and devices.csv are written.
+    /// Where truth.json, devices.csv and stores.csv are written.
     #[arg(long, default_value = ".stack/sim")]
     out_dir: PathBuf,
 }
@@ -86,6 +88,11 @@ enum Command {
         /// Give up publishing after this long.
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
+        /// The finance export's folder: hold the late tills back until their store-days are
+        /// exported there, then publish them (their events become adjustment lines). Omit when
+        /// the run has no finance export (the late tills publish with the others).
+        #[arg(long)]
+        finance_exports: Option<PathBuf>,
     },
     /// Compare the pipeline's outputs with a run's ground truth; prints a pass/fail table.
     Check {
@@ -116,6 +123,11 @@ enum Command {
         conflicts_db: Option<String>,
         #[command(flatten)]
         mqtt: MqttArgs,
+        /// The finance export's folder: read its files back with the independent reader (pyarrow)
+        /// and check them (after waiting for every store-day's export when --wait-secs is set);
+        /// omit when the run has no finance export (its rows are n/a).
+        #[arg(long)]
+        finance_exports: Option<PathBuf>,
         /// Skip the check of the price lists retained on the stores' MQTT catalog topics.
         #[arg(long)]
         no_mqtt: bool,
@@ -207,6 +219,7 @@ fn write_plan(plan: &Plan, dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join("truth.json"), serde_json::to_vec(&plan.truth)?)?;
     std::fs::write(dir.join("devices.csv"), plan.fleet_csv())?;
+    std::fs::write(dir.join("stores.csv"), plan.stores_csv())?;
     Ok(())
 }
 
@@ -255,7 +268,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let plan = generate(&load_spec(&a)?);
             write_plan(&plan, &a.out_dir)?;
             println!("plan: {}", summary(&plan));
-            println!("wrote {}/truth.json and devices.csv", a.out_dir.display());
+            println!(
+                "wrote {}/truth.json, devices.csv and stores.csv",
+                a.out_dir.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {
@@ -270,6 +286,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_receipts,
             resend_after_ms,
             timeout_secs,
+            finance_exports,
         } => {
             let mut fleet = load_spec(&spec)?;
             if fleet.start_ms.is_none() {
@@ -278,7 +295,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     fleet.days,
                 ));
             }
-            let plan = generate(&fleet);
+            let mut plan = generate(&fleet);
+            plan.truth.late_held_back = finance_exports.is_some();
             write_plan(&plan, &spec.out_dir)?;
             println!("plan: {}", summary(&plan));
             if !no_price_lists && !plan.price_lists.is_empty() {
@@ -321,7 +339,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 timeout: Duration::from_secs(timeout_secs),
                 ..Default::default()
             };
-            let r = publish::publish(&plan, &cfg).await?;
+            let r = match &finance_exports {
+                None => publish::publish(&plan, &cfg).await?,
+                Some(dir) => {
+                    println!(
+                        "holding the late till(s) back until {} store-day(s) are exported to {}",
+                        plan.late_store_days().len(),
+                        dir.display()
+                    );
+                    let wait = Duration::from_secs(timeout_secs);
+                    late::publish_late_after_export(&plan, &cfg, dir, wait).await?
+                }
+            };
             println!(
                 "published {} messages ({} acknowledged, {} re-sent after {} reconnects) in {:.1}s = {:.0} msg/s",
                 r.publishes,
@@ -346,6 +375,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             db,
             no_kafka,
             conflicts_db,
+            finance_exports,
             mqtt,
             no_mqtt,
             max_listed,
@@ -429,11 +459,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let wait = Duration::from_secs(wait_secs.clamp(10, 120));
                 Some(oracle::observe_catalog(&access, &truth.price_lists, wait).await?)
             };
+            let finance = match &finance_exports {
+                Some(dir) => {
+                    if wait_secs > 0 {
+                        let wait = Duration::from_secs(wait_secs);
+                        let settle = Duration::from_secs(5);
+                        match oracle::wait_finance_exported(dir, &truth, wait, settle).await {
+                            Ok(p) => println!("finance export caught up: {p}"),
+                            Err(p) => println!(
+                                "finance export still busy after {wait_secs}s: {p}; checking anyway"
+                            ),
+                        }
+                    }
+                    let repo = std::env::current_dir()?;
+                    let access = oracle::FinanceAccess::new(dir, &repo);
+                    Some(oracle::observe_finance(&access).await?)
+                }
+                None => None,
+            };
             let observed = oracle::Observed {
                 kafka: kafka.as_ref(),
                 db: db.as_ref(),
                 catalog: catalog.as_ref(),
                 conflicts: conflicts.as_ref(),
+                finance: finance.as_ref(),
             };
             let report = oracle::compare(&truth, observed);
             print!("{}", report.render(max_listed));

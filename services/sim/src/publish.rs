@@ -114,6 +114,20 @@ pub struct PublishReport {
 }
 
 impl PublishReport {
+    /// Adds another publish's counts (a later phase of the same run) to this one.
+    pub fn absorb(&mut self, r: &PublishReport) {
+        self.publishes += r.publishes;
+        self.acked += r.acked;
+        self.resent += r.resent;
+        self.reconnects += r.reconnects;
+        self.receipts += r.receipts;
+        self.resent_missing += r.resent_missing;
+        self.resent_overdue += r.resent_overdue;
+        self.uncovered += r.uncovered;
+        self.sent.extend(r.sent.iter().cloned());
+        self.elapsed += r.elapsed;
+    }
+
     pub fn rate(&self) -> f64 {
         self.acked as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -202,17 +216,7 @@ pub async fn publish(plan: &Plan, cfg: &PublishConfig) -> Result<PublishReport, 
             }
             next = set.join_next() => match next {
                 None => break,
-                Some(Ok(Ok(r))) => {
-                    report.publishes += r.publishes;
-                    report.acked += r.acked;
-                    report.resent += r.resent;
-                    report.reconnects += r.reconnects;
-                    report.receipts += r.receipts;
-                    report.resent_missing += r.resent_missing;
-                    report.resent_overdue += r.resent_overdue;
-                    report.uncovered += r.uncovered;
-                    report.sent.extend(r.sent);
-                }
+                Some(Ok(Ok(r))) => report.absorb(&r),
                 Some(Ok(Err(e))) => {
                     set.abort_all();
                     return Err(e);

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use tillstream_contracts::{AdjustmentKind, DeviceEvent};
+use tillstream_contracts::{AdjustmentKind, DeviceEvent, TenderMethod};
 
 /// Money sums of one store's trading day (minor units; the fleet trades in one currency).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +18,48 @@ pub struct DayTotals {
     pub net: i64,
     pub refunds: u64,
     pub refunded: i64,
+}
+
+/// One till's figures for one business date, in the shape of its `StoreDayClosed`: counts of sales
+/// and refunds, gross (unit price x qty, tax excluded), discounts, tax and net of the sales, refunds
+/// (tax included) and the sales' tenders per method (the contract's name: `CARD`, `CASH`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceDayTotals {
+    pub orders: u64,
+    pub refunds: u64,
+    pub gross: i64,
+    pub discounts: i64,
+    pub tax: i64,
+    pub net: i64,
+    pub refunded: i64,
+    pub tenders: BTreeMap<String, i64>,
+}
+
+/// What the finance export must hold about one device-day: what the till declared in its day
+/// close, what reached the broker (so what the ledger must book), and the reconciliation outcome
+/// that follows (`matched` when they are equal, else `mismatched`; `missing_close` without a close).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceDay {
+    pub store_id: String,
+    /// The till's `StoreDayClosed` (`None`: it never closed the day).
+    pub declared: Option<DeviceDayTotals>,
+    /// The sales and refunds of the device-day that were published.
+    pub booked: DeviceDayTotals,
+    /// Set by [`Truth::settle_reconciliation`].
+    pub expected_status: String,
+}
+
+/// The contract's name of a tender method (the ledger's `tender` column).
+pub fn tender_code(method: TenderMethod) -> &'static str {
+    match method {
+        TenderMethod::Cash => "CASH",
+        TenderMethod::Card => "CARD",
+        TenderMethod::Mobile => "MOBILE",
+        TenderMethod::Voucher => "VOUCHER",
+        TenderMethod::LoyaltyPoints => "LOYALTY_POINTS",
+        TenderMethod::StoreCredit => "STORE_CREDIT",
+        TenderMethod::Other => "OTHER",
+    }
 }
 
 /// What one (store, sku) sold.
@@ -120,6 +162,21 @@ pub struct Truth {
     /// catalog message must hold once the downlink has delivered.
     #[serde(default)]
     pub price_lists: BTreeMap<String, String>,
+    /// Per device, per business date: its day close, its published sales and refunds, and the
+    /// reconciliation outcome the finance export must report.
+    #[serde(default)]
+    pub device_days: BTreeMap<String, BTreeMap<i32, DeviceDay>>,
+    /// Store events of the late tills (tills that came online only after their store's day was
+    /// exported): each must reach the finance export as adjustment lines of a later export.
+    #[serde(default)]
+    pub late_events: BTreeSet<String>,
+    /// (store, business date) the late tills traded on: exported before they publish.
+    #[serde(default)]
+    pub late_days: BTreeSet<(String, i32)>,
+    /// Whether the run held the late tills back until their store-day was exported (`sim run
+    /// --finance-exports`); without that they publish with the others and may be on time.
+    #[serde(default)]
+    pub late_held_back: bool,
 }
 
 impl Truth {
@@ -147,6 +204,30 @@ impl Truth {
             .or_default() += delta;
     }
 
+    fn device_day(&mut self, event: &DeviceEvent, business_date: i32) -> &mut DeviceDay {
+        let day = self
+            .device_days
+            .entry(event.device_id().to_string())
+            .or_default()
+            .entry(business_date)
+            .or_default();
+        day.store_id = event.store_id().to_string();
+        day
+    }
+
+    /// The reconciliation outcome of every device-day: what reached the broker against what the
+    /// till declared. Call once every event is applied.
+    pub fn settle_reconciliation(&mut self) {
+        for day in self.device_days.values_mut().flat_map(|m| m.values_mut()) {
+            day.expected_status = match &day.declared {
+                None => "missing_close",
+                Some(d) if *d == day.booked => "matched",
+                Some(_) => "mismatched",
+            }
+            .to_string();
+        }
+    }
+
     /// Applies one unique event that reached the broker.
     pub fn apply(&mut self, event: &DeviceEvent) {
         match event {
@@ -172,6 +253,18 @@ impl Truth {
                 day.discounts += o.totals.discounts.amount_minor;
                 day.tax += o.totals.tax.amount_minor;
                 day.net += o.totals.net.amount_minor;
+                let booked = &mut self.device_day(event, o.business_date).booked;
+                booked.orders += 1;
+                booked.gross += o.totals.gross.amount_minor;
+                booked.discounts += o.totals.discounts.amount_minor;
+                booked.tax += o.totals.tax.amount_minor;
+                booked.net += o.totals.net.amount_minor;
+                for t in &o.tenders {
+                    *booked
+                        .tenders
+                        .entry(tender_code(t.method).to_string())
+                        .or_default() += t.amount.amount_minor;
+                }
                 let hour = o.occurred_at.div_euclid(HOUR_MS) * HOUR_MS;
                 for l in &o.lines {
                     let gross = l.unit_price.amount_minor * i64::from(l.qty);
@@ -208,6 +301,9 @@ impl Truth {
                     .or_default();
                 day.refunds += 1;
                 day.refunded += r.total.amount_minor;
+                let booked = &mut self.device_day(event, r.business_date).booked;
+                booked.refunds += 1;
+                booked.refunded += r.total.amount_minor;
                 for l in &r.lines {
                     if l.restock {
                         self.add_stock(&store, &l.sku, i64::from(l.qty));
@@ -229,6 +325,24 @@ impl Truth {
                     self.add_stock(&store, &l.sku, delta);
                     self.ledger_lines += 1;
                 }
+            }
+            DeviceEvent::StoreDayClosed(c) => {
+                let mut tenders = BTreeMap::new();
+                for t in &c.tender_totals {
+                    *tenders
+                        .entry(tender_code(t.method).to_string())
+                        .or_default() += t.amount.amount_minor;
+                }
+                self.device_day(event, c.business_date).declared = Some(DeviceDayTotals {
+                    orders: u64::try_from(c.order_count).unwrap_or(0),
+                    refunds: u64::try_from(c.refund_count).unwrap_or(0),
+                    gross: c.gross.amount_minor,
+                    discounts: c.discounts.amount_minor,
+                    tax: c.tax.amount_minor,
+                    net: c.net.amount_minor,
+                    refunded: c.refunds.amount_minor,
+                    tenders,
+                });
             }
             _ => {}
         }

@@ -76,6 +76,7 @@ pub fn compare_with(truth: &Truth, observed: Observed<'_>, allow: Allowances) ->
         db,
         catalog,
         conflicts,
+        finance,
     } = observed;
     let mut checks = Vec::new();
     match kafka {
@@ -94,8 +95,10 @@ pub fn compare_with(truth: &Truth, observed: Observed<'_>, allow: Allowances) ->
         Some(c) => checks.extend(super::conflicts::checks(truth, c, &allow)),
         None => checks.extend(super::conflicts::not_checked(truth)),
     }
-    // Facts of the truth no service checks yet (the finance export).
-    checks.push(not_checked("finance exports", "-".into()));
+    match finance {
+        Some(f) => checks.extend(super::finance::checks(truth, f)),
+        None => checks.extend(super::finance::not_checked(truth)),
+    }
     Report { checks }
 }
 
@@ -420,6 +423,7 @@ mod tests {
             db: Some(&d),
             catalog: Some(&c),
             conflicts: None,
+            finance: None,
         };
         let r = compare(&plan.truth, observed);
         assert!(r.passed(), "{}", r.render(10));
@@ -481,6 +485,7 @@ mod tests {
             db: Some(&d),
             catalog: Some(&cat),
             conflicts: None,
+            finance: None,
         };
         let r = compare(&plan.truth, observed);
         assert!(!r.passed());
@@ -530,6 +535,7 @@ mod tests {
             db: Some(&d),
             catalog: None,
             conflicts: None,
+            finance: None,
         };
         let mut allow = Allowances {
             heartbeats_lost: 3,

@@ -10,12 +10,17 @@
 //! - `compare` (pure): truth + observations -> [`Report`], one row per fact of the truth.
 //! - `observe_conflicts`: the conflict detector's records (I/O); `conflicts` (pure): its rows, one
 //!   per rule and one for its records.
+//! - `observe_finance`: the finance export's day files as an independent reader (pyarrow) reads
+//!   them (I/O); `finance` (pure): its rows (store-day and device-day totals, balance,
+//!   reconciliation, late adjustments).
 //! - `report`: [`CheckResult`], [`Report`] and its table.
 
 mod compare;
 mod conflicts;
+mod finance;
 mod observe;
 mod observe_conflicts;
+mod observe_finance;
 mod report;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tillstream_runtime::kafka;
 
 pub use compare::{compare, compare_with};
+pub use finance::iso_date;
 pub use observe::{
     DbQueries, MqttAccess, Progress, observe_catalog, observe_db, observe_kafka, progress,
     wait_drained,
@@ -30,6 +36,7 @@ pub use observe::{
 pub use observe_conflicts::{
     ConflictsProgress, observe_conflict_queue, observe_conflicts, wait_conflicts_drained,
 };
+pub use observe_finance::{FinanceAccess, observe_finance, wait_finance_exported};
 pub use report::{CheckResult, Report};
 
 use crate::truth::Gap;
@@ -109,6 +116,42 @@ pub struct ConflictsObserved {
     pub queued_collisions: Option<BTreeSet<String>>,
 }
 
+/// One export as the reader saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedExport {
+    /// `day` or `supplement`.
+    pub kind: String,
+    pub rows: u64,
+    /// Currency -> (debit, credit) summed over the Parquet file's rows.
+    pub totals: BTreeMap<String, (i64, i64)>,
+}
+
+/// One reconciliation row (the latest export's per device-day).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedRecon {
+    pub status: String,
+    /// `figure device=X ledger=Y`, `; `-separated.
+    pub differences: String,
+}
+
+/// What the finance export delivered, read back from its files by an independent reader (pyarrow
+/// for the Parquet ledgers, the standard library for the CSV reports and manifests).
+#[derive(Debug, Clone, Default)]
+pub struct FinanceObserved {
+    /// `{store}/{export name}` -> the export.
+    pub exports: BTreeMap<String, ObservedExport>,
+    /// `store|ISO date|device|source|account role|tender` -> (debit, credit), every line type.
+    pub lines: BTreeMap<String, (i64, i64)>,
+    /// `store|ISO date|device|source` -> distinct events.
+    pub events: BTreeMap<String, u64>,
+    /// `store|ISO date|device` -> its reconciliation row.
+    pub recon: BTreeMap<String, ObservedRecon>,
+    /// Event id -> the line types (`regular`, `adjustment`) of its lines.
+    pub event_types: BTreeMap<String, BTreeSet<String>>,
+    /// `event id#line no` in the files more than once.
+    pub duplicate_lines: Vec<String>,
+}
+
 /// What a correct at-least-once pipeline may still show, and why. Each allowance is derived from
 /// the fault a test injected (see [`Allowances::dedup_batches_replayed`]), never a round number.
 #[derive(Debug, Clone, Default)]
@@ -148,6 +191,8 @@ pub struct Observed<'a> {
     pub catalog: Option<&'a CatalogObserved>,
     /// `None` when the run had no conflict detector (its rows are `n/a`).
     pub conflicts: Option<&'a ConflictsObserved>,
+    /// `None` when the run had no finance export (its rows are `n/a`).
+    pub finance: Option<&'a FinanceObserved>,
 }
 
 /// Topics the oracle reads.
@@ -189,4 +234,6 @@ pub enum OracleError {
     Db(#[from] sqlx::Error),
     #[error("mqtt: {0}")]
     Mqtt(String),
+    #[error("finance exports: {0}")]
+    Finance(String),
 }

@@ -1,7 +1,8 @@
-//! Day close: after trading, every device closes every business date it traded on with the totals
-//! of its own day book and the seq range the day covers. Pure.
+//! Day close: after trading, every device closes every business date it traded on (a sale, a
+//! refund or a loyalty redemption) with the totals of its own day book and the seq range the day
+//! covers. Pure.
 
-use tillstream_contracts::{StoreDayClosed, TenderMethod, TenderTotal};
+use tillstream_contracts::{DeviceEvent, StoreDayClosed, TenderMethod, TenderTotal};
 
 use super::fleet::{DayBook, FleetGenerator, eur, store_event};
 use super::timeline::Timeline;
@@ -10,6 +11,19 @@ impl FleetGenerator {
     /// Records each device's `StoreDayClosed` per business date in its day books, in date order.
     pub(super) fn close_days(&mut self, timeline: &Timeline) {
         for d in 0..self.devices.len() {
+            // A day with only redemptions is a trading day for finance too: it is closed (with
+            // zero sales figures) like the others.
+            let redeemed: Vec<i32> = self.devices[d]
+                .events
+                .iter()
+                .filter_map(|p| match &p.event {
+                    DeviceEvent::LoyaltyRedeemed(l) => Some(l.business_date),
+                    _ => None,
+                })
+                .collect();
+            for date in redeemed {
+                self.devices[d].day_books.entry(date).or_default();
+            }
             let books: Vec<(i32, DayBook)> = self.devices[d]
                 .day_books
                 .iter()

@@ -67,6 +67,8 @@ pub(super) struct PlannedDevice {
     pub(super) day_books: BTreeMap<i32, DayBook>,
     /// Every sale it recorded, for refunds.
     pub(super) sales: Vec<OrderCreated>,
+    /// A late till (`late`): online only after its store's first day was exported.
+    pub(super) late: bool,
 }
 
 /// The state every phase of [`super::generate`] reads and extends.
@@ -150,6 +152,7 @@ impl FleetGenerator {
                     heartbeats: Vec::new(),
                     day_books: BTreeMap::new(),
                     sales: Vec::new(),
+                    late: false,
                 });
             }
         }
@@ -163,7 +166,27 @@ impl FleetGenerator {
         }
     }
 
-    pub(super) fn into_plan(self, devices: Vec<DevicePlan>) -> Plan {
+    pub(super) fn into_plan(mut self, devices: Vec<DevicePlan>) -> Plan {
+        for dev in self.devices.iter().filter(|d| d.late) {
+            for date in dev.day_books.keys() {
+                self.truth.late_days.insert((dev.store.clone(), *date));
+            }
+            // The ones the ledger books (the receipt moves stock only).
+            let ids = dev
+                .events
+                .iter()
+                .filter(|p| {
+                    matches!(
+                        p.event,
+                        DeviceEvent::OrderCreated(_)
+                            | DeviceEvent::OrderRefunded(_)
+                            | DeviceEvent::LoyaltyRedeemed(_)
+                            | DeviceEvent::StoreDayClosed(_)
+                    )
+                })
+                .map(|p| p.event.event_id().to_string());
+            self.truth.late_events.extend(ids);
+        }
         Plan {
             devices,
             price_lists: self.price_lists,

@@ -14,7 +14,7 @@ impl FleetGenerator {
     /// to each other, so each loss is exactly one gap of one seq.
     pub(super) fn lose_events(&mut self) {
         let mut candidates: Vec<(usize, usize)> = Vec::new();
-        for (d, dev) in self.devices.iter().enumerate() {
+        for (d, dev) in self.devices.iter().enumerate().filter(|(_, dev)| !dev.late) {
             for i in (2..dev.events.len().saturating_sub(2)).step_by(3) {
                 if !dev.events[i].force_offline
                     && !dev.events[i - 1].force_offline
@@ -52,6 +52,7 @@ impl FleetGenerator {
         truth.oversold = std::mem::take(&mut self.truth.oversold);
         truth.conflicts = std::mem::take(&mut self.truth.conflicts);
         truth.price_lists = std::mem::take(&mut self.truth.price_lists);
+        truth.late_events = std::mem::take(&mut self.truth.late_events);
         for dev in &self.devices {
             for p in dev.events.iter().filter(|p| !p.missing) {
                 truth.apply(&p.event);
@@ -60,6 +61,7 @@ impl FleetGenerator {
                 truth.apply(&heartbeat.event);
             }
         }
+        truth.settle_reconciliation();
         self.truth = truth;
     }
 }

@@ -13,6 +13,8 @@
 //! - `timeline`: where the n-th store event falls in time and on which business date;
 //! - `pricing`: shelf prices and the price lists the cloud approves;
 //! - `trading`: opening stock, then the trading loop, one method per kind of event;
+//! - `late`: the late tills (online only once their store's first day was exported: their events
+//!   are the finance export's adjustment lines);
 //! - `close`: every device's day close;
 //! - `conflicts`: the conflict detector's constructed cases (reservation breach, price variances,
 //!   double redemptions, a reused business key, stale counts), and every count's expectation
@@ -28,6 +30,7 @@ mod close;
 mod conflicts;
 mod expect;
 mod fleet;
+mod late;
 mod losses;
 mod poison;
 mod pricing;
@@ -121,6 +124,10 @@ pub struct FleetSpec {
     pub poison: PoisonSpec,
     /// Payload size used for oversize poison (above the bridge's limit).
     pub oversize_bytes: usize,
+    /// Late tills (one per store, from the first store on): each trades on the first business date
+    /// and closes it, but comes online only after its store's day was exported (`sim run
+    /// --finance-exports` holds it back until then).
+    pub late_tills: u32,
     /// Opening time (UTC ms) of the first trading day; default 2026-11-02T06:00Z. Part of the plan:
     /// the same spec, start and seed give the same payloads.
     pub start_ms: Option<i64>,
@@ -152,6 +159,7 @@ impl Default for FleetSpec {
             skewed_fraction: 0.2,
             poison: PoisonSpec::default(),
             oversize_bytes: 300_000,
+            late_tills: 1,
             start_ms: None,
         }
     }
@@ -188,6 +196,8 @@ pub struct DevicePlan {
     pub device_id: String,
     pub store_id: String,
     pub steps: Vec<Step>,
+    /// A late till (see [`FleetSpec::late_tills`]).
+    pub late: bool,
 }
 
 impl DevicePlan {
@@ -220,6 +230,43 @@ pub fn price_list_key(store_id: &str) -> String {
 impl Plan {
     pub fn publishes(&self) -> usize {
         self.devices.iter().map(DevicePlan::publishes).sum()
+    }
+
+    /// (the plan without its late tills, the late tills alone): what publishes first and what
+    /// publishes once the late tills' store-days were exported. Both carry the truth.
+    pub fn split_late(&self) -> (Plan, Plan) {
+        let (late, on_time): (Vec<DevicePlan>, Vec<DevicePlan>) =
+            self.devices.iter().cloned().partition(|d| d.late);
+        let part = |devices| Plan {
+            devices,
+            price_lists: self.price_lists.clone(),
+            truth: self.truth.clone(),
+        };
+        (part(on_time), part(late))
+    }
+
+    /// (store, business date) of each late till's day: the store-days that must be exported
+    /// before the late tills publish.
+    pub fn late_store_days(&self) -> &std::collections::BTreeSet<(String, i32)> {
+        &self.truth.late_days
+    }
+
+    /// The store master data the finance export needs (`store_id,time_zone,currency,legal_entity`)
+    /// for the plan's stores: time zones and legal entities rotate over three countries.
+    pub fn stores_csv(&self) -> String {
+        const ZONES: [(&str, &str); 3] = [
+            ("Europe/Berlin", "TS-DE-01"),
+            ("Europe/Paris", "TS-FR-01"),
+            ("Europe/Amsterdam", "TS-NL-01"),
+        ];
+        let stores: std::collections::BTreeSet<&str> =
+            self.devices.iter().map(|d| d.store_id.as_str()).collect();
+        let mut s = String::from("store_id,time_zone,currency,legal_entity\n");
+        for (i, store) in stores.into_iter().enumerate() {
+            let (tz, entity) = ZONES[i % ZONES.len()];
+            s.push_str(&format!("{store},{tz},{},{entity}\n", self.truth.currency));
+        }
+        s
     }
 
     /// The fleet registry CSV (device_id,store_id) the bridge and mosquitto need.
@@ -264,6 +311,7 @@ pub fn generate(spec: &FleetSpec) -> Plan {
     let timeline = Timeline::new(spec, fleet.devices.len());
     let opening_events = fleet.receive_opening_stock(&timeline);
     fleet.trade(&timeline, opening_events);
+    fleet.trade_late(&timeline);
     fleet.close_days(&timeline);
     fleet.lose_events();
     fleet.settle_counts();

@@ -118,7 +118,7 @@ impl FleetGenerator {
     /// and money do not: the truth holds whichever arrives first).
     pub(super) fn pick_collisions(&mut self) -> BTreeSet<EventRef> {
         let mut sales: Vec<EventRef> = Vec::new();
-        for (d, dev) in self.devices.iter().enumerate() {
+        for (d, dev) in self.devices.iter().enumerate().filter(|(_, dev)| !dev.late) {
             for (i, p) in dev.events.iter().enumerate() {
                 if !p.missing && !p.force_offline && matches!(p.event, DeviceEvent::OrderCreated(_))
                 {
@@ -153,7 +153,7 @@ impl FleetGenerator {
                 &mut self.rng,
                 &self.spec,
                 &dev.events,
-                offline_devices.contains(&d),
+                offline_devices.contains(&d) && !dev.late,
             );
             // Heartbeats are published at their position, before the event they precede.
             let mut heartbeats_before: BTreeMap<usize, Vec<&DeviceEvent>> = BTreeMap::new();
@@ -219,6 +219,7 @@ impl FleetGenerator {
                 device_id: dev.id.clone(),
                 store_id: dev.store.clone(),
                 steps: uplink.steps,
+                late: dev.late,
             });
         }
         plans

@@ -224,3 +224,95 @@ fn sales_follow_the_approved_price_lists() {
     }
     assert!(changed_lines > 0, "no sale used a changed price");
 }
+
+/// The finance truth: a device-day must mismatch exactly when one of its sales or refunds was lost
+/// as a sequence gap; every other device-day that traded is closed and matches; the late tills'
+/// events are named.
+#[test]
+fn device_days_mismatch_exactly_where_sales_or_refunds_were_lost() {
+    let mut mismatches = 0;
+    for spec in [
+        small(),
+        FleetSpec::default(),
+        FleetSpec {
+            seed: 7,
+            missing: 12,
+            ..small()
+        },
+    ] {
+        let plan = generate(&spec);
+        let t = &plan.truth;
+        let mut fleet = fleet::FleetGenerator::new(&spec);
+        let timeline = timeline::Timeline::new(&spec, fleet.devices.len());
+        let opening = fleet.receive_opening_stock(&timeline);
+        fleet.trade(&timeline, opening);
+        fleet.trade_late(&timeline);
+        fleet.close_days(&timeline);
+        fleet.lose_events();
+        let mut lost_money: BTreeSet<(String, i32)> = BTreeSet::new();
+        for dev in &fleet.devices {
+            for p in dev.events.iter().filter(|p| p.missing) {
+                match &p.event {
+                    DeviceEvent::OrderCreated(o) => {
+                        lost_money.insert((dev.id.clone(), o.business_date));
+                    }
+                    DeviceEvent::OrderRefunded(r) => {
+                        lost_money.insert((dev.id.clone(), r.business_date));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut mismatched = BTreeSet::new();
+        for (device, days) in &t.device_days {
+            for (date, day) in days {
+                assert!(day.declared.is_some(), "{device} {date} never closed");
+                match day.expected_status.as_str() {
+                    "mismatched" => {
+                        mismatched.insert((device.clone(), *date));
+                    }
+                    "matched" => {}
+                    other => panic!("{device} {date}: {other}"),
+                }
+            }
+        }
+        assert_eq!(mismatched, lost_money, "seed {}", spec.seed);
+        mismatches += mismatched.len();
+        // Per-store-day sums of the device-days are the store-day totals.
+        for (store, days) in &t.days {
+            for (date, totals) in days {
+                let (orders, net, refunded) = t
+                    .device_days
+                    .values()
+                    .filter_map(|m| m.get(date))
+                    .filter(|d| &d.store_id == store)
+                    .fold((0, 0, 0), |a, d| {
+                        (
+                            a.0 + d.booked.orders,
+                            a.1 + d.booked.net,
+                            a.2 + d.booked.refunded,
+                        )
+                    });
+                assert_eq!(
+                    (orders, net, refunded),
+                    (totals.orders, totals.net, totals.refunded)
+                );
+            }
+        }
+        let late: Vec<&DevicePlan> = plan.devices.iter().filter(|d| d.late).collect();
+        assert_eq!(late.len() as u32, spec.late_tills.min(spec.stores));
+        assert_eq!(
+            t.late_events.len(),
+            late.len() * 3,
+            "two sales and the close"
+        );
+        assert_eq!(plan.late_store_days().len(), late.len());
+        let (on_time, held) = plan.split_late();
+        assert_eq!(
+            on_time.devices.len() + held.devices.len(),
+            plan.devices.len()
+        );
+        assert!(held.devices.iter().all(|d| d.late));
+    }
+    assert!(mismatches > 0, "some lost event is a sale or refund");
+}

@@ -33,6 +33,11 @@ impl Timeline {
         (n * u64::from(self.days) / self.total_events) as i32
     }
 
+    /// The business date of the first trading day.
+    pub(super) fn first_business_date(&self) -> i32 {
+        self.first_business_date
+    }
+
     /// The business date of the n-th event.
     pub(super) fn business_date(&self, n: u64) -> i32 {
         self.first_business_date + self.day_index(n)

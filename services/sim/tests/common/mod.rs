@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tillstream_integration_tests::pipeline::{Pipeline, PipelineOptions, Service};
 use tillstream_integration_tests::{Stack, Svc, TestRegistry, apply_topology};
 use tillstream_runtime::kafka::KafkaConfig;
+use tillstream_sim::late;
 use tillstream_sim::oracle::{self, Report, Topics};
 use tillstream_sim::plan::{FleetSpec, Plan, PoisonSpec, generate};
 use tillstream_sim::publish::{
@@ -55,6 +56,9 @@ pub fn with_poison(mut spec: FleetSpec) -> FleetSpec {
 /// from it instead of from the size of the run.
 pub const DEDUP_MAX_BATCH: u64 = 500;
 
+/// How long the late tills wait for their store-days to be exported.
+const LATE_WAIT: Duration = Duration::from_secs(300);
+
 pub struct E2e {
     pub plan: Plan,
     /// PUBACKs of planned publishes so far (faults fire on the fleet's observed progress).
@@ -85,6 +89,7 @@ impl E2e {
         let dir = tempfile::tempdir().unwrap();
         let fleet_csv = dir.path().join("devices.csv");
         std::fs::write(&fleet_csv, plan.fleet_csv()).unwrap();
+        std::fs::write(dir.path().join("stores.csv"), plan.stores_csv()).unwrap();
         let mut svcs = vec![Svc::Tansu, Svc::Mosquitto];
         if backend == Backend::Postgres {
             svcs.push(Svc::Postgres);
@@ -236,10 +241,23 @@ impl E2e {
         assert_eq!(n, self.plan.price_lists.len());
     }
 
-    /// Publishes the price lists, then every device's events.
+    /// Publishes the price lists, then every device's events (the late tills once their
+    /// store-days were exported, when the scenario started the finance export).
     pub async fn publish(&self) -> PublishReport {
         self.publish_price_lists().await;
-        publish(&self.plan, &self.publish_config()).await.unwrap()
+        let cfg = self.publish_config();
+        match self.late_held_back() {
+            Some(dir) => late::publish_late_after_export(&self.plan, &cfg, &dir, LATE_WAIT)
+                .await
+                .unwrap(),
+            None => publish(&self.plan, &cfg).await.unwrap(),
+        }
+    }
+
+    /// The finance export's folder when the scenario started it (the late tills wait for it).
+    fn late_held_back(&self) -> Option<PathBuf> {
+        self.has(Service::FinanceExport)
+            .then(|| self.pipeline.finance_exports_dir())
     }
 
     /// Publishes the price lists, then the devices' events at `rate` events/s in the background
@@ -251,7 +269,15 @@ impl E2e {
             rate,
             ..self.publish_config()
         };
-        tokio::spawn(async move { publish(&plan, &cfg).await.unwrap() })
+        let held_back = self.late_held_back();
+        tokio::spawn(async move {
+            match held_back {
+                Some(dir) => late::publish_late_after_export(&plan, &cfg, &dir, LATE_WAIT)
+                    .await
+                    .unwrap(),
+                None => publish(&plan, &cfg).await.unwrap(),
+            }
+        })
     }
 
     /// Waits for the pipeline to drain, then runs the full oracle.
@@ -305,13 +331,21 @@ impl E2e {
             true => Some(self.observe_conflicts().await),
             false => None,
         };
+        // The finance export's rows when the scenario started one (else n/a).
+        let mut truth = self.plan.truth.clone();
+        truth.late_held_back = self.has(Service::FinanceExport);
+        let finance = match self.has(Service::FinanceExport) {
+            true => Some(self.observe_finance(&truth).await),
+            false => None,
+        };
         let observed = oracle::Observed {
             kafka: Some(&k),
             db: Some(&d),
             catalog: Some(&c),
             conflicts: conflicts.as_ref(),
+            finance: finance.as_ref(),
         };
-        oracle::compare_with(&self.plan.truth, observed, allow)
+        oracle::compare_with(&truth, observed, allow)
     }
 
     /// Whether the scenario started `service` (the three core services always are).
@@ -353,6 +387,41 @@ impl E2e {
             .unwrap();
         c.queued_collisions = Some(oracle::observe_conflict_queue(&db).await.unwrap());
         c
+    }
+
+    /// Starts the finance export and waits until it is ready.
+    pub async fn start_finance_export(&mut self) {
+        let index = self.pipeline.add(Service::FinanceExport).unwrap();
+        self.pipeline
+            .instance(Service::FinanceExport, index)
+            .wait_ready(Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+
+    /// Waits until every store-day of the truth is exported (and the late tills' days adjusted),
+    /// then reads the files back with the independent reader.
+    async fn observe_finance(
+        &self,
+        truth: &tillstream_sim::truth::Truth,
+    ) -> oracle::FinanceObserved {
+        let dir = self.pipeline.finance_exports_dir();
+        let done = oracle::wait_finance_exported(
+            &dir,
+            truth,
+            Duration::from_secs(240),
+            Duration::from_secs(3),
+        )
+        .await;
+        match &done {
+            Ok(p) => println!("finance export caught up: {p}"),
+            Err(p) => eprintln!(
+                "finance export did not catch up: {p}\n{}",
+                self.pipeline.logs(40)
+            ),
+        }
+        let access = oracle::FinanceAccess::new(&dir, &tillstream_integration_tests::repo());
+        oracle::observe_finance(&access).await.unwrap()
     }
 
     pub async fn assert_oracle_passes(&self) {
