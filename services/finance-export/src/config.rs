@@ -42,6 +42,8 @@ pub struct Config {
     pub close: CloseConfig,
     /// Where the day files go.
     pub destination: DestinationConfig,
+    /// Fault injection for tests and drills (off by default).
+    pub fault: FaultConfig,
 }
 
 impl Default for Config {
@@ -64,8 +66,25 @@ impl Default for Config {
             stores_file: "config/fleet/stores.csv".into(),
             close: CloseConfig::default(),
             destination: DestinationConfig::default(),
+            fault: FaultConfig::default(),
         }
     }
+}
+
+/// What a test or drill asks the exporter to do mid-export (a test kills the process then).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FaultConfig {
+    /// Hold a local delivery this long after its first file is written to `.tmp` and before the
+    /// rest (0 = never): a kill then leaves a partial export behind, never visible.
+    pub hold_mid_write_ms: u64,
+    /// Created (empty) when a delivery starts holding mid-write.
+    pub marker_file: Option<PathBuf>,
+    /// Hold this long after an export was delivered, before it is recorded delivered (0 = never):
+    /// a kill then makes the restart deliver it again.
+    pub hold_after_delivery_ms: u64,
+    /// Created when the exporter starts holding after a delivery.
+    pub delivered_marker_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use tillstream_runtime::retry::Backoff;
 use tillstream_runtime::{CancellationToken, Classify, ErrorClass, clock};
 
-use crate::config::CloseConfig;
+use crate::config::{CloseConfig, FaultConfig};
 use crate::core::{
     Chart, CloseReason, DeviceDayInput, ReconRecord, ReconStatus, Stores, close_decision,
     cutoff_ms, iso_date, reconcile,
 };
 use crate::db::{Db, ExportMeta, NewExport};
-use crate::export::{Delivery, Sink, render};
+use crate::export::{Delivery, Hold, Rendered, Sink, render};
 use crate::{Error, metrics as m};
 
 /// How far back (days) a new export looks for earlier device-days whose reconciliation changed.
@@ -35,6 +35,8 @@ pub struct Exporter {
     pub chart: Arc<Chart>,
     pub stores: Arc<Stores>,
     pub close: CloseConfig,
+    /// Fault injection (tests and drills).
+    pub fault: FaultConfig,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -251,7 +253,25 @@ impl Exporter {
 
     /// Renders an assigned export from the ledger and delivers it.
     pub async fn deliver(&self, meta: &ExportMeta) -> Result<(), Error> {
-        let written = deliver_to(&self.db, &self.sink, &self.chart, &self.stores, meta).await?;
+        let rendered = render_export(&self.db, &self.chart, &self.stores, meta).await?;
+        let mid_write = (self.fault.hold_mid_write_ms > 0).then(|| Hold {
+            ms: self.fault.hold_mid_write_ms,
+            marker: self.fault.marker_file.clone(),
+        });
+        let written = self
+            .sink
+            .deliver_holding(&meta.store_id, &meta.name, rendered, mid_write)
+            .await?;
+        if written == Delivery::Written && self.fault.hold_after_delivery_ms > 0 {
+            if let Some(marker) = &self.fault.delivered_marker_file {
+                let _ = std::fs::write(marker, b"");
+            }
+            tracing::warn!(
+                ms = self.fault.hold_after_delivery_ms,
+                "fault injection: holding after a delivery, before recording it"
+            );
+            tokio::time::sleep(Duration::from_millis(self.fault.hold_after_delivery_ms)).await;
+        }
         self.db
             .mark_delivered(&meta.store_id, meta.export_seq)
             .await?;
@@ -274,6 +294,17 @@ pub async fn deliver_to(
     stores: &Stores,
     meta: &ExportMeta,
 ) -> Result<Delivery, Error> {
+    let rendered = render_export(db, chart, stores, meta).await?;
+    Ok(sink.deliver(&meta.store_id, &meta.name, rendered).await?)
+}
+
+/// Renders an assigned export's files from the ledger (the same rows give the same bytes).
+pub async fn render_export(
+    db: &Db,
+    chart: &Chart,
+    stores: &Stores,
+    meta: &ExportMeta,
+) -> Result<Rendered, Error> {
     let store = stores.get(&meta.store_id).ok_or_else(|| {
         Error::Config(format!(
             "store {} is not in the store master data",
@@ -282,6 +313,5 @@ pub async fn deliver_to(
     })?;
     let lines = db.export_lines(&meta.store_id, meta.export_seq).await?;
     let recon = db.export_recon(&meta.store_id, meta.export_seq).await?;
-    let rendered = render(meta, &lines, &recon, store, chart)?;
-    Ok(sink.deliver(&meta.store_id, &meta.name, rendered).await?)
+    Ok(render(meta, &lines, &recon, store, chart)?)
 }

@@ -38,7 +38,7 @@ use tillstream_runtime::retry::Backoff;
 use tillstream_runtime::service::ShutdownGuard;
 use tillstream_runtime::{CancellationToken, Classify, ErrorClass, Health, ops};
 
-pub use config::{Config, SERVICE};
+pub use config::{Config, FaultConfig, SERVICE};
 pub use db::{Db, DbError};
 pub use error::Error;
 
@@ -114,6 +114,7 @@ pub async fn start(cfg: Config, token: CancellationToken) -> Result<Running, Err
         chart: chart.clone(),
         stores: stores.clone(),
         close: cfg.close.clone(),
+        fault: cfg.fault.clone(),
     };
     let processor = Processor {
         cfg,

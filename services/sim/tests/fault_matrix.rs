@@ -562,3 +562,155 @@ async fn heavy_fault_conflict_detector_killed_mid_batch() {
         "after the second kill the detector found {dropped} delivered records still in its outbox and dropped them"
     );
 }
+
+const EXPORTER_HOLD_WRITE: &str = "TILLSTREAM_FINANCE_EXPORT__FAULT__HOLD_MID_WRITE_MS";
+const EXPORTER_HOLD_DELIVERED: &str = "TILLSTREAM_FINANCE_EXPORT__FAULT__HOLD_AFTER_DELIVERY_MS";
+
+/// Waits until the exporter's fault hook creates `marker` (removed first: the hook is holding now).
+async fn wait_exporter_holding(run: &E2e, marker: &std::path::Path) {
+    let _ = std::fs::remove_file(marker);
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    while !marker.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the exporter's hook did not hold within 240 s ({})\n{}",
+            marker.display(),
+            run.pipeline.logs(30)
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The exports a reader of the folder sees (`{store}/{name}`, `.tmp` excluded), each checked whole:
+/// a manifest, and every file it lists present with the manifest's sha256 (by `sha256sum`, not the
+/// writer's code). Panics on a partial export.
+fn visible_exports(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for store in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let store_name = store.file_name().to_string_lossy().to_string();
+        if store_name.starts_with('.') {
+            continue;
+        }
+        for export in std::fs::read_dir(store.path()).unwrap().flatten() {
+            let id = format!("{store_name}/{}", export.file_name().to_string_lossy());
+            let manifest = std::fs::read(export.path().join("manifest.json"))
+                .unwrap_or_else(|e| panic!("{id} is visible without its manifest: {e}"));
+            let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+            let listed = manifest["files"].as_array().unwrap();
+            let on_disk = std::fs::read_dir(export.path()).unwrap().count();
+            assert_eq!(
+                on_disk,
+                listed.len() + 1,
+                "{id}: files beside the manifest's"
+            );
+            for f in listed {
+                let path = export.path().join(f["name"].as_str().unwrap());
+                let sum = std::process::Command::new("sha256sum")
+                    .arg(&path)
+                    .output()
+                    .unwrap();
+                let sum = String::from_utf8_lossy(&sum.stdout);
+                assert_eq!(
+                    sum.split_whitespace().next(),
+                    f["sha256"].as_str(),
+                    "{} is not the file its manifest lists",
+                    path.display()
+                );
+            }
+            out.push(id);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Files an interrupted delivery left in the export folder's `.tmp/` (never a visible export).
+fn interrupted_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join(".tmp"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| std::fs::read_dir(d.path()).map_or(0, |f| f.count()))
+        .sum()
+}
+
+/// The finance export (started only here) killed twice with SIGKILL mid-export: first while an
+/// export's files are being written (`fault.hold_mid_write_ms`: the first file is in `.tmp`, the
+/// rest not), then after an export's folder was renamed into place and before the export was
+/// recorded delivered (`fault.hold_after_delivery_ms`: the restart delivers it again and must find
+/// the same bytes); each hook creates a marker file when it holds. Restarted each time. No partial
+/// export is ever visible; the oracle's finance rows must pass: every store-day exported, every
+/// ledger line once, totals as the truth, the late tills as adjustment lines.
+#[tokio::test(flavor = "multi_thread")]
+async fn heavy_fault_finance_export_killed_mid_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let write_marker = dir.path().join("exporter-mid-write");
+    let delivered_marker = dir.path().join("exporter-delivered");
+    let var = |k: &str, v: String| (k.to_string(), v);
+    let env = BTreeMap::from([(
+        Service::FinanceExport,
+        vec![
+            var(EXPORTER_HOLD_WRITE, "3000".into()),
+            var(
+                "TILLSTREAM_FINANCE_EXPORT__FAULT__MARKER_FILE",
+                write_marker.display().to_string(),
+            ),
+            var(
+                "TILLSTREAM_FINANCE_EXPORT__FAULT__DELIVERED_MARKER_FILE",
+                delivered_marker.display().to_string(),
+            ),
+            var("TILLSTREAM_FINANCE_EXPORT__BATCH__MAX_EVENTS", "200".into()),
+        ],
+    )]);
+    let mut run = E2e::start_with(&small_fleet(108, 4_000), Backend::Sqlite, env).await;
+    run.start_finance_export().await;
+    let exports = run.pipeline.finance_exports_dir();
+    let publishing = run.publish_in_background(RATE * 2).await;
+
+    wait_exporter_holding(&run, &write_marker).await;
+    let partial = interrupted_files(&exports);
+    let before = visible_exports(&exports);
+    assert!(
+        partial > 0,
+        "the kill must land mid-write: files of the export in .tmp"
+    );
+    println!(
+        "killing the finance export mid-write ({partial} file(s) of an export in .tmp, {} export(s) delivered)",
+        before.len()
+    );
+    run.pipeline
+        .crash_and_restart_with(
+            Service::FinanceExport,
+            0,
+            &[
+                (EXPORTER_HOLD_WRITE, "0"),
+                (EXPORTER_HOLD_DELIVERED, "3000"),
+            ],
+        )
+        .await
+        .unwrap();
+
+    wait_exporter_holding(&run, &delivered_marker).await;
+    let delivered = visible_exports(&exports);
+    assert!(
+        delivered.len() > before.len(),
+        "the second kill must land after a delivery: {delivered:?}"
+    );
+    println!(
+        "killing the finance export after delivering {} (not yet recorded delivered)",
+        delivered.last().unwrap()
+    );
+    run.pipeline
+        .crash_and_restart_with(Service::FinanceExport, 0, &[(EXPORTER_HOLD_DELIVERED, "0")])
+        .await
+        .unwrap();
+    run.fault_ended();
+    publishing.await.unwrap();
+    run.assert_oracle_passes().await;
+    let after = visible_exports(&exports);
+    assert_eq!(interrupted_files(&exports), 0, "the restart cleans .tmp");
+    for id in &delivered {
+        assert!(after.contains(id), "{id} was delivered and is gone");
+    }
+    println!("{} exports, every one whole", after.len());
+}

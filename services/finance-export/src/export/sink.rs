@@ -23,6 +23,13 @@ pub enum Delivery {
     AlreadyThere,
 }
 
+/// Fault injection: hold a local delivery mid-write (after its first file), creating `marker`.
+#[derive(Debug, Clone)]
+pub struct Hold {
+    pub ms: u64,
+    pub marker: Option<PathBuf>,
+}
+
 /// A destination for exports.
 #[derive(Clone)]
 pub enum Sink {
@@ -125,13 +132,27 @@ impl Sink {
         name: &str,
         rendered: Rendered,
     ) -> Result<Delivery, ExportError> {
+        self.deliver_holding(store, name, rendered, None).await
+    }
+
+    /// [`Sink::deliver`], holding a local delivery mid-write when `hold` says so (tests kill the
+    /// process then).
+    pub async fn deliver_holding(
+        &self,
+        store: &str,
+        name: &str,
+        rendered: Rendered,
+        hold: Option<Hold>,
+    ) -> Result<Delivery, ExportError> {
         match self {
             Sink::Local(dir) => {
                 let dir = dir.clone();
                 let (store, name) = (store.to_string(), name.to_string());
-                tokio::task::spawn_blocking(move || deliver_local(&dir, &store, &name, &rendered))
-                    .await
-                    .map_err(|e| ExportError::Invalid(format!("delivery task: {e}")))?
+                tokio::task::spawn_blocking(move || {
+                    deliver_local(&dir, &store, &name, &rendered, hold.as_ref())
+                })
+                .await
+                .map_err(|e| ExportError::Invalid(format!("delivery task: {e}")))?
             }
             Sink::Object { store: os, prefix } => {
                 let base = if prefix.is_empty() {
@@ -169,6 +190,7 @@ fn deliver_local(
     store: &str,
     name: &str,
     rendered: &Rendered,
+    hold: Option<&Hold>,
 ) -> Result<Delivery, ExportError> {
     let target = dir.join(store).join(name);
     if target.exists() {
@@ -186,11 +208,18 @@ fn deliver_local(
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir(&tmp).map_err(io(&tmp))?;
-    for (file, bytes) in &rendered.files {
+    for (i, (file, bytes)) in rendered.files.iter().enumerate() {
         let path = tmp.join(file);
         let mut f = std::fs::File::create(&path).map_err(io(&path))?;
         std::io::Write::write_all(&mut f, bytes).map_err(io(&path))?;
         f.sync_all().map_err(io(&path))?;
+        if let (0, Some(h)) = (i, hold) {
+            if let Some(marker) = &h.marker {
+                let _ = std::fs::write(marker, b"");
+            }
+            tracing::warn!(ms = h.ms, "fault injection: holding a delivery mid-write");
+            std::thread::sleep(std::time::Duration::from_millis(h.ms));
+        }
     }
     fsync_dir(&tmp)?;
     let parent = dir.join(store);
