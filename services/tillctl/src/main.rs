@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tillctl::{conflicts, inspect, outbox, prices, schemas, topology};
+use tillctl::{conflicts, finance, inspect, outbox, prices, schemas, topology};
 use tillstream_contracts::{Registry, RegistryConfig};
 use tillstream_runtime::kafka::KafkaConfig;
 
@@ -60,6 +60,57 @@ enum Command {
     Prices {
         #[command(subcommand)]
         command: PricesCmd,
+    },
+    /// The finance export: export a range again, a store-day's ledger, reconciliation status.
+    Finance(FinanceArgs),
+}
+
+#[derive(clap::Args)]
+struct FinanceArgs {
+    /// The finance export's config file (its TILLSTREAM_FINANCE_EXPORT__* and TILLSTREAM_PG_URL
+    /// variables apply too).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The ledger database (sqlite://... or postgres://...); default: the config's.
+    #[arg(long)]
+    db: Option<String>,
+    /// The store master data (store_id,time_zone,currency,legal_entity); default: the config's.
+    #[arg(long)]
+    stores: Option<PathBuf>,
+    /// The chart of accounts (TOML); default: the config's, else the shipped one.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    #[command(subcommand)]
+    command: FinanceCmd,
+}
+
+#[derive(Subcommand)]
+enum FinanceCmd {
+    /// Render the delivered exports of business dates FROM..=TO again into another folder
+    /// (byte-identical with the delivered files).
+    Export {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// Only this store's exports.
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// A store-day's ledger lines and totals.
+    Ledger {
+        #[arg(long)]
+        store: String,
+        /// Business date, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+    },
+    /// The latest reconciliation record of every device-day, per store.
+    Reconciliation {
+        #[arg(long)]
+        store: Option<String>,
     },
 }
 
@@ -420,6 +471,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         r["outcome"].as_str().unwrap_or("?"),
                         r["message"].as_str().unwrap_or("")
                     );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Finance(args) => {
+            let src = finance::Source {
+                config: args.config,
+                db: args.db,
+                stores: args.stores,
+                chart: args.chart,
+            };
+            match args.command {
+                FinanceCmd::Export {
+                    from,
+                    to,
+                    store,
+                    out,
+                } => {
+                    let done = finance::export(&src, &from, &to, store.as_deref(), &out).await?;
+                    for e in &done {
+                        let what = match e.delivery {
+                            finance::Delivery::Written => "written",
+                            finance::Delivery::AlreadyThere => "already there (same bytes)",
+                        };
+                        println!("{}: {what}", e.export_id);
+                    }
+                    println!("{} exports in {}", done.len(), out.display());
+                }
+                FinanceCmd::Ledger { store, date } => {
+                    print!("{}", finance::ledger(&src, &store, &date).await?);
+                }
+                FinanceCmd::Reconciliation { store } => {
+                    print!("{}", finance::reconciliation(&src, store.as_deref()).await?);
                 }
             }
             Ok(ExitCode::SUCCESS)
