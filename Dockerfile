@@ -8,11 +8,12 @@ COPY . .
 RUN cargo build --release --locked \
       -p tillstream-store-bridge -p tillstream-dedup -p tillstream-inventory-projection \
       -p tillstream-schema-registry -p tillctl -p tillstream-sim -p tillstream-conflict-detector \
+      -p tillstream-finance-export \
  && mkdir /out \
  && cp target/release/tillstream-store-bridge target/release/tillstream-dedup \
        target/release/tillstream-inventory-projection target/release/tillstream-schema-registry \
        target/release/tillctl target/release/tillstream-sim \
-       target/release/tillstream-conflict-detector /out/
+       target/release/tillstream-conflict-detector target/release/tillstream-finance-export /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \

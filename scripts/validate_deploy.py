@@ -21,6 +21,7 @@ SERVICES = {
     "store-bridge": ("tillstream-store-bridge", "TILLSTREAM_STORE_BRIDGE__"),
     "dedup": ("tillstream-dedup", "TILLSTREAM_DEDUP__"),
     "inventory-projection": ("tillstream-inventory-projection", "TILLSTREAM_INVENTORY_PROJECTION__"),
+    "finance-export": ("tillstream-finance-export", "TILLSTREAM_FINANCE_EXPORT__"),
 }
 SHORTCUTS = {"TILLSTREAM_KAFKA_BROKERS", "TILLSTREAM_REGISTRY_URL", "TILLSTREAM_PG_URL",
              "TILLSTREAM_MQTT_URL", "TILLSTREAM_LOG_FORMAT", "TILLSTREAM_LOG"}
