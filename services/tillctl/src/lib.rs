@@ -1,5 +1,6 @@
 //! tillctl: the operator's command line. The schema evolution gate (`schemas`), topology as code
-//! (`topology`), topic inspection (`inspect`), the store bridge's outbox quarantine (`outbox`), the
+//! (`topology`, rendered as Strimzi `KafkaTopic` resources by `strimzi`), topic inspection
+//! (`inspect`), the store bridge's outbox quarantine (`outbox`), the
 //! conflict detector's review queue (`conflicts`), price-list approval (`prices`) and the finance
 //! export's day files, ledger and reconciliation (`finance`). Every command
 //! is a library function so tests drive it directly; `main.rs` only parses arguments and prints.
@@ -10,4 +11,5 @@ pub mod inspect;
 pub mod outbox;
 pub mod prices;
 pub mod schemas;
+pub mod strimzi;
 pub mod topology;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tillctl::{conflicts, finance, inspect, outbox, prices, schemas, topology};
+use tillctl::{conflicts, finance, inspect, outbox, prices, schemas, strimzi, topology};
 use tillstream_contracts::{Registry, RegistryConfig};
 use tillstream_runtime::kafka::KafkaConfig;
 
@@ -249,6 +249,25 @@ enum TopologyCmd {
     Apply(TopologyArgs),
     /// Validate the file without a cluster.
     Validate(TopologyArgs),
+    /// Print the file as Kubernetes resources (`--format strimzi`: Strimzi KafkaTopic resources,
+    /// checked in as k8s/strimzi/topics.yaml).
+    Render(RenderArgs),
+}
+
+#[derive(clap::Args)]
+struct RenderArgs {
+    #[arg(long, default_value = "topology/topology.toml")]
+    file: PathBuf,
+    #[arg(long, value_parser = ["strimzi"])]
+    format: String,
+    #[arg(long, default_value = "production")]
+    profile: String,
+    /// The namespace of the resources.
+    #[arg(long, default_value = "tillstream")]
+    namespace: String,
+    /// The Strimzi Kafka cluster that owns them (their `strimzi.io/cluster` label).
+    #[arg(long, default_value = "tillstream")]
+    cluster: String,
 }
 
 #[derive(clap::Args)]
@@ -353,6 +372,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 TopologyCmd::Plan(a) => (a, "plan"),
                 TopologyCmd::Apply(a) => (a, "apply"),
                 TopologyCmd::Validate(a) => (a, "validate"),
+                TopologyCmd::Render(r) => {
+                    let file = topology::load(&r.file)?;
+                    let target = strimzi::Target {
+                        profile: &r.profile,
+                        namespace: &r.namespace,
+                        cluster: &r.cluster,
+                    };
+                    print!("{}", strimzi::render(&file, &target)?);
+                    return Ok(ExitCode::SUCCESS);
+                }
             };
             let file = topology::load(&args.file)?;
             let desired = topology::desired(&file, &args.profile)?;
