@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import tomllib
 
 import yaml
 
@@ -257,6 +258,57 @@ def main():
         ok(f"compose: grafana's datasource {ds['uid']} is the prometheus service")
     else:
         fail(f"compose: grafana's datasource url {ds['url']} is not the prometheus service")
+
+    # k8s availability and monitoring: every workload with more than one replica has a
+    # PodDisruptionBudget selecting it; every container has requests and a memory limit; every
+    # ServiceMonitor of k8s/monitoring/ selects a Service of k8s/ with the port it scrapes.
+    def selects(selector, labels):
+        return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+    pdbs = [d for _, d in docs if d["kind"] == "PodDisruptionBudget"]
+    for name, (f, d) in sorted(workloads.items()):
+        labels = d["spec"]["template"]["metadata"].get("labels", {})
+        if d["spec"].get("replicas", 1) > 1:
+            if any(selects(p["spec"]["selector"]["matchLabels"], labels) for p in pdbs):
+                ok(f"k8s: {name} ({d['spec']['replicas']} replicas) has a PodDisruptionBudget")
+            else:
+                fail(f"k8s/{f}: {name} has {d['spec']['replicas']} replicas and no PodDisruptionBudget")
+        for c in d["spec"]["template"]["spec"].get("containers", []):
+            res = c.get("resources", {})
+            if res.get("requests", {}).get("cpu") and res.get("requests", {}).get("memory") \
+                    and res.get("limits", {}).get("memory"):
+                ok(f"k8s: {name}/{c['name']} has cpu+memory requests and a memory limit")
+            else:
+                fail(f"k8s/{f}: {name}/{c['name']} lacks cpu/memory requests or a memory limit")
+    for p in pdbs:
+        sel = p["spec"]["selector"]["matchLabels"]
+        if not any(selects(sel, d["spec"]["template"]["metadata"].get("labels", {}))
+                   for _, d in workloads.values()):
+            fail(f"k8s: PodDisruptionBudget {p['metadata']['name']} selects no workload")
+    services = [d for _, d in docs if d["kind"] == "Service"]
+    for path in sorted(glob.glob(os.path.join(ROOT, "k8s", "monitoring", "*.yaml"))):
+        for m in yaml.safe_load_all(open(path)):
+            if not m or m.get("kind") != "ServiceMonitor":
+                continue
+            name = m["metadata"]["name"]
+            sel = m["spec"]["selector"]["matchLabels"]
+            ns = m["spec"].get("namespaceSelector", {}).get("matchNames", [m["metadata"]["namespace"]])
+            matched = [s for s in services if s["metadata"]["namespace"] in ns
+                       and selects(sel, s["metadata"].get("labels", {}))]
+            ports = {pt["port"] for e in [m["spec"]["endpoints"]] for pt in e}
+            if not matched:
+                fail(f"k8s/monitoring: ServiceMonitor {name} selects no Service")
+            elif not all(ports <= {pt.get("name") for pt in s["spec"]["ports"]} for s in matched):
+                fail(f"k8s/monitoring: ServiceMonitor {name} scrapes port(s) {sorted(ports)} that "
+                     f"{[s['metadata']['name'] for s in matched]} do not name")
+            else:
+                ok(f"k8s/monitoring: ServiceMonitor {name} scrapes {sorted(ports)} of "
+                   f"{[s['metadata']['name'] for s in matched]}")
+    strimzi = [d for d in yaml.safe_load_all(open(os.path.join(ROOT, "k8s/strimzi/topics.yaml"))) if d]
+    topology_topics = {t["name"] for t in tomllib.loads(topo)["topics"]}
+    if {d["spec"]["topicName"] for d in strimzi} == topology_topics:
+        ok(f"k8s/strimzi: a KafkaTopic for each of the topology's {len(topology_topics)} topics")
+    else:
+        fail("k8s/strimzi/topics.yaml and topology/topology.toml name different topics")
 
     print(f"consistency: {len(failures)} failure(s)")
     return 1 if failures else 0
