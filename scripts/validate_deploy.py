@@ -1,6 +1,7 @@
 """Checks that docker-compose.yml and k8s/ are in step with the code. Run by scripts/validate-deploy.
 
 Every failure is printed; the exit code is the number of failures (capped at 1 for the shell).
+`--write-prometheus-rules` (re)writes k8s/41-prometheus-rules.yaml from deploy/prometheus/ instead.
 """
 import glob
 import json
@@ -88,6 +89,23 @@ def env_names_of_container(c):
     for e in c.get("env", []) or []:
         names.add(e["name"])
     return names
+
+
+PROMETHEUS_RULES = "deploy/prometheus/tillstream.rules.yml"
+PROMETHEUS_RULES_K8S = "k8s/41-prometheus-rules.yaml"
+
+
+def prometheus_rules_configmap():
+    """k8s/41-prometheus-rules.yaml's text: deploy/prometheus/tillstream.rules.yml in a ConfigMap."""
+    rules = open(os.path.join(ROOT, PROMETHEUS_RULES)).read()
+    body = "".join(f"    {line}\n" if line else "\n" for line in rules.rstrip("\n").split("\n"))
+    return ("# Generated from deploy/prometheus/tillstream.rules.yml by\n"
+            "# `python3 scripts/validate_deploy.py --write-prometheus-rules`: do not edit (scripts/validate-deploy\n"
+            "# fails when they differ). Mounted by 40-prometheus.yaml at /etc/prometheus-rules.\n"
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: prometheus-rules\n"
+            "  namespace: tillstream\n  labels: {app.kubernetes.io/name: prometheus, "
+            "app.kubernetes.io/part-of: tillstream}\n"
+            "data:\n  tillstream.rules.yml: |\n" + body)
 
 
 def main():
@@ -310,9 +328,24 @@ def main():
     else:
         fail("k8s/strimzi/topics.yaml and topology/topology.toml name different topics")
 
+    # The k8s Prometheus loads the same rules as compose: the ConfigMap is the rules file.
+    k8s_rules = os.path.join(ROOT, PROMETHEUS_RULES_K8S)
+    cm = [d for _, d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "prometheus-rules"]
+    if not os.path.exists(k8s_rules) or open(k8s_rules).read() != prometheus_rules_configmap() \
+            or not cm or cm[0]["data"]["tillstream.rules.yml"] != open(
+                os.path.join(ROOT, PROMETHEUS_RULES)).read():
+        fail(f"{PROMETHEUS_RULES_K8S} differs from {PROMETHEUS_RULES}; regenerate: "
+             "python3 scripts/validate_deploy.py --write-prometheus-rules")
+    else:
+        ok(f"k8s: {PROMETHEUS_RULES_K8S} holds {PROMETHEUS_RULES}")
+
     print(f"consistency: {len(failures)} failure(s)")
     return 1 if failures else 0
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--write-prometheus-rules"]:
+        with open(os.path.join(ROOT, PROMETHEUS_RULES_K8S), "w") as f:
+            f.write(prometheus_rules_configmap())
+        sys.exit(0)
     sys.exit(main())
