@@ -11,7 +11,8 @@
                          parses.
   --runbooks DIR --bin-dir DIR
                          every `tillctl …` / `tillstream-… …` command in a runbook's code blocks
-                         exists: `<bin> <subcommands> --help` succeeds.
+                         exists (`<bin> <subcommands> --help` succeeds), and every
+                         `scripts/stack <command>` is one `scripts/stack help` lists.
 
 Every failure is printed; the exit code is 1 when there was any.
 """
@@ -180,9 +181,18 @@ def check_dashboards(folder, known, emit):
             yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}, f)
 
 
+def stack_commands():
+    """The commands `scripts/stack help` lists (two-space-indented lines before `services:`)."""
+    out = subprocess.run([os.path.join(ROOT, "scripts", "stack"), "help"], capture_output=True,
+                         text=True, timeout=30)
+    text = out.stdout.split("\nservices:")[0]
+    return set(re.findall(r"^  ([a-z]+)\b", text, re.M))
+
+
 def check_runbooks(folder, bin_dir):
     files = sorted(glob.glob(os.path.join(folder, "*.md")))
     commands = 0
+    stack = stack_commands()
     for path in files:
         rel = os.path.relpath(path, ROOT)
         text = open(path).read()
@@ -190,6 +200,11 @@ def check_runbooks(folder, bin_dir):
             for line in block.splitlines():
                 line = line.strip()
                 words = line.split()
+                if words and words[0] == "scripts/stack":
+                    if len(words) < 2 or words[1] not in stack:
+                        fail(f"{rel}: `{line}`: not a `scripts/stack help` command")
+                    commands += 1
+                    continue
                 if not words or not re.fullmatch(r"tillctl|tillstream-[a-z-]+", words[0]):
                     continue
                 subs = []
