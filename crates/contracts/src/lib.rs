@@ -9,8 +9,10 @@ pub mod compat;
 pub mod events;
 pub mod registry;
 pub mod samples;
+pub mod secret;
 
 pub use catalog::EventKind;
 pub use codec::{CodecError, DeviceEvent, WriterSchema};
 pub use events::*;
 pub use registry::{Registry, RegistryConfig, RegistryError};
+pub use secret::Secret;

@@ -57,8 +57,10 @@ pub struct RegistryConfig {
     /// schema gate and services only look them up: set this to false.
     pub auto_register: bool,
     pub timeout_ms: u64,
+    /// HTTP basic auth user, when the registry requires it.
     pub basic_auth_user: Option<String>,
-    pub basic_auth_password: Option<String>,
+    /// HTTP basic auth password (printed as `<redacted>`).
+    pub basic_auth_password: Option<crate::Secret>,
 }
 
 impl Default for RegistryConfig {
@@ -101,7 +103,13 @@ impl Registry {
         let mut builder = SrSettings::new_builder(url.clone());
         builder.set_timeout(Duration::from_millis(config.timeout_ms));
         if let Some(user) = &config.basic_auth_user {
-            builder.set_basic_authorization(user, config.basic_auth_password.as_deref());
+            builder.set_basic_authorization(
+                user,
+                config
+                    .basic_auth_password
+                    .as_ref()
+                    .map(crate::Secret::expose),
+            );
         }
         let settings = builder.build().map_err(|e| RegistryError::Unreachable {
             url: url.clone(),
@@ -279,7 +287,14 @@ impl Registry {
             .request(method, &url)
             .header("accept", "application/vnd.schemaregistry.v1+json");
         if let Some(user) = &self.inner.config.basic_auth_user {
-            req = req.basic_auth(user, self.inner.config.basic_auth_password.as_deref());
+            req = req.basic_auth(
+                user,
+                self.inner
+                    .config
+                    .basic_auth_password
+                    .as_ref()
+                    .map(crate::Secret::expose),
+            );
         }
         if let Some(body) = body {
             req = req

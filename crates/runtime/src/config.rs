@@ -16,6 +16,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use tillstream_contracts::Secret;
+
 /// Stack-wide environment shortcuts and the config key each one sets.
 pub const SHORTCUTS: &[(&str, &str)] = &[
     ("TILLSTREAM_KAFKA_BROKERS", "kafka.brokers"),
@@ -45,7 +47,11 @@ pub fn load<T>(service: &str, file: Option<&Path>) -> Result<T, ConfigError>
 where
     T: Serialize + for<'de> Deserialize<'de> + Default,
 {
-    let mut fig = Figment::from(Serialized::defaults(T::default()));
+    // The defaults with their secrets' values (printing redacts them; merged redacted, a default
+    // password would become "<redacted>"). Figment serializes a provider when it merges it.
+    let mut fig = tillstream_contracts::secret::serialized_exposed(|| {
+        Figment::from(Serialized::defaults(T::default()))
+    });
     if let Some(path) = file {
         if !path.exists() {
             return Err(ConfigError::Missing(path.display().to_string()));
@@ -66,6 +72,13 @@ where
     fig = fig.merge(Env::prefixed(&prefix).split("__"));
     fig.extract()
         .map_err(|e| ConfigError::Invalid(e.to_string().replace('\n', "; ")))
+}
+
+/// A config as the text of a TOML file a service can `--config`, secrets included (printing
+/// redacts them): for a harness or bench that hands a config to a child process. Never for output.
+pub fn to_config_file<T: Serialize>(config: &T) -> Result<String, ConfigError> {
+    tillstream_contracts::secret::serialized_exposed(|| toml::to_string(config))
+        .map_err(|e| ConfigError::Invalid(e.to_string()))
 }
 
 fn has_key(value: &serde_json::Value, dotted: &str) -> bool {
@@ -147,6 +160,49 @@ mod tests {
     struct Cfg {
         kafka: Kafka,
         name: String,
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(default)]
+    struct WithSecrets {
+        password: Secret,
+        kafka: crate::kafka::KafkaConfig,
+    }
+
+    impl Default for WithSecrets {
+        fn default() -> Self {
+            WithSecrets {
+                password: Secret::new("default-pw"),
+                kafka: crate::kafka::KafkaConfig::default(),
+            }
+        }
+    }
+
+    #[test]
+    fn secrets_load_with_their_values_and_print_redacted() {
+        figment::Jail::expect_with(|jail| {
+            // A default secret stays its value through loading (not the printed "<redacted>").
+            let cfg: WithSecrets = load("sec-svc", None).unwrap();
+            assert_eq!(cfg.password.expose(), "default-pw");
+            jail.set_env("TILLSTREAM_SEC_SVC__PASSWORD", "from-env");
+            jail.create_file(
+                "sec.toml",
+                "[kafka.properties]\n\"sasl.password\" = \"kafka-pw\"\n",
+            )?;
+            let cfg: WithSecrets = load("sec-svc", Some(Path::new("sec.toml"))).unwrap();
+            assert_eq!(cfg.kafka.properties["sasl.password"], "kafka-pw");
+            assert_eq!(cfg.password.expose(), "from-env");
+            let printed = toml::to_string_pretty(&cfg).unwrap();
+            assert!(!printed.contains("from-env"), "{printed}");
+            assert!(!printed.contains("kafka-pw"), "{printed}");
+            assert!(printed.contains("<redacted>"), "{printed}");
+            assert!(!format!("{cfg:?}").contains("from-env"));
+            // A config file written for a child process keeps the values.
+            jail.create_file("child.toml", &to_config_file(&cfg).unwrap())?;
+            let child: WithSecrets = load("sec-svc", Some(Path::new("child.toml"))).unwrap();
+            assert_eq!(child.kafka.properties["sasl.password"], "kafka-pw");
+            Ok(())
+        });
     }
 
     #[test]

@@ -350,7 +350,11 @@ async fn bridge_drain(
     let bin = env!("CARGO_BIN_EXE_tillstream-store-bridge");
     let spawn = |cfg: &Config| {
         let file = dir.join(format!("bench-{name}.toml"));
-        std::fs::write(&file, toml::to_string(cfg).unwrap()).unwrap();
+        std::fs::write(
+            &file,
+            tillstream_runtime::config::to_config_file(cfg).unwrap(),
+        )
+        .unwrap();
         Command::new(bin)
             .arg("--config")
             .arg(&file)

@@ -38,7 +38,8 @@ pub struct MqttConfig {
     /// session (subscriptions + queued messages) under this id.
     pub client_id: String,
     pub username: String,
-    pub password: String,
+    /// The bridge's MQTT password (printed as `<redacted>`).
+    pub password: tillstream_runtime::config::Secret,
     /// Session expiry (v5) in seconds: how long the broker keeps our queue while we are away.
     pub session_expiry_s: u32,
     pub keep_alive_s: u64,

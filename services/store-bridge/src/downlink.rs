@@ -104,7 +104,7 @@ pub async fn run(
 ) -> Result<(), DownlinkError> {
     let (host, port) = mqtt.host_port().map_err(DownlinkError::Config)?;
     let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
-    o.set_credentials(mqtt.username.clone(), mqtt.password.clone())
+    o.set_credentials(mqtt.username.clone(), mqtt.password.expose())
         .set_keep_alive(Duration::from_secs(mqtt.keep_alive_s.max(5)))
         // Persistent, so publishes unacked at a disconnect are re-sent on the resumed session.
         .set_clean_start(false)

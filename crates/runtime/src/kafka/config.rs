@@ -66,6 +66,8 @@ pub struct KafkaConfig {
     /// Group mode only: fruitless rejoins before the consumer is re-created (see above).
     pub rejoins_before_recreate: u32,
     /// Extra librdkafka properties passed through verbatim (security.protocol, sasl.*, ...).
+    /// Credentials among them (`sasl.password`, `ssl.key.password`, ...) print as `<redacted>`.
+    #[serde(serialize_with = "serialize_properties")]
     pub properties: BTreeMap<String, String>,
 }
 
@@ -123,9 +125,60 @@ impl KafkaConfig {
     }
 }
 
+/// Whether a librdkafka property's value is a credential (passwords, secrets, a private key, an
+/// OAUTHBEARER config that may carry a client secret).
+fn is_credential(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password")
+        || k.contains("secret")
+        || k == "ssl.key.pem"
+        || k == "sasl.oauthbearer.config"
+}
+
+/// Prints the pass-through properties with credentials as `<redacted>` (`--print-config`).
+fn serialize_properties<S: serde::Serializer>(
+    properties: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(properties.len()))?;
+    for (k, v) in properties {
+        if is_credential(k) && !v.is_empty() && !tillstream_contracts::secret::exposing() {
+            map.serialize_entry(k, tillstream_contracts::secret::REDACTED)?;
+        } else {
+            map.serialize_entry(k, v)?;
+        }
+    }
+    map.end()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printed_properties_hide_credentials_and_keep_the_rest() {
+        let mut k = KafkaConfig::default();
+        for (key, value) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "dedup"),
+            ("sasl.password", "hunter2"),
+            ("ssl.key.password", "keypass"),
+            ("ssl.key.pem", "-----BEGIN PRIVATE KEY-----"),
+        ] {
+            k.properties.insert(key.into(), value.into());
+        }
+        let printed = toml::to_string(&k).unwrap();
+        for hidden in ["hunter2", "keypass", "BEGIN PRIVATE KEY"] {
+            assert!(!printed.contains(hidden), "{hidden} printed:\n{printed}");
+        }
+        for shown in ["SASL_SSL", "SCRAM-SHA-512", "\"dedup\""] {
+            assert!(printed.contains(shown), "{shown} missing:\n{printed}");
+        }
+        // The values still reach librdkafka.
+        assert_eq!(k.properties["sasl.password"], "hunter2");
+    }
 
     #[test]
     fn static_shares_cover_every_partition_exactly_once() {

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 #[serde(default)]
 pub struct DatabaseConfig {
     /// `postgres://...`, `sqlite://path` or a plain file path (SQLite, created with its folder if
-    /// missing). `TILLSTREAM_PG_URL` sets it for the whole stack.
+    /// missing). `TILLSTREAM_PG_URL` sets it for the whole stack. Printed without its password.
+    #[serde(serialize_with = "tillstream_contracts::secret::serialize_url_redacted")]
     pub url: String,
     /// Connections in the pool (a batch loop uses one; start-offset reads, APIs and tools the
     /// others).

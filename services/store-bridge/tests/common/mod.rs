@@ -108,7 +108,11 @@ pub struct BridgeProcess {
 impl BridgeProcess {
     pub fn spawn(config: &Config, dir: &Path) -> BridgeProcess {
         let file = dir.join("bridge.toml");
-        std::fs::write(&file, toml::to_string(config).unwrap()).unwrap();
+        std::fs::write(
+            &file,
+            tillstream_runtime::config::to_config_file(config).unwrap(),
+        )
+        .unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
