@@ -248,8 +248,11 @@ impl Db {
 
 /// `fe_event` rows (the gate's columns) of `events`, in column order.
 fn event_rows(events: &[Booked]) -> Vec<Vec<V>> {
-    events
-        .iter()
+    // In key order: SQLite appends to the key's B-tree instead of seeking a random page per row.
+    let mut sorted: Vec<&Booked> = events.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.event_id.cmp(&b.event_id));
+    sorted
+        .into_iter()
         .map(|e| {
             vec![
                 e.event_id.as_str().into(),
@@ -272,9 +275,11 @@ fn event_rows(events: &[Booked]) -> Vec<Vec<V>> {
 
 /// `fe_line` rows (the double-entry lines) of `events`, in column order.
 fn line_rows(events: &[Booked]) -> Vec<Vec<V>> {
-    events
-        .iter()
-        .flat_map(|e| e.lines.iter())
+    // In key order (event_id, line_no), like the events.
+    let mut sorted: Vec<&Line> = events.iter().flat_map(|e| e.lines.iter()).collect();
+    sorted.sort_unstable_by(|a, b| (&a.event_id, a.line_no).cmp(&(&b.event_id, b.line_no)));
+    sorted
+        .into_iter()
         .map(|l| {
             vec![
                 l.event_id.as_str().into(),
