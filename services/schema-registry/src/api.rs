@@ -39,6 +39,8 @@ const MAX_VERSION: i64 = i32::MAX as i64;
 #[derive(Clone)]
 pub struct AppState {
     registry: Arc<Mutex<Registry>>,
+    /// Whether the DELETE routes are served (`allow_deletes`).
+    allow_deletes: bool,
 }
 
 impl std::fmt::Debug for AppState {
@@ -48,10 +50,11 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(registry: Registry) -> Self {
+    pub fn new(registry: Registry, allow_deletes: bool) -> Self {
         metrics::set_sizes(registry.schema_count(), registry.subject_count());
         AppState {
             registry: Arc::new(Mutex::new(registry)),
+            allow_deletes,
         }
     }
 
@@ -130,6 +133,10 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_deletes,
+        ))
         .layer(middleware::from_fn(track))
         .with_state(state)
 }
@@ -176,6 +183,14 @@ async fn track(req: Request, next: Next) -> Response {
 
 async fn route_not_found() -> RegistryError {
     RegistryError::RouteNotFound
+}
+
+/// Answers every DELETE with 405 `DeletesDisabled` unless the registry allows deletes.
+async fn refuse_deletes(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() == axum::http::Method::DELETE && !state.allow_deletes {
+        return RegistryError::DeletesDisabled.into_response();
+    }
+    next.run(req).await
 }
 
 async fn method_not_allowed() -> RegistryError {

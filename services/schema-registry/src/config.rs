@@ -24,6 +24,11 @@ pub struct Config {
     pub default_compatibility: Level,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub ops: OpsConfig,
+    /// Serve the DELETE routes (subjects, versions, compatibility settings). Off by default: a
+    /// deleted schema breaks every reader of records written with it, so a registry that serves
+    /// real traffic turns them on only for a planned clean-up (tests and the schema gate's
+    /// scratch registries turn them on).
+    pub allow_deletes: bool,
 }
 
 impl Default for Config {
@@ -33,6 +38,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data/schema-registry"),
             default_compatibility: Level::Backward,
             ops: OpsConfig::default(),
+            allow_deletes: false,
         }
     }
 }

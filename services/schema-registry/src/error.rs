@@ -78,6 +78,9 @@ pub enum RegistryError {
     RouteNotFound,
     #[error("HTTP 405 Method Not Allowed")]
     MethodNotAllowed,
+    /// A DELETE on a registry configured without `allow_deletes`.
+    #[error("Deletes are disabled on this registry (allow_deletes = false)")]
+    DeletesDisabled,
     #[error("Error in the backend data store: {0}")]
     Store(#[from] PersistError),
     #[error("Internal error: {0}")]
@@ -106,7 +109,7 @@ impl RegistryError {
             E::InvalidSubject(_) => INVALID_SUBJECT,
             E::BadRequest(_) => BAD_REQUEST,
             E::RouteNotFound => NOT_FOUND,
-            E::MethodNotAllowed => METHOD_NOT_ALLOWED,
+            E::MethodNotAllowed | E::DeletesDisabled => METHOD_NOT_ALLOWED,
             E::Store(_) | E::Internal(_) => STORE_ERROR,
         }
     }

@@ -39,6 +39,7 @@ fn config(dir: &Path) -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         default_compatibility: Level::Backward,
+        allow_deletes: true,
         ..Config::default()
     }
 }
@@ -992,4 +993,50 @@ async fn ops_endpoint_reports_ready_and_metrics() {
         text.contains("tillstream_schema_registry_schemas"),
         "{text}"
     );
+}
+
+/// Without `allow_deletes` (the default) every DELETE is refused and nothing is deleted.
+#[tokio::test]
+async fn deletes_are_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = CancellationToken::new();
+    let cfg = Config {
+        allow_deletes: false,
+        ..config(dir.path())
+    };
+    let running = tillstream_schema_registry::start(cfg, token.clone())
+        .await
+        .unwrap();
+    let reg = Reg {
+        url: running.url(),
+        http: reqwest::Client::new(),
+        server: None,
+        dir: None,
+    };
+    let ns = uniq();
+    let subject = format!("{ns}-value");
+    let (s, b) = reg
+        .post(
+            &format!("/subjects/{subject}/versions"),
+            json!({ "schema": record(&ns, STORE) }),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    for path in [
+        format!("/subjects/{subject}/versions/1"),
+        format!("/subjects/{subject}?permanent=true"),
+        format!("/config/{subject}"),
+        "/config".to_string(),
+    ] {
+        let (s, b) = reg.delete(&path).await;
+        assert_error(s, &b, 405, 405);
+        assert!(
+            b["message"].as_str().unwrap().contains("allow_deletes"),
+            "{b}"
+        );
+    }
+    let (s, b) = reg.get(&format!("/subjects/{subject}/versions/1")).await;
+    assert_eq!(s, 200, "still there: {b}");
+    token.cancel();
+    running.wait().await.unwrap();
 }
