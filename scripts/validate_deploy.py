@@ -243,6 +243,56 @@ def main():
         else:
             fail("mosquitto ACL: config/compose/gen-auth.sh and scripts/stack devices differ")
 
+    # Secrets: compose gives none a default (a `${VAR:?...}` stops compose when it is unset), and
+    # .env.example names each one.
+    compose_text = open(os.path.join(ROOT, "docker-compose.yml")).read()
+    secret_refs = re.findall(r"\$\{([A-Z0-9_]*(?:PASSWORD|TOKEN|SECRET)[A-Z0-9_]*)(:?[-?]?)", compose_text)
+    example = open(os.path.join(ROOT, ".env.example")).read()
+    for var, op in sorted(set(secret_refs)):
+        if op != ":?":
+            fail(f"compose: secret ${{{var}}} has a default or may be empty (use ${{{var}:?...}})")
+        elif not re.search(rf"^{var}=", example, re.M):
+            fail(f"compose: secret {var} is missing from .env.example")
+    if secret_refs and all(op == ":?" for _, op in secret_refs):
+        ok(f"compose: {len(set(v for v, _ in secret_refs))} secrets required, none defaulted, all in .env.example")
+
+    # gen-auth.sh refuses what scripts/stack refuses, needs every password, and keeps the password
+    # file to its owner.
+    with tempfile.TemporaryDirectory() as d:
+        base = dict(os.environ, AUTH_DIR=os.path.join(d, "auth"), MQTT_ADMIN_PASSWORD="a",
+                    MQTT_BRIDGE_PASSWORD="b", MQTT_DEVICE_PASSWORD="c")
+        gen = ["sh", os.path.join(ROOT, "config/compose/gen-auth.sh")]
+        bad_cases = {
+            "a '+' store id": "device_id,store_id\npos-1,+\n",
+            "a '#' device id": "device_id,store_id\n#,s001\n",
+            "a '/' in an id": "device_id,store_id\npos/1,s001\n",
+            "a reserved name": "device_id,store_id\nbridge,s001\n",
+            "no header": "pos-1,s001\n",
+        }
+        for what, text in bad_cases.items():
+            fleet = os.path.join(d, "fleet.csv")
+            with open(fleet, "w") as f:
+                f.write(text)
+            r = subprocess.run(gen, env=dict(base, FLEET_FILE=fleet), capture_output=True, text=True)
+            if r.returncode != 0 and "gen-auth:" in r.stderr:
+                ok(f"gen-auth.sh refuses {what}")
+            else:
+                fail(f"gen-auth.sh accepted {what} (exit {r.returncode}: {r.stderr.strip()[:200]})")
+        good = os.path.join(ROOT, "config/fleet/devices.csv")
+        # Empty, not only unset: `set -u` alone would let an empty password through.
+        r = subprocess.run(gen, env=dict(base, FLEET_FILE=good, MQTT_DEVICE_PASSWORD=""),
+                           capture_output=True, text=True)
+        if r.returncode != 0 and "MQTT_DEVICE_PASSWORD" in r.stderr:
+            ok("gen-auth.sh stops when a password is empty")
+        else:
+            fail(f"gen-auth.sh ran with an empty MQTT_DEVICE_PASSWORD (exit {r.returncode})")
+        subprocess.run(gen, env=dict(base, FLEET_FILE=good), check=True, capture_output=True)
+        mode = os.stat(os.path.join(d, "auth", "passwd")).st_mode & 0o777
+        if mode == 0o600:
+            ok("gen-auth.sh: the password file is 0600")
+        else:
+            fail(f"gen-auth.sh: the password file is {oct(mode)}, not 0600")
+
     # Monitoring in compose: Prometheus loads deploy/prometheus/*.rules.yml, Grafana is provisioned
     # from deploy/grafana/ and its dashboard provider reads the folder the dashboards are mounted at.
     def mounts(svc):

@@ -5,8 +5,31 @@
 # device/+/receipt), and one user per device writing only its own store's event topics, reading only
 # its store's catalog and its own sync receipt.
 set -eu
+die() { echo "gen-auth: $*" >&2; exit 1; }
+# No default passwords: each must be given (compose reads them from .env; k8s from its Secret).
+: "${MQTT_ADMIN_PASSWORD:?gen-auth: MQTT_ADMIN_PASSWORD is not set}"
+: "${MQTT_BRIDGE_PASSWORD:?gen-auth: MQTT_BRIDGE_PASSWORD is not set}"
+: "${MQTT_DEVICE_PASSWORD:?gen-auth: MQTT_DEVICE_PASSWORD is not set}"
 out=${AUTH_DIR:-/mosquitto/auth}
 fleet=${FLEET_FILE:-/fleet/devices.csv}
+[ -r "$fleet" ] || die "cannot read the fleet file $fleet"
+# Ids become MQTT user names and topic levels: the same rules as scripts/stack (a '+' or '#' in an
+# id would be a wildcard in the ACL, a '/' a topic level).
+[ "$(head -n 1 "$fleet" | cut -d, -f1-2)" = "device_id,store_id" ] ||
+  die "$fleet:1: expected the header line 'device_id,store_id'"
+valid_id() {
+  case $1 in
+    '' | [!A-Za-z0-9]* | *[!A-Za-z0-9_.-]*) return 1 ;;
+  esac
+}
+n=1
+tail -n +2 "$fleet" | while IFS=, read -r dev store _rest; do
+  n=$((n + 1))
+  [ -n "$dev$store" ] || continue
+  valid_id "$dev" || die "$fleet:$n: invalid device id '$dev' (letters, digits, . _ - only)"
+  valid_id "$store" || die "$fleet:$n: invalid store id '$store' (letters, digits, . _ - only)"
+  case $dev in admin | bridge) die "$fleet:$n: device id '$dev' is a reserved user name" ;; esac
+done
 mkdir -p "$out"
 plain="$out/passwd"
 acl="$out/acl"
@@ -40,5 +63,9 @@ mosquitto_passwd -U "$plain"
     echo "topic read store/${store}/catalog/#"
   done
 } >"$acl"
-chmod 0644 "$plain" "$acl"
+# Only mosquitto reads the password hashes (it runs as the image's mosquitto user); the ACL holds
+# no secret.
+if id mosquitto >/dev/null 2>&1; then chown mosquitto "$plain" "$acl"; fi
+chmod 0600 "$plain"
+chmod 0644 "$acl"
 echo "mosquitto auth generated for $(($(wc -l <"$plain") - 2)) devices"
