@@ -467,7 +467,7 @@ async fn main() {
             routes: tillstream_store_bridge::routes::Routes::new(&base.routes).unwrap(),
             fleet: tillstream_store_bridge::fleet::Fleet::load(&base.fleet_file).unwrap(),
             ignore: base.mqtt.ignore.clone(),
-            max_payload_bytes: base.limits.max_payload_bytes,
+            limits: base.limits.clone(),
         }),
         registry: client.clone(),
         dead_letters: kafka::DeadLetters::new(

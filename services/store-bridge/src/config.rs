@@ -167,12 +167,27 @@ pub fn default_routes() -> Vec<RouteConfig> {
 pub struct LimitsConfig {
     /// Larger payloads are dead-lettered (`payload_too_large`).
     pub max_payload_bytes: usize,
+    /// Largest amount of money (any `amount_minor`, minor units, either sign) an event may carry;
+    /// beyond it the event is dead-lettered `out_of_bounds`.
+    pub max_amount_minor: i64,
+    /// Largest quantity (`qty`, `quantity`, loyalty `points`, either sign).
+    pub max_quantity: i64,
+    /// Most entries in any list of an event (order and refund lines, discounts, tenders, counts).
+    pub max_lines: usize,
+    /// Longest string (ids, skus, codes), in bytes.
+    pub max_string_bytes: usize,
 }
 
 impl Default for LimitsConfig {
+    /// Generous for retail and chosen so that one event's sums cannot overflow `i64` (amount x
+    /// quantity x lines, tested in `bounds`).
     fn default() -> Self {
         LimitsConfig {
             max_payload_bytes: 256 * 1024,
+            max_amount_minor: 100_000_000_000,
+            max_quantity: 100_000,
+            max_lines: 250,
+            max_string_bytes: 256,
         }
     }
 }

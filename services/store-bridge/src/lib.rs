@@ -11,7 +11,8 @@
 //!
 //! # Layout
 //! - [`config`]: [`Config`]; [`metrics`]: names and emit functions.
-//! - Pure: [`validate`] (topic + payload → event, or a rejection with its reason), [`routes`],
+//! - Pure: [`validate`] (topic + payload → event, or a rejection with its reason), [`bounds`]
+//!   (input bounds before any arithmetic), [`routes`],
 //!   [`fleet`] (device → store), [`json_schema`] (the published device JSON contract),
 //!   [`quarantine`] (which Kafka errors set a topic aside, and when).
 //! - I/O edges: [`uplink`] (the MQTT session: convert, hand to the outbox, ack when durable) →
@@ -20,6 +21,7 @@
 //! - [`start`] wires them under one shutdown guard (stages: intake, drain, outbox) and returns a
 //!   [`Running`].
 
+pub mod bounds;
 pub mod config;
 pub mod downlink;
 pub mod drainer;
@@ -154,7 +156,7 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
             routes,
             fleet,
             ignore: config.mqtt.ignore.clone(),
-            max_payload_bytes: config.limits.max_payload_bytes,
+            limits: config.limits.clone(),
         }),
         registry: registry.clone(),
         dead_letters: dead_letters.clone(),

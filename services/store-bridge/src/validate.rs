@@ -10,6 +10,8 @@
 
 use tillstream_contracts::{DeviceEvent, EventKind, Money};
 
+use crate::bounds::first_out_of_bounds;
+use crate::config::LimitsConfig;
 use crate::fleet::Fleet;
 use crate::routes::{Routes, filter_matches};
 
@@ -26,12 +28,14 @@ pub enum Reason {
     DeviceMismatch,
     UnknownDevice,
     InvalidValue,
+    /// A value beyond the configured input bounds (`limits.*`).
+    OutOfBounds,
     /// Kafka refused the converted record for good (e.g. larger than the broker accepts).
     KafkaRejected,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::PayloadTooLarge,
         Reason::UnknownTopic,
         Reason::BadJson,
@@ -42,6 +46,7 @@ impl Reason {
         Reason::DeviceMismatch,
         Reason::UnknownDevice,
         Reason::InvalidValue,
+        Reason::OutOfBounds,
         Reason::KafkaRejected,
     ];
 
@@ -57,6 +62,7 @@ impl Reason {
             Reason::DeviceMismatch => "device_mismatch",
             Reason::UnknownDevice => "unknown_device",
             Reason::InvalidValue => "invalid_value",
+            Reason::OutOfBounds => "out_of_bounds",
             Reason::KafkaRejected => "kafka_rejected",
         }
     }
@@ -110,7 +116,8 @@ pub struct Classifier {
     pub routes: Routes,
     pub fleet: Fleet,
     pub ignore: Vec<String>,
-    pub max_payload_bytes: usize,
+    /// Payload size and input bounds.
+    pub limits: LimitsConfig,
 }
 
 impl Classifier {
@@ -139,10 +146,14 @@ impl Classifier {
             .as_ref()
             .map(|m| (m.store, m.device))
             .unwrap_or_default();
-        if payload.len() > self.max_payload_bytes {
+        if payload.len() > self.limits.max_payload_bytes {
             return Err(Rejection::new(
                 Reason::PayloadTooLarge,
-                format!("{} bytes > limit {}", payload.len(), self.max_payload_bytes),
+                format!(
+                    "{} bytes > limit {}",
+                    payload.len(),
+                    self.limits.max_payload_bytes
+                ),
             )
             .about(t_store, t_device, None));
         }
@@ -203,6 +214,10 @@ impl Classifier {
                 )));
             }
             Some(_) => {}
+        }
+        // Before any arithmetic on the event's values: bounded values cannot overflow its sums.
+        if let Some(detail) = first_out_of_bounds(&event, &self.limits) {
+            return Err(about(Rejection::new(Reason::OutOfBounds, detail)));
         }
         if let Err(detail) = validate_values(&event) {
             return Err(about(Rejection::new(Reason::InvalidValue, detail)));
@@ -463,7 +478,10 @@ mod tests {
             routes: Routes::new(&default_routes()).unwrap(),
             fleet: Fleet::parse("s001-d01,s001\ns002-d01,s002\n").unwrap(),
             ignore: vec!["store/+/catalog/#".into()],
-            max_payload_bytes: 4096,
+            limits: LimitsConfig {
+                max_payload_bytes: 4096,
+                ..LimitsConfig::default()
+            },
         }
     }
 
@@ -564,6 +582,49 @@ mod tests {
         assert_eq!(
             reason(c.classify(t, &serde_json::to_vec(&v).unwrap())),
             Reason::InvalidValue
+        );
+    }
+
+    #[test]
+    fn extreme_amounts_are_dead_lettered_before_any_sum() {
+        // The case: an order of 5 * 10^18 minor units whose own totals are consistent
+        // (it passed every value rule), then summed with another downstream and wrapped.
+        let c = classifier();
+        let mut o = samples::order("s001", "s001-d01", 3, 1);
+        let huge = 5_000_000_000_000_000_000i64;
+        o.lines[0].qty = 1;
+        o.lines[0].unit_price.amount_minor = huge;
+        o.lines[0].discounts.clear();
+        o.lines[0].tax.amount_minor = 0;
+        o.totals.gross.amount_minor = huge;
+        o.totals.discounts.amount_minor = 0;
+        o.totals.tax.amount_minor = 0;
+        o.totals.net.amount_minor = huge;
+        o.tenders.truncate(1);
+        o.tenders[0].amount.amount_minor = huge;
+        let e: DeviceEvent = o.into();
+        assert_eq!(
+            validate_values(&e),
+            Ok(()),
+            "the values alone are consistent"
+        );
+        match c.classify("store/s001/pos/order.created", &json(&e)) {
+            Verdict::Reject(r) => {
+                assert_eq!(r.reason, Reason::OutOfBounds);
+                assert!(r.detail.contains("max_amount_minor"), "{}", r.detail);
+                assert_eq!(r.event_id.as_deref(), Some(e.event_id()));
+            }
+            other => panic!("forwarded: {other:?}"),
+        }
+        // A day close whose net would overflow `gross - discounts + tax` is refused, not a panic.
+        let mut d = samples::sample(EventKind::StoreDayClosed, "s001", "s001-d01", 9).unwrap();
+        if let DeviceEvent::StoreDayClosed(dc) = &mut d {
+            dc.gross.amount_minor = i64::MAX;
+            dc.tax.amount_minor = i64::MAX;
+        }
+        assert_eq!(
+            reason(c.classify("store/s001/day/closed", &json(&d))),
+            Reason::OutOfBounds
         );
     }
 

@@ -69,7 +69,10 @@ fn every_example_validates_parses_and_is_forwarded() {
         routes: routes.clone(),
         fleet: Fleet::parse("s001-d01,s001\n").unwrap(),
         ignore: vec![],
-        max_payload_bytes: 1 << 20,
+        limits: tillstream_store_bridge::config::LimitsConfig {
+            max_payload_bytes: 1 << 20,
+            ..Default::default()
+        },
     };
     let mut checked = 0;
     for kind in CONTRACT_KINDS {
