@@ -6,9 +6,11 @@
 //!
 //! Delivery guarantee: the changelog only ever holds batches whose outputs were delivered, so a
 //! restored state never makes the service skip an output. The restored state knows the first input
-//! offset its changelog does not cover: records below it (a batch whose changelog record was
-//! written but whose offsets were not committed yet) are read again but skipped as covered, and
-//! their offsets stored, so they are never emitted twice and the committed offset catches up.
+//! offset its changelog does not cover, and the partition resumes there: records below it (a batch
+//! whose changelog record was written but whose offsets were not committed yet) are never emitted
+//! twice. The input consumer stores that start offset, so the committed offset catches up even if
+//! the partition receives nothing new; a covered record that still arrives is skipped, its offset
+//! stored.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -84,12 +84,24 @@ fn dump_logs(dir: &std::path::Path) {
         .map(|e| e.path())
         .collect();
     names.sort();
-    for p in names {
-        let text = std::fs::read_to_string(&p).unwrap_or_default();
+    // The newest run is the one that did not catch up: it gets the most lines, and comes last.
+    let newest = names.len().saturating_sub(1);
+    for (i, p) in names.iter().enumerate() {
+        let text = std::fs::read_to_string(p).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        eprintln!("==== {} (last 40 of {} lines)", p.display(), lines.len());
-        for l in lines.iter().skip(lines.len().saturating_sub(40)) {
+        let keep = if i == newest { 120 } else { 12 };
+        eprintln!(
+            "==== {} (last {keep} of {} lines)",
+            p.display(),
+            lines.len()
+        );
+        for l in lines.iter().skip(lines.len().saturating_sub(keep)) {
             eprintln!("{l}");
+        }
+    }
+    if let Ok(to) = std::env::var("TILLSTREAM_TEST_KEEP_LOGS") {
+        for p in &names {
+            let _ = std::fs::copy(p, std::path::Path::new(&to).join(p.file_name().unwrap()));
         }
     }
 }

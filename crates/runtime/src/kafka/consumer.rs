@@ -175,6 +175,8 @@ impl<H: PartitionHook> ConsumerContext for PartitionContext<H> {
                 };
                 if let Err(e) = res {
                     tracing::error!(service = self.service, error = %e, "assign failed");
+                } else {
+                    store_start_offsets(consumer, tpl, self.service);
                 }
                 self.watch
                     .set(consumer.assignment().map(|t| t.count()).unwrap_or(0));
@@ -221,6 +223,32 @@ impl<H: PartitionHook> ConsumerContext for PartitionContext<H> {
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => tracing::warn!(service = self.service, error = %e, "offset commit failed"),
         }
+    }
+}
+
+/// Stores the start offsets the hook chose, so the next commit records them. A partition the hook
+/// starts at `n` has everything below `n` done (in the service's database or changelog); without
+/// this, a partition that receives no new record after the restart keeps the committed offset of
+/// the previous owner's last auto-commit, and its consumer lag never falls to zero although
+/// nothing is left to process (seen after a SIGKILL: three quiet partitions "stalled" for good).
+fn store_start_offsets<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    tpl: &TopicPartitionList,
+    service: &str,
+) {
+    let mut chosen = TopicPartitionList::new();
+    for e in tpl.elements() {
+        if let Offset::Offset(n) = e.offset()
+            && n >= 0
+        {
+            let _ = chosen.add_partition_offset(e.topic(), e.partition(), Offset::Offset(n));
+        }
+    }
+    if chosen.count() == 0 {
+        return;
+    }
+    if let Err(e) = consumer.store_offsets(&chosen) {
+        tracing::warn!(service, error = %e, "could not store the start offsets the service chose");
     }
 }
 
@@ -403,6 +431,7 @@ impl<H: PartitionHook> InputConsumer<H> {
             tracing::warn!(service = self.service, error = %e, "static assign failed: will retry");
             return;
         }
+        store_start_offsets(&self.consumer, &tpl, self.service);
         self.self_assigned = true;
         self.consumer.context().watch.set(tpl.count());
         tracing::info!(

@@ -91,7 +91,10 @@ impl Env {
                 max_batch.to_string(),
             ),
             ("TILLSTREAM_DEDUP__DEDUP__LINGER_MS".into(), "20".into()),
-            ("TILLSTREAM_LOG".into(), "info,rdkafka=warn".into()),
+            (
+                "TILLSTREAM_LOG".into(),
+                std::env::var("TILLSTREAM_TEST_LOG").unwrap_or_else(|_| "info,rdkafka=warn".into()),
+            ),
         ]
     }
 }
