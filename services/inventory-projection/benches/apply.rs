@@ -253,7 +253,7 @@ async fn main() {
             for chunk in envs.chunks(b) {
                 let gate = model::gate_rows(chunk);
                 let refs: Vec<&Envelope> = chunk.iter().collect();
-                let d = model::project(&refs, &ProjectionParams::default());
+                let d = model::project(&refs, &ProjectionParams::default()).unwrap();
                 rows += d.rows() + gate.len();
             }
             std::hint::black_box(rows);

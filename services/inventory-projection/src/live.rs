@@ -26,7 +26,7 @@ use tillstream_runtime::{CancellationToken, Classify, ErrorClass, Health};
 use crate::Error;
 use crate::assignment::{OffsetHook, SharedPartitions, lock};
 use crate::config::{Config, SERVICE};
-use crate::db::{Db, DbError, RETRY_INITIAL_DELAY, Target, until_available};
+use crate::db::{Db, DbError, RETRY_INITIAL_DELAY, Target, rejection_reason, until_available};
 use crate::decode::{Decoded, decode_retrying};
 use crate::metrics as m;
 use crate::model::Envelope;
@@ -249,7 +249,9 @@ impl Live {
                         m::db_error("poison");
                         let env = &envs[0];
                         let detail = e.to_string();
-                        self.dead_letter_event(env, &detail).await?;
+                        self.dead_letter_event(env, rejection_reason(&e), &detail)
+                            .await?;
+                        m::skipped("dead_lettered", 1);
                         return Box::pin(self.apply_with_retry(&[], next)).await;
                     }
                     ErrorClass::Fatal => {
@@ -317,7 +319,12 @@ impl Live {
     /// Dead-letters an event the database refused. The payload is the event re-encoded with its
     /// declared schema version (the original record is no longer at hand); partition, offset and
     /// key point at the original record.
-    async fn dead_letter_event(&self, env: &Envelope, detail: &str) -> Result<(), Error> {
+    async fn dead_letter_event(
+        &self,
+        env: &Envelope,
+        reason: &str,
+        detail: &str,
+    ) -> Result<(), Error> {
         let payload = env.event.encode().unwrap_or_default();
         let msg = OwnedMessage::new(
             Some(payload),
@@ -328,7 +335,6 @@ impl Live {
             env.offset,
             None,
         );
-        self.dead_letter(&msg, "db_rejected", detail, Some(env))
-            .await
+        self.dead_letter(&msg, reason, detail, Some(env)).await
     }
 }

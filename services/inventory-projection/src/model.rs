@@ -4,7 +4,9 @@
 //! Guarantee: applying the deltas of a stream split into batches at any boundaries gives the same
 //! tables as applying the whole stream at once. Every delta composes associatively with the row it
 //! lands on (sums, maxima, "latest in stream order", first-wins coalesce, and for stock an
-//! add-or-set operation), and `db/sql/*.sql` mirror each composition rule in their upserts.
+//! add-or-set operation), and `db/sql/*.sql` mirror each composition rule in their upserts. Every
+//! sum is checked: a batch whose figures would leave 64 bits is refused ([`Overflow`]), never
+//! wrapped or clamped.
 //!
 //! Why one file (~600 lines): each delta type sits next to the composition rule its SQL mirrors;
 //! splitting by table would separate rules that must be read together (stock add-or-set with the
@@ -307,11 +309,11 @@ impl<'a> Builder<'a> {
         movement: &'static str,
         qty_delta: Option<i64>,
         counted_qty: Option<i64>,
-    ) {
+    ) -> Result<(), &'static str> {
         let ev = &env.event;
         // A malformed event repeating a line number moves stock once, like the ledger row.
         if self.lines_of_event.contains(&line_no) {
-            return;
+            return Ok(());
         }
         self.lines_of_event.push(line_no);
         let store_id = ev.store_id();
@@ -340,7 +342,7 @@ impl<'a> Builder<'a> {
                 last_occurred_at: 0,
             });
         match (qty_delta, counted_qty) {
-            (Some(d), _) => s.add = s.add.saturating_add(d),
+            (Some(d), _) => s.add = sum(s.add, d, "stock on hand")?,
             (None, Some(c)) => {
                 s.set = Some(c);
                 s.add = 0;
@@ -350,6 +352,7 @@ impl<'a> Builder<'a> {
         s.moves += 1;
         s.last_event_id = ev.event_id();
         s.last_occurred_at = ev.occurred_at();
+        Ok(())
     }
 
     fn sale(
@@ -390,8 +393,32 @@ fn release_reason(r: ReleaseReason) -> &'static str {
     }
 }
 
-/// Projects a batch of new events (already filtered by the gate, in stream order) into row deltas.
-pub fn project<'a>(batch: &[&'a Envelope], params: &ProjectionParams) -> Delta<'a> {
+/// An event the projection refuses: one of its figures, or a sum of the batch it joins, does not fit
+/// in 64 bits. Never wrapped, never clamped: the batch is refused and the live loop isolates the
+/// event and dead-letters it (reason [`OVERFLOW_REASON`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{OVERFLOW_REASON}: event {event_id}: {what} does not fit in 64 bits")]
+pub struct Overflow {
+    /// The event that overflowed.
+    pub event_id: String,
+    /// Which figure (e.g. "gross", "net", "stock on hand").
+    pub what: &'static str,
+}
+
+/// The dead-letter reason of an event whose figures would overflow a sum.
+pub const OVERFLOW_REASON: &str = "aggregate_overflow";
+
+/// `a + b`, or the name of the figure that would overflow.
+fn sum(a: i64, b: i64, what: &'static str) -> Result<i64, &'static str> {
+    a.checked_add(b).ok_or(what)
+}
+
+/// Projects a batch of new events (already filtered by the gate, in stream order) into row deltas,
+/// or names the first event whose figures overflow (alone or added to the batch's sums).
+pub fn project<'a>(
+    batch: &[&'a Envelope],
+    params: &ProjectionParams,
+) -> Result<Delta<'a>, Overflow> {
     let mut b = Builder {
         movements: Vec::with_capacity(batch.len() * 3),
         stock: HashMap::default(),
@@ -403,155 +430,10 @@ pub fn project<'a>(batch: &[&'a Envelope], params: &ProjectionParams) -> Delta<'
     };
     for env in batch {
         let env: &'a Envelope = env;
-        b.lines_of_event.clear();
-        let ev = &env.event;
-        let store = ev.store_id();
-        let hour = ev.occurred_at().div_euclid(HOUR_MS) * HOUR_MS;
-        let mut day = DayDelta {
-            events: 1,
-            ..DayDelta::default()
-        };
-        match ev {
-            DeviceEvent::OrderCreated(o) => {
-                day.orders = 1;
-                for l in &o.lines {
-                    let qty = i64::from(l.qty);
-                    b.movement(env, i64::from(l.line_no), &l.sku, "SALE", Some(-qty), None);
-                    let gross = l.unit_price.amount_minor.saturating_mul(qty);
-                    let disc: i64 = l.discounts.iter().map(|d| d.amount.amount_minor).sum();
-                    let tax = l.tax.amount_minor;
-                    let s = b.sale(store, &l.sku, hour, &l.unit_price.currency);
-                    s.qty_sold += qty;
-                    s.gross += gross;
-                    s.discounts += disc;
-                    s.tax += tax;
-                    s.net += gross - disc + tax;
-                    s.sale_lines += 1;
-                }
-            }
-            DeviceEvent::OrderRefunded(r) => {
-                day.refunds = 1;
-                for l in &r.lines {
-                    let qty = i64::from(l.qty);
-                    if l.restock {
-                        b.movement(env, i64::from(l.line_no), &l.sku, "RETURN", Some(qty), None);
-                    }
-                    let s = b.sale(store, &l.sku, hour, &l.amount.currency);
-                    s.qty_returned += qty;
-                    s.refunded += l.amount.amount_minor;
-                    s.refunded_tax += l.tax.amount_minor;
-                    s.refund_lines += 1;
-                }
-            }
-            DeviceEvent::InventoryAdjusted(a) => {
-                day.adjustments = 1;
-                let (name, sign) = adjustment_movement(a.kind);
-                for (i, l) in a.lines.iter().enumerate() {
-                    let line_no = i as i64 + 1;
-                    let q = i64::from(l.quantity);
-                    if a.kind == AdjustmentKind::Count {
-                        match l.expected_on_hand {
-                            Some(exp) => b.movement(
-                                env,
-                                line_no,
-                                &l.sku,
-                                "COUNT_VARIANCE",
-                                Some(q - i64::from(exp)),
-                                Some(q),
-                            ),
-                            None => b.movement(env, line_no, &l.sku, "COUNT_SET", None, Some(q)),
-                        }
-                    } else {
-                        b.movement(env, line_no, &l.sku, name, Some(sign * q), None);
-                    }
-                }
-            }
-            DeviceEvent::StockReservationRequested(r) => b.reservation(ReservationRow {
-                store_id: store,
-                reservation_id: &r.reservation_id,
-                sku: &r.sku,
-                requested_qty: Some(i64::from(r.qty)),
-                granted_qty: None,
-                released_qty: None,
-                requested_at: Some(r.occurred_at),
-                granted_at: None,
-                granted_by: None,
-                expires_at: Some(r.expires_at),
-                released_at: None,
-                release_reason: None,
-                order_ref: r.order_ref.as_deref(),
-            }),
-            DeviceEvent::StockReservationGranted(r) => b.reservation(ReservationRow {
-                store_id: store,
-                reservation_id: &r.reservation_id,
-                sku: &r.sku,
-                requested_qty: None,
-                granted_qty: Some(i64::from(r.qty)),
-                released_qty: None,
-                requested_at: None,
-                granted_at: Some(r.occurred_at),
-                granted_by: Some(&r.granted_by),
-                expires_at: Some(r.expires_at),
-                released_at: None,
-                release_reason: None,
-                order_ref: None,
-            }),
-            DeviceEvent::StockReservationReleased(r) => b.reservation(ReservationRow {
-                store_id: store,
-                reservation_id: &r.reservation_id,
-                sku: &r.sku,
-                requested_qty: None,
-                granted_qty: None,
-                released_qty: Some(i64::from(r.qty)),
-                requested_at: None,
-                granted_at: None,
-                granted_by: None,
-                expires_at: None,
-                released_at: Some(r.occurred_at),
-                release_reason: Some(release_reason(r.reason)),
-                order_ref: None,
-            }),
-            // Counted in the sync status only: loyalty, day close, and kinds that do not belong on
-            // this topic (price lists, device health) move no stock and no sales.
-            DeviceEvent::LoyaltyRedeemed(_)
-            | DeviceEvent::StoreDayClosed(_)
-            | DeviceEvent::PriceListApproved(_)
-            | DeviceEvent::DeviceHealth(_) => {}
-        }
-
-        let lag = env.record_ts - ev.occurred_at();
-        let offline = i64::from(lag > params.offline_threshold_ms);
-        day.offline_events = offline;
-        let bdate = business_date(ev);
-        let d = b.days.entry((store, bdate)).or_default();
-        d.events += day.events;
-        d.offline_events += day.offline_events;
-        d.orders += day.orders;
-        d.refunds += day.refunds;
-        d.adjustments += day.adjustments;
-        b.sync
-            .entry(store)
-            .and_modify(|s| {
-                s.last_event_at = s.last_event_at.max(ev.occurred_at());
-                s.last_seen_at = s.last_seen_at.max(env.record_ts);
-                s.last_lag_ms = lag;
-                s.max_lag_ms = s.max_lag_ms.max(lag);
-                s.last_business_date = s.last_business_date.max(bdate);
-                s.events += 1;
-                s.offline_events += offline;
-                s.last_event_id = ev.event_id();
-            })
-            .or_insert(SyncRow {
-                store_id: store,
-                last_event_at: ev.occurred_at(),
-                last_seen_at: env.record_ts,
-                last_lag_ms: lag,
-                max_lag_ms: lag,
-                last_business_date: bdate,
-                events: 1,
-                offline_events: offline,
-                last_event_id: ev.event_id(),
-            });
+        fold(&mut b, env, params).map_err(|what| Overflow {
+            event_id: env.event.event_id().to_string(),
+            what,
+        })?;
     }
 
     let mut stock: Vec<_> = b.stock.into_values().collect();
@@ -591,14 +473,180 @@ pub fn project<'a>(batch: &[&'a Envelope], params: &ProjectionParams) -> Delta<'
         })
         .collect();
     days.sort_unstable_by(|a, b| (a.store_id, a.business_date).cmp(&(b.store_id, b.business_date)));
-    Delta {
+    Ok(Delta {
         movements: b.movements,
         stock,
         sales,
         reservations,
         sync,
         days,
+    })
+}
+
+/// Folds one event into the batch's deltas (every sum checked; on overflow the batch's deltas are
+/// discarded, so a half-folded event never reaches a table).
+fn fold<'a>(
+    b: &mut Builder<'a>,
+    env: &'a Envelope,
+    params: &ProjectionParams,
+) -> Result<(), &'static str> {
+    b.lines_of_event.clear();
+    let ev = &env.event;
+    let store = ev.store_id();
+    let hour = ev.occurred_at().div_euclid(HOUR_MS) * HOUR_MS;
+    let mut day = DayDelta {
+        events: 1,
+        ..DayDelta::default()
+    };
+    match ev {
+        DeviceEvent::OrderCreated(o) => {
+            day.orders = 1;
+            for l in &o.lines {
+                let qty = i64::from(l.qty);
+                b.movement(env, i64::from(l.line_no), &l.sku, "SALE", Some(-qty), None)?;
+                let gross = l.unit_price.amount_minor.checked_mul(qty).ok_or("gross")?;
+                let disc = l
+                    .discounts
+                    .iter()
+                    .try_fold(0i64, |a, d| sum(a, d.amount.amount_minor, "discounts"))?;
+                let tax = l.tax.amount_minor;
+                let net = gross
+                    .checked_sub(disc)
+                    .and_then(|x| x.checked_add(tax))
+                    .ok_or("net")?;
+                let s = b.sale(store, &l.sku, hour, &l.unit_price.currency);
+                s.qty_sold = sum(s.qty_sold, qty, "qty_sold")?;
+                s.gross = sum(s.gross, gross, "gross")?;
+                s.discounts = sum(s.discounts, disc, "discounts")?;
+                s.tax = sum(s.tax, tax, "tax")?;
+                s.net = sum(s.net, net, "net")?;
+                s.sale_lines += 1;
+            }
+        }
+        DeviceEvent::OrderRefunded(r) => {
+            day.refunds = 1;
+            for l in &r.lines {
+                let qty = i64::from(l.qty);
+                if l.restock {
+                    b.movement(env, i64::from(l.line_no), &l.sku, "RETURN", Some(qty), None)?;
+                }
+                let s = b.sale(store, &l.sku, hour, &l.amount.currency);
+                s.qty_returned = sum(s.qty_returned, qty, "qty_returned")?;
+                s.refunded = sum(s.refunded, l.amount.amount_minor, "refunded")?;
+                s.refunded_tax = sum(s.refunded_tax, l.tax.amount_minor, "refunded_tax")?;
+                s.refund_lines += 1;
+            }
+        }
+        DeviceEvent::InventoryAdjusted(a) => {
+            day.adjustments = 1;
+            let (name, sign) = adjustment_movement(a.kind);
+            for (i, l) in a.lines.iter().enumerate() {
+                let line_no = i as i64 + 1;
+                let q = i64::from(l.quantity);
+                if a.kind == AdjustmentKind::Count {
+                    match l.expected_on_hand {
+                        Some(exp) => b.movement(
+                            env,
+                            line_no,
+                            &l.sku,
+                            "COUNT_VARIANCE",
+                            Some(q - i64::from(exp)),
+                            Some(q),
+                        )?,
+                        None => b.movement(env, line_no, &l.sku, "COUNT_SET", None, Some(q))?,
+                    }
+                } else {
+                    b.movement(env, line_no, &l.sku, name, Some(sign * q), None)?;
+                }
+            }
+        }
+        DeviceEvent::StockReservationRequested(r) => b.reservation(ReservationRow {
+            store_id: store,
+            reservation_id: &r.reservation_id,
+            sku: &r.sku,
+            requested_qty: Some(i64::from(r.qty)),
+            granted_qty: None,
+            released_qty: None,
+            requested_at: Some(r.occurred_at),
+            granted_at: None,
+            granted_by: None,
+            expires_at: Some(r.expires_at),
+            released_at: None,
+            release_reason: None,
+            order_ref: r.order_ref.as_deref(),
+        }),
+        DeviceEvent::StockReservationGranted(r) => b.reservation(ReservationRow {
+            store_id: store,
+            reservation_id: &r.reservation_id,
+            sku: &r.sku,
+            requested_qty: None,
+            granted_qty: Some(i64::from(r.qty)),
+            released_qty: None,
+            requested_at: None,
+            granted_at: Some(r.occurred_at),
+            granted_by: Some(&r.granted_by),
+            expires_at: Some(r.expires_at),
+            released_at: None,
+            release_reason: None,
+            order_ref: None,
+        }),
+        DeviceEvent::StockReservationReleased(r) => b.reservation(ReservationRow {
+            store_id: store,
+            reservation_id: &r.reservation_id,
+            sku: &r.sku,
+            requested_qty: None,
+            granted_qty: None,
+            released_qty: Some(i64::from(r.qty)),
+            requested_at: None,
+            granted_at: None,
+            granted_by: None,
+            expires_at: None,
+            released_at: Some(r.occurred_at),
+            release_reason: Some(release_reason(r.reason)),
+            order_ref: None,
+        }),
+        // Counted in the sync status only: loyalty, day close, and kinds that do not belong on
+        // this topic (price lists, device health) move no stock and no sales.
+        DeviceEvent::LoyaltyRedeemed(_)
+        | DeviceEvent::StoreDayClosed(_)
+        | DeviceEvent::PriceListApproved(_)
+        | DeviceEvent::DeviceHealth(_) => {}
     }
+
+    let lag = env.record_ts.checked_sub(ev.occurred_at()).ok_or("lag")?;
+    let offline = i64::from(lag > params.offline_threshold_ms);
+    day.offline_events = offline;
+    let bdate = business_date(ev);
+    let d = b.days.entry((store, bdate)).or_default();
+    d.events += day.events;
+    d.offline_events += day.offline_events;
+    d.orders += day.orders;
+    d.refunds += day.refunds;
+    d.adjustments += day.adjustments;
+    b.sync
+        .entry(store)
+        .and_modify(|s| {
+            s.last_event_at = s.last_event_at.max(ev.occurred_at());
+            s.last_seen_at = s.last_seen_at.max(env.record_ts);
+            s.last_lag_ms = lag;
+            s.max_lag_ms = s.max_lag_ms.max(lag);
+            s.last_business_date = s.last_business_date.max(bdate);
+            s.events += 1;
+            s.offline_events += offline;
+            s.last_event_id = ev.event_id();
+        })
+        .or_insert(SyncRow {
+            store_id: store,
+            last_event_at: ev.occurred_at(),
+            last_seen_at: env.record_ts,
+            last_lag_ms: lag,
+            max_lag_ms: lag,
+            last_business_date: bdate,
+            events: 1,
+            offline_events: offline,
+            last_event_id: ev.event_id(),
+        });
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,11 +15,11 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tillstream_contracts::Registry;
-use tillstream_runtime::CancellationToken;
+use tillstream_runtime::{CancellationToken, Classify, ErrorClass};
 
 use crate::db::{Color, Db, FaultConfig, Switch, Target, offsets_differ, until_available};
 use crate::decode::{Decoded, decode_retrying};
-use crate::model::Envelope;
+use crate::model::{Envelope, ProjectionParams};
 use crate::{Config, Error, metrics};
 
 /// The progress line: records replayed of the total to replay, rate and ETA.
@@ -358,21 +358,8 @@ async fn replay(
         if next.is_empty() {
             continue;
         }
-        let applied = until_available(
-            token,
-            |_| {},
-            || {
-                db.apply(
-                    Target::Set(target),
-                    &cfg.topic,
-                    &envs,
-                    &next,
-                    &params,
-                    &no_fault,
-                )
-            },
-        )
-        .await?;
+        let applied =
+            apply_skipping_refused(db, target, &cfg.topic, &envs, &next, &params, token).await?;
         let Some(applied) = applied else {
             return Ok(());
         };
@@ -387,6 +374,53 @@ async fn replay(
         }
     }
     Ok(())
+}
+
+/// Applies a replayed batch; a batch the database refuses (poison: a sum that would overflow) is
+/// applied event by event and the refused events are skipped, as the live loop dead-lettered them,
+/// so the rebuilt set equals the live one. `None` when cancelled.
+async fn apply_skipping_refused(
+    db: &Db,
+    target: Color,
+    topic: &str,
+    envs: &[Envelope],
+    next: &BTreeMap<i32, i64>,
+    params: &ProjectionParams,
+    token: &CancellationToken,
+) -> Result<Option<crate::db::Applied>, Error> {
+    let no_fault = &FaultConfig::default();
+    let apply = |envs: &[Envelope], next: &BTreeMap<i32, i64>| {
+        let (envs, next) = (envs.to_vec(), next.clone());
+        async move {
+            until_available(
+                token,
+                |_| {},
+                || db.apply(Target::Set(target), topic, &envs, &next, params, no_fault),
+            )
+            .await
+        }
+    };
+    match apply(envs, next).await {
+        Err(e) if e.class() == ErrorClass::Poison => {
+            tracing::warn!(error = %e, events = envs.len(), "replayed batch refused; applying event by event");
+        }
+        other => return Ok(other?),
+    }
+    for env in envs {
+        let one = BTreeMap::from([(env.partition, env.offset + 1)]);
+        match apply(std::slice::from_ref(env), &one).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(None),
+            Err(e) if e.class() == ErrorClass::Poison => {
+                tracing::warn!(partition = env.partition, offset = env.offset, error = %e, "replayed event refused (dead-lettered by the live loop): skipped");
+                if apply(&[], &one).await?.is_none() {
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(apply(&[], next).await?)
 }
 
 #[cfg(test)]

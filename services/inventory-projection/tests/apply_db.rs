@@ -9,9 +9,12 @@ use std::collections::BTreeMap;
 use sqlx::Row;
 use tillstream_contracts::*;
 use tillstream_integration_tests::{Stack, Svc};
-use tillstream_inventory_projection::db::{Color, Db, FaultConfig, Target, view_names};
+use tillstream_inventory_projection::db::{
+    Color, Db, FaultConfig, Target, rejection_reason, view_names,
+};
 use tillstream_inventory_projection::model::{Envelope, ProjectionParams};
 use tillstream_inventory_projection::reorder_points;
+use tillstream_runtime::{Classify, ErrorClass};
 
 /// The stream as Kafka would deliver it: store-keyed partitions, offsets in order, record
 /// timestamps some seconds after the event (every 13th event buffered offline for 20 minutes).
@@ -268,4 +271,93 @@ async fn postgres_and_sqlite_project_the_same_stream_to_the_same_dump() {
         .await
         .unwrap();
     assert_eq!(again.dump(Color::Blue).await.unwrap(), reference);
+}
+
+/// An order of `amount` minor units on one line of SKU-X, qty 1, no tax, no discount.
+fn order_of(seq: i64, amount: i64) -> DeviceEvent {
+    let mut o = samples::order("s1", "s1-d1", seq, 1);
+    o.lines[0].sku = "SKU-X".into();
+    o.lines[0].qty = 1;
+    o.lines[0].unit_price.amount_minor = amount;
+    o.lines[0].tax.amount_minor = 0;
+    o.lines[0].discounts.clear();
+    o.into()
+}
+
+/// Two orders of 5·10^18 minor units, each valid on its own, in separate batches: the second is
+/// refused as `aggregate_overflow` (by PostgreSQL itself, by the triggers on SQLite), nothing of it
+/// is written, and the row keeps the first order's exact integer sum.
+async fn a_sum_that_would_overflow_is_refused_not_wrapped(db: &Db) {
+    const FIVE_QUINTILLION: i64 = 5_000_000_000_000_000_000;
+    // Same hour: the two orders land on one sales_hourly row.
+    let envs = envelopes(vec![
+        order_of(1, FIVE_QUINTILLION),
+        order_of(2, FIVE_QUINTILLION),
+    ]);
+    let apply = |env: &Envelope| {
+        let next = BTreeMap::from([(env.partition, env.offset + 1)]);
+        let env = env.clone();
+        async move {
+            db.apply(
+                Target::Live,
+                common::TOPIC,
+                std::slice::from_ref(&env),
+                &next,
+                &ProjectionParams::default(),
+                &FaultConfig::default(),
+            )
+            .await
+        }
+    };
+    apply(&envs[0]).await.expect("the first order fits");
+    let err = apply(&envs[1])
+        .await
+        .expect_err("the second order must be refused");
+    assert_eq!(err.class(), ErrorClass::Poison, "{err}");
+    assert_eq!(rejection_reason(&err), "aggregate_overflow", "{err}");
+    // Refused together in one batch too (the model's own check).
+    let both = db
+        .apply(
+            Target::Live,
+            common::TOPIC,
+            &envs[1..],
+            &BTreeMap::from([(envs[1].partition, envs[1].offset + 1)]),
+            &ProjectionParams::default(),
+            &FaultConfig::default(),
+        )
+        .await;
+    assert!(both.is_err(), "refused in a batch as well");
+
+    let row = sqlx::query(
+        "SELECT CAST(gross_minor AS TEXT) AS g, sale_lines FROM blue_sales_hourly WHERE sku = 'SKU-X'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("reading sales_hourly");
+    let gross: String = row.try_get("g").unwrap();
+    let lines: i64 = row.try_get("sale_lines").unwrap();
+    assert_eq!((gross.as_str(), lines), ("5000000000000000000", 1));
+    let gate: i64 = sqlx::query("SELECT COUNT(*) AS n FROM blue_applied_event")
+        .fetch_one(db.pool())
+        .await
+        .expect("reading the gate")
+        .try_get("n")
+        .unwrap();
+    assert_eq!(gate, 1, "the refused event is not in the gate");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_refuses_a_sum_that_would_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite(&dir, "overflow.db").await;
+    a_sum_that_would_overflow_is_refused_not_wrapped(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_refuses_a_sum_that_would_overflow() {
+    let stack = Stack::start(&[Svc::Postgres], None).unwrap();
+    let db = Db::connect(&common::db_config(&stack.pg_url()))
+        .await
+        .unwrap();
+    a_sum_that_would_overflow_is_refused_not_wrapped(&db).await;
 }

@@ -41,6 +41,10 @@ pub enum DbError {
     /// Something the database holds or is asked for makes no sense.
     #[error("{0}")]
     Invalid(String),
+    /// Input the service refuses to store (an aggregate it would overflow): poison, so the loop
+    /// isolates the event and dead-letters it. The text starts with the dead letter's reason.
+    #[error("{0}")]
+    Rejected(String),
 }
 
 // `?` makes one conversion, not two: sqlx's and the migrator's errors reach `DbError` directly.
@@ -62,6 +66,7 @@ impl Classify for DbError {
             DbError::Sql(e) => e.class(),
             // Stored state that does not read back is not fixed by retrying.
             DbError::Json(_) | DbError::Invalid(_) => ErrorClass::Fatal,
+            DbError::Rejected(_) => ErrorClass::Poison,
         }
     }
 }

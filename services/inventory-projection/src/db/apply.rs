@@ -76,7 +76,8 @@ impl Db {
             .iter()
             .filter(|e| admitted.contains(&(i64::from(e.partition), e.offset)))
             .collect();
-        let mut delta = model::project(&fresh, params);
+        let mut delta =
+            model::project(&fresh, params).map_err(|e| DbError::Rejected(e.to_string()))?;
         delta
             .movements
             .sort_unstable_by(|a, b| (a.event_id, a.line_no).cmp(&(b.event_id, b.line_no)));

@@ -12,6 +12,7 @@
 //! - `offsets`: the consumer offsets the database holds per table set ([`Db::live_offsets`]);
 //! - `sets`: blue/green table sets ([`Color`], [`TABLES`]), the analyst views, the switch;
 //! - `dump`: the canonical dump ([`Db::dump`]);
+//! - `overflow`: sums that would leave 64 bits (SQLite triggers, the dead-letter reason);
 //! - `reorder`: writing reorder points;
 //! - `multirow`: the upsert templates of `sql/*.sql` for a table set, run as chunked multi-row
 //!   statements;
@@ -26,6 +27,7 @@ mod dump;
 mod migrate;
 mod multirow;
 mod offsets;
+mod overflow;
 mod reorder;
 mod sets;
 
@@ -36,6 +38,7 @@ use tillstream_runtime::sql::{self, Database};
 pub use self::apply::{Applied, Target};
 pub use self::dump::first_difference;
 pub use self::migrate::{LEGACY_MIGRATIONS_TABLE, MIGRATION_0001, MIGRATIONS_TABLE, migrator};
+pub use self::overflow::rejection_reason;
 pub use self::sets::{
     ColType, Color, Switch, TABLES, TableSpec, VIEWS_SQL, offsets_differ, view_names,
     view_statements,
@@ -71,6 +74,7 @@ impl Db {
             rows_per_statement: cfg.rows_per_statement.max(1),
         };
         db.migrate().await?;
+        db.guard_overflow().await?;
         Ok(db)
     }
 

@@ -1,6 +1,8 @@
 //! Unit tests of the pure projection (`model.rs`): stock, sales, refunds, counts, reservations,
 //! offline lag and the gate rows, event kind by event kind. No I/O.
 
+use std::collections::BTreeMap;
+
 use super::*;
 use tillstream_contracts::samples;
 use tillstream_contracts::*;
@@ -41,7 +43,7 @@ fn sale(seq: i64, sku: &str, qty: i32) -> DeviceEvent {
 fn sale_moves_stock_down_and_books_sales_in_its_hour() {
     let o = samples::order("s1", "s1-d1", 4, 3);
     let e = env(o.clone(), 10, 5);
-    let d = project(&[&e], &ProjectionParams::default());
+    let d = project(&[&e], &ProjectionParams::default()).unwrap();
     assert_eq!(d.movements.len(), 3);
     assert!(
         d.movements
@@ -72,7 +74,7 @@ fn refunds_restock_only_when_flagged() {
     r2.event_id = "other".into();
     r2.lines[0].restock = false;
     let (a, b) = (env(r, 1, 0), env(r2, 2, 0));
-    let d = project(&[&a, &b], &ProjectionParams::default());
+    let d = project(&[&a, &b], &ProjectionParams::default()).unwrap();
     assert_eq!(d.movements.len(), 1);
     assert_eq!(d.movements[0].movement, "RETURN");
     assert_eq!(d.movements[0].qty_delta, Some(1));
@@ -88,7 +90,7 @@ fn count_with_expected_is_a_variance_and_blind_count_overwrites() {
         env(adjust(3, AdjustmentKind::Count, 7, Some(8)), 3, 0),
     ];
     let refs: Vec<_> = evs.iter().collect();
-    let d = project(&refs, &ProjectionParams::default());
+    let d = project(&refs, &ProjectionParams::default()).unwrap();
     let s = d.stock.iter().find(|s| s.sku == "SKU-A").unwrap();
     assert_eq!((s.set, s.add, s.moves), (None, 10 - 2 - 1, 3));
     assert_eq!(d.movements[2].movement, "COUNT_VARIANCE");
@@ -100,7 +102,7 @@ fn count_with_expected_is_a_variance_and_blind_count_overwrites() {
         env(adjust(3, AdjustmentKind::Shrink, 1, None), 3, 0),
     ];
     let refs: Vec<_> = evs.iter().collect();
-    let d = project(&refs, &ProjectionParams::default());
+    let d = project(&refs, &ProjectionParams::default()).unwrap();
     let s = &d.stock[0];
     assert_eq!((s.set, s.add, s.moves), (Some(4), -1, 3));
     assert_eq!(s.last_event_id, evs[2].event.event_id());
@@ -124,7 +126,7 @@ fn reservations_merge_across_kinds_and_expire() {
         }
     }
     let requested = mk(EventKind::StockReservationRequested, 1);
-    let d = project(&[&requested, &granted], &ProjectionParams::default());
+    let d = project(&[&requested, &granted], &ProjectionParams::default()).unwrap();
     assert_eq!(d.reservations.len(), 1);
     assert_eq!(d.reservations[0].status(), "GRANTED");
     assert_eq!(d.reservations[0].requested_qty, Some(1));
@@ -135,7 +137,8 @@ fn reservations_merge_across_kinds_and_expire() {
     let d = project(
         &[&requested, &granted, &released],
         &ProjectionParams::default(),
-    );
+    )
+    .unwrap();
     assert_eq!(d.reservations[0].status(), "EXPIRED");
 }
 
@@ -146,7 +149,7 @@ fn offline_events_and_lag_follow_the_threshold() {
     };
     let a = env(sale(1, "X", 1), 1, 5000);
     let b = env(sale(2, "X", 1), 2, 10);
-    let d = project(&[&a, &b], &p);
+    let d = project(&[&a, &b], &p).unwrap();
     let s = &d.sync[0];
     assert_eq!((s.events, s.offline_events), (2, 1));
     assert_eq!((s.last_lag_ms, s.max_lag_ms), (10, 5000));
@@ -161,4 +164,167 @@ fn gate_rows_keep_the_first_copy_of_an_event_id() {
     let batch = vec![a, b];
     let rows: Vec<i64> = gate_rows(&batch).iter().map(|r| r.offset).collect();
     assert_eq!(rows, vec![1]);
+}
+
+/// Amounts at and around the edges of 64 bits, and ordinary ones.
+const EXTREME_AMOUNTS: [i64; 12] = [
+    i64::MIN,
+    i64::MIN + 1,
+    -4_611_686_018_427_387_904,
+    -100_000_000_000,
+    -1,
+    0,
+    1,
+    199,
+    100_000_000_000,
+    4_611_686_018_427_387_904,
+    5_000_000_000_000_000_000,
+    i64::MAX,
+];
+
+/// What the sales rows must hold, computed exactly (128 bits) in stream order: `Err(event id)` of
+/// the first event one of whose figures, or whose addition to a sum, leaves 64 bits.
+fn exact_sales(batch: &[&Envelope]) -> Result<BTreeMap<(String, i64), [i128; 6]>, String> {
+    let fits = |v: i128| v >= i128::from(i64::MIN) && v <= i128::from(i64::MAX);
+    let mut rows: BTreeMap<(String, i64), [i128; 6]> = BTreeMap::new();
+    for env in batch {
+        let hour = env.event.occurred_at().div_euclid(HOUR_MS) * HOUR_MS;
+        let mut figures: Vec<(String, [i128; 6])> = Vec::new();
+        match &env.event {
+            DeviceEvent::OrderCreated(o) => {
+                for l in &o.lines {
+                    let gross = i128::from(l.unit_price.amount_minor) * i128::from(l.qty);
+                    let mut disc = 0i128;
+                    for d in &l.discounts {
+                        disc += i128::from(d.amount.amount_minor);
+                        if !fits(disc) {
+                            return Err(o.event_id.clone());
+                        }
+                    }
+                    let tax = i128::from(l.tax.amount_minor);
+                    let net = gross - disc + tax;
+                    if !fits(gross) || !fits(gross - disc) || !fits(net) {
+                        return Err(o.event_id.clone());
+                    }
+                    figures.push((l.sku.clone(), [gross, disc, tax, net, 0, 0]));
+                }
+            }
+            DeviceEvent::OrderRefunded(r) => {
+                for l in &r.lines {
+                    let (a, t) = (
+                        i128::from(l.amount.amount_minor),
+                        i128::from(l.tax.amount_minor),
+                    );
+                    figures.push((l.sku.clone(), [0, 0, 0, 0, a, t]));
+                }
+            }
+            _ => {}
+        }
+        for (sku, f) in figures {
+            let row = rows.entry((sku, hour)).or_default();
+            for (acc, v) in row.iter_mut().zip(f) {
+                *acc += v;
+                if !fits(*acc) {
+                    return Err(env.event.event_id().to_string());
+                }
+            }
+        }
+    }
+    Ok(rows)
+}
+
+#[test]
+fn extreme_amounts_either_sum_exactly_or_name_the_event_that_overflows() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+    let mut refused = 0;
+    for case in 0..2_000 {
+        let events: Vec<Envelope> = (0..rng.random_range(1..6))
+            .map(|i| {
+                let seq = case * 10 + i + 1;
+                let amount = |rng: &mut rand_chacha::ChaCha8Rng| {
+                    EXTREME_AMOUNTS[rng.random_range(0..EXTREME_AMOUNTS.len())]
+                };
+                let event: DeviceEvent = if rng.random_bool(0.7) {
+                    let mut o = samples::order("s1", "s1-d1", seq, 2);
+                    for l in &mut o.lines {
+                        l.sku = "SKU-X".into();
+                        l.qty = [1, 2, 3, 1_000, i32::MAX][rng.random_range(0..5)];
+                        l.unit_price.amount_minor = amount(&mut rng);
+                        l.tax.amount_minor = amount(&mut rng);
+                        for d in &mut l.discounts {
+                            d.amount.amount_minor = amount(&mut rng);
+                        }
+                    }
+                    o.into()
+                } else {
+                    let Some(DeviceEvent::OrderRefunded(mut r)) =
+                        samples::sample(EventKind::OrderRefunded, "s1", "s1-d1", seq)
+                    else {
+                        unreachable!()
+                    };
+                    r.lines[0].sku = "SKU-X".into();
+                    r.lines[0].amount.amount_minor = amount(&mut rng);
+                    r.lines[0].tax.amount_minor = amount(&mut rng);
+                    r.into()
+                };
+                env(event, seq, 5)
+            })
+            .collect();
+        let refs: Vec<&Envelope> = events.iter().collect();
+        match (
+            project(&refs, &ProjectionParams::default()),
+            exact_sales(&refs),
+        ) {
+            (Ok(d), Ok(want)) => {
+                let got: BTreeMap<(String, i64), [i128; 6]> = d
+                    .sales
+                    .iter()
+                    .map(|r| {
+                        let s = &r.d;
+                        let f = [
+                            s.gross,
+                            s.discounts,
+                            s.tax,
+                            s.net,
+                            s.refunded,
+                            s.refunded_tax,
+                        ];
+                        ((r.sku.to_string(), r.hour_start), f.map(i128::from))
+                    })
+                    .collect();
+                assert_eq!(got, want, "case {case}");
+            }
+            (Err(e), Err(first)) => {
+                assert_eq!(e.event_id, first, "case {case}: {e}");
+                assert!(e.to_string().starts_with(OVERFLOW_REASON));
+                refused += 1;
+            }
+            (got, want) => panic!("case {case}: projected {got:?}, exact {want:?}"),
+        }
+    }
+    // Both outcomes were exercised.
+    assert!(
+        refused > 100 && refused < 1_900,
+        "{refused} of 2000 refused"
+    );
+}
+
+#[test]
+fn two_orders_of_five_quintillion_each_do_not_wrap() {
+    let mut a = samples::order("s1", "s1-d1", 1, 1);
+    let mut b = samples::order("s1", "s1-d1", 2, 1);
+    for o in [&mut a, &mut b] {
+        o.lines[0].sku = "SKU-X".into();
+        o.lines[0].qty = 1;
+        o.lines[0].unit_price.amount_minor = 5_000_000_000_000_000_000;
+        o.lines[0].tax.amount_minor = 0;
+        o.lines[0].discounts.clear();
+    }
+    let (a, b) = (env(a, 1, 5), env(b, 2, 5));
+    let one = project(&[&a], &ProjectionParams::default()).unwrap();
+    assert_eq!(one.sales[0].d.gross, 5_000_000_000_000_000_000);
+    let err = project(&[&a, &b], &ProjectionParams::default()).unwrap_err();
+    assert_eq!(err.event_id, b.event.event_id());
+    assert_eq!(err.what, "gross");
 }
