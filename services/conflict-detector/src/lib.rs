@@ -201,6 +201,16 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
     let mut guard = ShutdownGuard::new(SERVICE, token.clone());
     let intake = guard.stage("intake");
     guard.spawn_task("batch loop", processor.run(consumer, intake.clone()));
+    let lag = kafka::LagGauge {
+        metric: metrics::CONSUMER_LAG,
+        group_id: cfg.group_id.clone(),
+        topics: topics.iter().map(|t| t.to_string()).collect(),
+        interval: Duration::from_secs(5),
+    };
+    guard.spawn_task(
+        "consumer lag",
+        lag.task(&config.kafka, &cfg.client_id, intake.clone())?,
+    );
     guard.spawn_task(
         "price-list history",
         history::tail(

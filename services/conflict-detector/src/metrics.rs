@@ -4,6 +4,8 @@
 //! Labels are low-cardinality: `rule` (7), `severity` (the triage: info, auto-resolved,
 //! needs-review), `owner` (3), `kind`, `reason`, and `store` (allowed by the house rules).
 
+/// Gauge: records of the input topics not yet committed by the group (labels topic, partition).
+pub const CONSUMER_LAG: &str = "tillstream_conflict_detector_consumer_lag_records";
 /// Records read from the input topics, by `topic`.
 pub const RECORDS_IN: &str = "tillstream_conflict_detector_records_in_total";
 /// Store events the rules took in (first copies).

@@ -149,7 +149,17 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
     };
     let mut guard = ShutdownGuard::new(SERVICE, token);
     let intake = guard.stage("batches");
-    guard.spawn_task("batch loop", processor.run(consumer, intake));
+    guard.spawn_task("batch loop", processor.run(consumer, intake.clone()));
+    let lag = kafka::LagGauge {
+        metric: metrics::CONSUMER_LAG,
+        group_id: cfg.group_id.clone(),
+        topics: vec![cfg.input_topic.clone()],
+        interval: Duration::from_secs(5),
+    };
+    guard.spawn_task(
+        "consumer lag",
+        lag.task(&config.kafka, &cfg.client_id, intake)?,
+    );
     if receipts_on {
         let schema_id = registry.schema_id(EventKind::DeviceReceipt, 1).await?;
         let stop = guard.stage("receipts");

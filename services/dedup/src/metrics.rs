@@ -4,6 +4,8 @@
 //! Labels are low-cardinality: `reason`, `status`, `partition` (input partition, at most the topic's
 //! partition count) and `store` (allowed by the house rules).
 
+/// Gauge: records of the input topic not yet committed by the group (labels topic, partition).
+pub const CONSUMER_LAG: &str = "tillstream_dedup_consumer_lag_records";
 /// Raw records read (every record of an owned partition, decodable or not).
 pub const EVENTS_IN: &str = "tillstream_dedup_events_in_total";
 /// Events written to the deduplicated topic (first copies).

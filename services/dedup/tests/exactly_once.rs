@@ -67,6 +67,29 @@ async fn heavy_100k_events_with_duplicates_collisions_and_50_missing_seqs() {
         .unwrap();
     assert!(text.contains("tillstream_dedup_events_in_total"), "{text}");
     assert!(text.contains("tillstream_dedup_open_gaps"), "{text}");
+    // The consumer-lag gauge reaches zero on every input partition once the group has committed
+    // everything (it is read every 5 s; a few periods at most).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let lags: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("tillstream_dedup_consumer_lag_records{"))
+            .collect();
+        if lags.len() == 12 && lags.iter().all(|l| l.ends_with(" 0")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "consumer lag not zero on 12 partitions after catching up: {lags:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     token.cancel();
     let counters = running.state.counters.clone();
     running.wait().await.expect("clean stop");

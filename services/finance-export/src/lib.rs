@@ -108,6 +108,16 @@ pub async fn start(cfg: Config, token: CancellationToken) -> Result<Running, Err
         &topics,
     )?;
     health.ready("kafka", format!("reading {}", topics.join(", ")));
+    let lag = kafka::LagGauge {
+        metric: metrics::CONSUMER_LAG,
+        group_id: cfg.group_id.clone(),
+        topics: topics.iter().map(|t| t.to_string()).collect(),
+        interval: std::time::Duration::from_secs(5),
+    };
+    guard.spawn_task(
+        "consumer lag",
+        lag.task(&cfg.kafka, "tillstream-finance-export", batches.clone())?,
+    );
     let exporter = Exporter {
         db: db.clone(),
         sink,

@@ -2,6 +2,8 @@
 //! `metrics` macros appear in this crate. Labels are low-cardinality (`reason`, `status`, `kind`,
 //! `store`). Owns no data; no delivery guarantee.
 
+/// Gauge: records of the input topics not yet committed by the group (labels topic, partition).
+pub const CONSUMER_LAG: &str = "tillstream_finance_export_consumer_lag_records";
 /// Records read from the input topics.
 pub const EVENTS_IN: &str = "tillstream_finance_export_events_in_total";
 /// Events booked (admitted by the gate), by `kind` (sale, refund, loyalty, day_close,

@@ -211,6 +211,31 @@ async fn apply_suite(
             &base,
             None,
         );
+        if label == "sqlite" {
+            // A/B: what the overflow triggers (db/sql/overflow_guard_sqlite.sql) cost.
+            let unguarded = Db::connect(&tillstream_inventory_projection::db::DatabaseConfig {
+                url: url(&format!("unguarded_{b}")),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            for t in ["blue_sales_hourly_overflow", "blue_stock_overflow"] {
+                sqlx::query(AssertSqlSafe(format!("DROP TRIGGER {t}")))
+                    .execute(unguarded.pool())
+                    .await
+                    .unwrap();
+            }
+            let u = measure(async {
+                apply_all(&unguarded, envs, b).await;
+            })
+            .await;
+            line(
+                &format!("{label} apply without the overflow triggers (A/B)"),
+                envs.len(),
+                &u,
+                Some(m.secs),
+            );
+        }
     }
 }
 
