@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use tillstream_runtime::kafka::KafkaConfig;
+use tillstream_runtime::kafka::{BrokerProfile, KafkaConfig};
 
 use crate::{apply_topology, free_port};
 
@@ -98,6 +98,7 @@ impl TansuMemory {
         KafkaConfig {
             brokers: format!("127.0.0.1:{}", self.port),
             session_timeout_ms: 6_000,
+            broker: BrokerProfile::Tansu,
             ..KafkaConfig::default()
         }
     }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tillstream_runtime::CancellationToken;
-use tillstream_runtime::kafka::KafkaConfig;
+use tillstream_runtime::kafka::{BrokerProfile, KafkaConfig};
 
 pub mod bench;
 pub mod pipeline;
@@ -159,6 +159,7 @@ impl Stack {
         KafkaConfig {
             brokers: self.brokers(),
             session_timeout_ms: 6_000,
+            broker: BrokerProfile::Tansu,
             max_poll_interval_ms: 20_000,
             ..KafkaConfig::default()
         }

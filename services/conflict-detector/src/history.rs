@@ -110,7 +110,7 @@ pub async fn tail(
     waiting: Arc<Notify>,
     token: CancellationToken,
 ) -> Result<(), DetectorError> {
-    let mut cfg = kafka.client_config(&format!("{client_id}-history"));
+    let mut cfg = kafka.consumer_config(&format!("{client_id}-history"));
     cfg.set("group.id", format!("{client_id}-history"))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")

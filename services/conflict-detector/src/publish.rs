@@ -36,7 +36,7 @@ pub fn recent_ids(
     n: i64,
     timeout: Duration,
 ) -> Result<HashSet<String>, DetectorError> {
-    let mut cfg = kafka.client_config("tillstream-conflict-detector-tail");
+    let mut cfg = kafka.consumer_config("tillstream-conflict-detector-tail");
     cfg.set("group.id", "tillstream-conflict-detector-tail")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");

@@ -85,7 +85,7 @@ pub struct RebuildReport {
 fn replay_consumer(cfg: &Config) -> Result<StreamConsumer, Error> {
     let mut c = cfg
         .kafka
-        .client_config("tillstream-inventory-projection-rebuild");
+        .consumer_config("tillstream-inventory-projection-rebuild");
     c.set("group.id", format!("{}-rebuild", cfg.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -32,12 +32,48 @@ impl Assignment {
     }
 }
 
+/// The broker the clients talk to, for the few settings that must differ (modes as types: one
+/// switch, not a property list to copy between services).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerProfile {
+    /// Apache Kafka (or a compatible broker that answers a fetch as soon as it has data):
+    /// librdkafka's defaults.
+    #[default]
+    Kafka,
+    /// tansu 0.6, the embedded stack's broker: its fetch handler sleeps about half of the
+    /// remaining `fetch.wait.max.ms` even when it already holds data, so the wait is shorter:
+    /// 100 ms (a consumer hop costs ~50 ms instead of ~250 ms). Shorter waits cost tansu CPU while
+    /// idle, about linearly (one idle consumer: 1% at 500 ms, 5% at 100, 10% at 50, 20% at 20;
+    /// BENCHMARKS.md), and the embedded pipeline runs about six consumers.
+    Tansu,
+}
+
+impl BrokerProfile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BrokerProfile::Kafka => "kafka",
+            BrokerProfile::Tansu => "tansu",
+        }
+    }
+
+    /// `fetch.wait.max.ms` of every consumer (a pass-through property overrides it).
+    pub fn fetch_wait_max_ms(self) -> u32 {
+        match self {
+            BrokerProfile::Kafka => 500,
+            BrokerProfile::Tansu => 100,
+        }
+    }
+}
+
 /// Connection settings shared by every Kafka client of a service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct KafkaConfig {
     /// Bootstrap servers, e.g. `127.0.0.1:19092`.
     pub brokers: String,
+    /// Which broker that is (`kafka` or `tansu`): sets the consumers' fetch wait.
+    pub broker: BrokerProfile,
     /// How this instance's consumers get their partitions: `group` or `static`.
     pub assignment: Assignment,
     /// With `assignment = "static"`: this instance's number, from 0.
@@ -75,6 +111,7 @@ impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
             brokers: "127.0.0.1:19092".into(),
+            broker: BrokerProfile::Kafka,
             assignment: Assignment::Group,
             static_index: 0,
             static_count: 1,
@@ -91,11 +128,25 @@ impl Default for KafkaConfig {
 impl KafkaConfig {
     /// A librdkafka config with the brokers, the client id and the pass-through properties.
     pub fn client_config(&self, client_id: &str) -> ClientConfig {
+        self.config_with(client_id, &[])
+    }
+
+    /// [`client_config`](Self::client_config) for a consumer: also the broker profile's fetch wait
+    /// (the pass-through properties still override it).
+    pub fn consumer_config(&self, client_id: &str) -> ClientConfig {
+        let wait = self.broker.fetch_wait_max_ms().to_string();
+        self.config_with(client_id, &[("fetch.wait.max.ms", wait.as_str())])
+    }
+
+    fn config_with(&self, client_id: &str, profile: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
             .set("client.id", client_id)
             // Fail fast on a wrong address instead of hanging metadata requests forever.
             .set("socket.connection.setup.timeout.ms", "10000");
+        for (k, v) in profile {
+            c.set(*k, *v);
+        }
         for (k, v) in &self.properties {
             c.set(k, v);
         }

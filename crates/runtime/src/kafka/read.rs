@@ -20,7 +20,7 @@ pub fn read_topic_to_end(
     timeout: Duration,
 ) -> Result<Vec<rdkafka::message::OwnedMessage>, ReadError> {
     use rdkafka::Message;
-    let mut cfg = config.client_config("tillstream-reader");
+    let mut cfg = config.consumer_config("tillstream-reader");
     cfg.set("group.id", "tillstream-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
