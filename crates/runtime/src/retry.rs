@@ -73,6 +73,23 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Runs `fut` to completion from synchronous code that may be called on a tokio worker, such as
+/// librdkafka's rebalance callback (it runs inside the consumer's poll): block in place on a
+/// multi-thread runtime's worker, block on `handle` (the service's runtime) from a thread outside
+/// any runtime. A current-thread runtime's only thread cannot block: an error.
+pub fn block_on_from_sync<F: std::future::Future>(
+    handle: &tokio::runtime::Handle,
+    fut: F,
+) -> Result<F::Output, &'static str> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            Ok(tokio::task::block_in_place(|| h.block_on(fut)))
+        }
+        Ok(_) => Err("current-thread runtime: cannot block in the callback"),
+        Err(_) => Ok(handle.block_on(fut)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

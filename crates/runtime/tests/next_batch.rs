@@ -25,6 +25,18 @@ fn produce(brokers: &str, n: usize) {
     producer.flush(Duration::from_secs(10)).unwrap();
 }
 
+type Cluster = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+
+/// A one-partition topic holding `n` records and a consumer of it (keep the cluster alive).
+fn queued(n: usize) -> (Cluster, InputConsumer<()>) {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic(TOPIC, 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    produce(&brokers, n);
+    let c = consumer(&brokers);
+    (cluster, c)
+}
+
 fn consumer(brokers: &str) -> InputConsumer<()> {
     let config = KafkaConfig {
         brokers: brokers.to_string(),
@@ -43,11 +55,7 @@ fn consumer(brokers: &str) -> InputConsumer<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_queue_hands_the_batch_on_without_waiting_for_the_linger() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic(TOPIC, 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    produce(&brokers, 3);
-    let mut c = consumer(&brokers);
+    let (_cluster, mut c) = queued(3);
     let token = CancellationToken::new();
     let linger = Duration::from_secs(60);
     let mut got = 0;
@@ -67,11 +75,7 @@ async fn a_dry_queue_hands_the_batch_on_without_waiting_for_the_linger() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_fills_batches_to_max() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic(TOPIC, 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    produce(&brokers, 1_000);
-    let mut c = consumer(&brokers);
+    let (_cluster, mut c) = queued(1_000);
     let token = CancellationToken::new();
     // The first batch can start before the whole fetch response is queued; once it is, every
     // batch is full.

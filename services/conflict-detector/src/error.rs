@@ -14,6 +14,8 @@ pub enum DetectorError {
     Config(String),
     #[error("topology: {0}")]
     Topology(String),
+    #[error("topics: {0}")]
+    Topics(#[from] tillstream_runtime::kafka::TopicCheckError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("schema registry: {0}")]
@@ -38,6 +40,7 @@ impl Classify for DetectorError {
     fn class(&self) -> ErrorClass {
         match self {
             DetectorError::Kafka(e) => e.class(),
+            DetectorError::Topics(e) => e.class(),
             DetectorError::Registry(e) => e.class(),
             DetectorError::Db(e) => e.class(),
             DetectorError::DeadLetter(_) => ErrorClass::Retryable,

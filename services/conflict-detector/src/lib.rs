@@ -271,29 +271,16 @@ fn check_topics(
     let client: BaseConsumer = kafka_cfg
         .client_config("tillstream-conflict-detector-check")
         .create()?;
-    let count = |topic: &str| -> Result<usize, DetectorError> {
-        let n = tillstream_runtime::retry::blocking(|| {
-            kafka::partition_count(client.client(), topic, Duration::from_secs(15))
-        })?;
-        if n == 0 {
-            return Err(DetectorError::Topology(format!(
-                "topic {topic} does not exist (run `tillctl topology apply`)"
-            )));
-        }
-        Ok(n)
-    };
-    let input = count(&cfg.input_topic)?;
-    for t in [&cfg.conflicts_topic, &cfg.compensations_topic] {
-        let n = count(t)?;
-        if n != input {
-            return Err(DetectorError::Topology(format!(
-                "{t} has {n} partitions, {} has {input}: a store's records must keep its partition number",
-                cfg.input_topic
-            )));
-        }
-    }
-    count(&cfg.price_history_topic)?;
-    count(&cfg.dead_letter_topic)?;
+    kafka::check_topics(
+        client.client(),
+        &[
+            &cfg.input_topic,
+            &cfg.conflicts_topic,
+            &cfg.compensations_topic,
+        ],
+        &[&cfg.price_history_topic, &cfg.dead_letter_topic],
+        Duration::from_secs(15),
+    )?;
     Ok(())
 }
 

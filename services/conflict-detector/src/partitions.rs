@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tillstream_runtime::kafka::PartitionHook;
-use tokio::runtime::{Handle, RuntimeFlavor};
+use tillstream_runtime::retry::block_on_from_sync;
+use tokio::runtime::Handle;
 
 use crate::db::Db;
 
@@ -68,14 +69,7 @@ impl OffsetHook {
             }
             Ok::<_, crate::db::DbError>(all)
         };
-        let res = match Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| h.block_on(fut))
-            }
-            Ok(_) => return Err("current-thread runtime: cannot block in the callback".into()),
-            Err(_) => self.handle.block_on(fut),
-        };
-        res.map_err(|e| e.to_string())
+        block_on_from_sync(&self.handle, fut)?.map_err(|e| e.to_string())
     }
 }
 

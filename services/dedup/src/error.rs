@@ -11,8 +11,8 @@ use crate::changelog::ChangelogError;
 pub enum DedupError {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("topology: {0}")]
-    Topology(String),
+    #[error("topics: {0}")]
+    Topics(#[from] tillstream_runtime::kafka::TopicCheckError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("schema registry: {0}")]
@@ -37,6 +37,7 @@ impl Classify for DedupError {
     fn class(&self) -> ErrorClass {
         match self {
             DedupError::Kafka(e) => e.class(),
+            DedupError::Topics(e) => e.class(),
             DedupError::Registry(e) => e.class(),
             _ => ErrorClass::Fatal,
         }

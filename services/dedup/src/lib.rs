@@ -184,37 +184,21 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
 }
 
 /// The output, changelog and input topics must have the same partition count (outputs and state are
-/// co-partitioned with the input).
+/// co-partitioned with the input); the others must exist.
 fn check_topics(restorer: &Restorer, cfg: &DedupConfig) -> Result<(), DedupError> {
-    let count = |topic: &str| -> Result<usize, DedupError> {
-        let n =
-            kafka::partition_count(restorer.consumer().client(), topic, Duration::from_secs(15))?;
-        if n == 0 {
-            return Err(DedupError::Topology(format!(
-                "topic {topic} does not exist (run `tillctl topology apply`)"
-            )));
-        }
-        Ok(n)
-    };
-    let input = count(&cfg.input_topic)?;
-    for t in [&cfg.output_topic, &cfg.changelog_topic] {
-        let n = count(t)?;
-        if n != input {
-            return Err(DedupError::Topology(format!(
-                "{t} has {n} partitions, {} has {input}: they must be co-partitioned",
-                cfg.input_topic
-            )));
-        }
-    }
-    for t in [
-        &cfg.gaps_topic,
-        &cfg.conflicts_topic,
-        &cfg.dead_letter_topic,
-    ] {
-        count(t)?;
-    }
+    let mut present = vec![
+        cfg.gaps_topic.as_str(),
+        cfg.conflicts_topic.as_str(),
+        cfg.dead_letter_topic.as_str(),
+    ];
     if cfg.receipt_interval_ms > 0 {
-        count(&cfg.receipts_topic)?;
+        present.push(cfg.receipts_topic.as_str());
     }
+    kafka::check_topics(
+        restorer.consumer().client(),
+        &[&cfg.input_topic, &cfg.output_topic, &cfg.changelog_topic],
+        &present,
+        Duration::from_secs(15),
+    )?;
     Ok(())
 }

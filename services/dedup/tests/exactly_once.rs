@@ -59,24 +59,14 @@ async fn heavy_100k_events_with_duplicates_collisions_and_50_missing_seqs() {
     let base = format!("http://{}", running.ops_addr);
     let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&base).await;
     assert!(text.contains("tillstream_dedup_events_in_total"), "{text}");
     assert!(text.contains("tillstream_dedup_open_gaps"), "{text}");
     // The consumer-lag gauge reaches zero on every input partition once the group has committed
     // everything (it is read every 5 s; a few periods at most).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = reqwest::get(format!("{base}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_text(&base).await;
         let lags: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with("tillstream_dedup_consumer_lag_records{"))
@@ -159,4 +149,14 @@ async fn heavy_100k_events_with_duplicates_collisions_and_50_missing_seqs() {
     assert_eq!(get(&counters.events_out) as usize, w.ids.len());
     assert_eq!(get(&counters.duplicates) as usize, w.duplicates);
     assert_eq!(get(&counters.collisions) as usize, w.altered);
+}
+
+/// The service's `/metrics` page (a failed read is a test failure, not an empty page).
+async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("reading /metrics")
 }

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use tillstream_runtime::retry::Backoff;
 use tillstream_runtime::{CancellationToken, Classify, ErrorClass, clock};
 
+use crate::barrier::CloseBarrier;
 use crate::config::{CloseConfig, FaultConfig};
 use crate::core::{
-    Chart, CloseReason, DeviceDayInput, ReconRecord, ReconStatus, Stores, close_decision,
-    cutoff_ms, iso_date, reconcile,
+    Chart, CloseDecision, CloseReason, DeviceDayInput, ReconRecord, ReconStatus, Stores,
+    close_decision, cutoff_ms, iso_date, reconcile,
 };
 use crate::db::{Db, ExportMeta, NewExport};
 use crate::export::{Delivery, Hold, Rendered, Sink, render};
@@ -35,6 +36,9 @@ pub struct Exporter {
     pub chart: Arc<Chart>,
     pub stores: Arc<Stores>,
     pub close: CloseConfig,
+    /// The service's close barrier (`None` for tools that export what the ledger holds: they close
+    /// on the devices' closes alone).
+    pub barrier: Option<Arc<CloseBarrier>>,
     /// Fault injection (tests and drills).
     pub fault: FaultConfig,
 }
@@ -129,7 +133,13 @@ impl Exporter {
             })?;
             let day = self.db.store_day(&store_id, date).await?;
             match close_decision(&day, cutoff, self.close.grace_ms, now_ms) {
+                Some(CloseDecision {
+                    reason: CloseReason::AllDevicesClosed,
+                }) if !self.barrier_passed(&store_id, date).await? => {
+                    blocked.insert(store_id);
+                }
                 Some(decision) => {
+                    self.forget_barrier(&store_id, date);
                     let (reason, missing) = match decision.reason {
                         CloseReason::AllDevicesClosed => ("all_devices_closed", Vec::new()),
                         CloseReason::Cutoff { missing } => ("cutoff", missing),
@@ -139,6 +149,7 @@ impl Exporter {
                 }
                 // Later days of this store wait: days export in date order.
                 None => {
+                    self.forget_barrier(&store_id, date);
                     blocked.insert(store_id);
                 }
             }
@@ -168,6 +179,20 @@ impl Exporter {
             .await?;
         }
         Ok(())
+    }
+
+    /// Whether the close barrier (if any) lets a day its devices closed close now.
+    async fn barrier_passed(&self, store_id: &str, date: i32) -> Result<bool, Error> {
+        match &self.barrier {
+            Some(b) => b.passed(&self.db, &(store_id.to_string(), date)).await,
+            None => Ok(true),
+        }
+    }
+
+    fn forget_barrier(&self, store_id: &str, date: i32) {
+        if let Some(b) = &self.barrier {
+            b.forget(&(store_id.to_string(), date));
+        }
     }
 
     /// Assigns, renders and delivers one export.

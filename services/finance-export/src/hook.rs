@@ -8,6 +8,7 @@
 
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tillstream_runtime::kafka::PartitionHook;
+use tillstream_runtime::retry::block_on_from_sync;
 use tokio::runtime::Handle;
 
 use crate::db::Db;
@@ -36,11 +37,9 @@ impl PartitionHook for OffsetHook {
             .map(|e| e.topic().to_string())
             .collect();
         for topic in topics {
-            let read = if Handle::try_current().is_ok() {
-                tokio::task::block_in_place(|| self.handle.block_on(self.db.offsets(&topic)))
-            } else {
-                self.handle.block_on(self.db.offsets(&topic))
-            };
+            let read = block_on_from_sync(&self.handle, self.db.offsets(&topic))
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
             match read {
                 Ok(offsets) => {
                     for (p, o) in offsets {

@@ -15,9 +15,11 @@
 //!   lines, one tax rule, checked sums), store-day close decisions, reconciliation.
 //! - I/O edges: [`db`] (the ledger's SQL, migrations in its own table), [`decode`] (record ->
 //!   input), [`hook`] (start offsets from the database), [`processor`] (the batch loop),
-//!   [`exporter`] (close, assign, render, deliver), [`export`] (the files and where they go).
+//!   [`exporter`] (close, assign, render, deliver), [`barrier`] (a day its tills closed waits
+//!   until the ledger booked what the input held then), [`export`] (the files and where they go).
 //! - [`start`] wires the service and returns a [`Running`]; [`run`] runs it until stopped.
 
+pub mod barrier;
 pub mod config;
 pub mod core;
 pub mod db;
@@ -42,6 +44,7 @@ pub use config::{Config, FaultConfig, SERVICE};
 pub use db::{Db, DbError};
 pub use error::Error;
 
+use crate::barrier::CloseBarrier;
 use crate::core::{Chart, Stores};
 use crate::export::Sink;
 use crate::exporter::Exporter;
@@ -124,6 +127,7 @@ pub async fn start(cfg: Config, token: CancellationToken) -> Result<Running, Err
         chart: chart.clone(),
         stores: stores.clone(),
         close: cfg.close.clone(),
+        barrier: Some(Arc::new(CloseBarrier::new(&cfg.kafka, &topics)?)),
         fault: cfg.fault.clone(),
     };
     let processor = Processor {

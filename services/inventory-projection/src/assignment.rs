@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tillstream_runtime::kafka::PartitionHook;
-use tokio::runtime::{Handle, RuntimeFlavor};
+use tillstream_runtime::retry::block_on_from_sync;
+use tokio::runtime::Handle;
 
 use crate::db::Db;
 
@@ -62,15 +63,8 @@ impl OffsetHook {
     /// thread polls the consumer: a tokio worker (block_in_place, multi-thread runtime only) or a
     /// librdkafka thread (block on the runtime's handle).
     fn read_offsets(&self) -> Result<BTreeMap<i32, i64>, String> {
-        let fut = self.db.live_offsets(&self.topic);
-        let res = match Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| h.block_on(fut))
-            }
-            Ok(_) => return Err("current-thread runtime: cannot block in the callback".into()),
-            Err(_) => self.handle.block_on(fut),
-        };
-        res.map_err(|e| e.to_string())
+        block_on_from_sync(&self.handle, self.db.live_offsets(&self.topic))?
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -137,6 +137,7 @@ async fn export_again_ledger_and_reconciliation() {
         chart,
         stores,
         close: CloseConfig::default(),
+        barrier: None,
         fault: FaultConfig::default(),
     };
     exporter

@@ -27,4 +27,6 @@ pub use dead_letter::{DeadLetterError, DeadLetters, Source};
 pub use lag::{LagGauge, read_lag};
 pub use offsets::BatchOffsets;
 pub use produce::{flush, headers, make_headers, producer, send_with_retry};
-pub use read::{ReadError, header_map, partition_count, read_topic_to_end};
+pub use read::{
+    ReadError, TopicCheckError, check_topics, header_map, partition_count, read_topic_to_end,
+};

@@ -114,3 +114,60 @@ pub fn partition_count<C: rdkafka::ClientContext>(
         .map(|t| t.partitions().len())
         .unwrap_or(0))
 }
+
+/// Why a service's topics do not fit it.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicCheckError {
+    /// The broker could not be asked (retryable at the caller's discretion).
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// A topic is missing, or co-partitioned topics differ in partition count (fatal: the
+    /// topology must be applied or fixed).
+    #[error("{0}")]
+    Topology(String),
+}
+
+impl crate::Classify for TopicCheckError {
+    fn class(&self) -> crate::ErrorClass {
+        match self {
+            TopicCheckError::Kafka(e) => e.class(),
+            TopicCheckError::Topology(_) => crate::ErrorClass::Fatal,
+        }
+    }
+}
+
+/// Checks at start that every topic exists and that the `co_partitioned` ones have the partition
+/// count of the first of them (a store's records, and a service's state, keep their partition
+/// number across those topics). Blocking (runs in place on a multi-thread runtime's worker).
+pub fn check_topics<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    co_partitioned: &[&str],
+    present: &[&str],
+    timeout: Duration,
+) -> Result<(), TopicCheckError> {
+    let count = |topic: &str| -> Result<usize, TopicCheckError> {
+        let n = crate::retry::blocking(|| partition_count(client, topic, timeout))?;
+        if n == 0 {
+            return Err(TopicCheckError::Topology(format!(
+                "topic {topic} does not exist (run `tillctl topology apply`)"
+            )));
+        }
+        Ok(n)
+    };
+    if let Some((first, rest)) = co_partitioned.split_first() {
+        let reference = count(first)?;
+        for t in rest {
+            let n = count(t)?;
+            if n != reference {
+                return Err(TopicCheckError::Topology(format!(
+                    "{t} has {n} partitions, {first} has {reference}: they must be co-partitioned \
+                     (a store's records keep their partition number across them)"
+                )));
+            }
+        }
+    }
+    for t in present {
+        count(t)?;
+    }
+    Ok(())
+}
