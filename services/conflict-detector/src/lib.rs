@@ -201,12 +201,7 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
     let mut guard = ShutdownGuard::new(SERVICE, token.clone());
     let intake = guard.stage("intake");
     guard.spawn_task("batch loop", processor.run(consumer, intake.clone()));
-    let lag = kafka::LagGauge {
-        metric: metrics::CONSUMER_LAG,
-        group_id: cfg.group_id.clone(),
-        topics: topics.iter().map(|t| t.to_string()).collect(),
-        interval: Duration::from_secs(5),
-    };
+    let lag = kafka::LagGauge::new(metrics::CONSUMER_LAG, &cfg.group_id, &topics);
     guard.spawn_task(
         "consumer lag",
         lag.task(&config.kafka, &cfg.client_id, intake.clone())?,

@@ -150,12 +150,7 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
     let mut guard = ShutdownGuard::new(SERVICE, token);
     let intake = guard.stage("batches");
     guard.spawn_task("batch loop", processor.run(consumer, intake.clone()));
-    let lag = kafka::LagGauge {
-        metric: metrics::CONSUMER_LAG,
-        group_id: cfg.group_id.clone(),
-        topics: vec![cfg.input_topic.clone()],
-        interval: Duration::from_secs(5),
-    };
+    let lag = kafka::LagGauge::new(metrics::CONSUMER_LAG, &cfg.group_id, &[&cfg.input_topic]);
     guard.spawn_task(
         "consumer lag",
         lag.task(&config.kafka, &cfg.client_id, intake)?,

@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use tillstream_runtime::kafka::{KafkaConfig, partition_count};
+use tillstream_runtime::kafka::{self, KafkaConfig};
 
 use crate::Error;
 use crate::db::Db;
 
 /// High watermark per (topic, partition).
-type Watermarks = BTreeMap<(String, i32), i64>;
+type HighWatermarks = BTreeMap<(String, i32), i64>;
 
 /// See the module doc.
 pub struct CloseBarrier {
@@ -29,7 +29,7 @@ pub struct CloseBarrier {
     /// The service's input topics.
     topics: Vec<String>,
     /// Per store-day that looked closed: the input's high watermarks at that moment.
-    seen_closed: Mutex<BTreeMap<(String, i32), Watermarks>>,
+    seen_closed: Mutex<BTreeMap<(String, i32), HighWatermarks>>,
 }
 
 impl std::fmt::Debug for CloseBarrier {
@@ -86,22 +86,18 @@ impl CloseBarrier {
         lock(&self.seen_closed).remove(day);
     }
 
-    async fn watermarks(&self) -> Result<Watermarks, Error> {
+    async fn watermarks(&self) -> Result<HighWatermarks, Error> {
         let (client, topics) = (self.client.clone(), self.topics.clone());
-        let read = tokio::task::spawn_blocking(move || -> Result<Watermarks, KafkaError> {
-            let timeout = Duration::from_secs(5);
-            let mut out = Watermarks::new();
-            for topic in &topics {
-                for p in 0..partition_count(client.client(), topic, timeout)? as i32 {
-                    let (_, high) = client.fetch_watermarks(topic, p, timeout)?;
-                    out.insert((topic.clone(), p), high);
-                }
-            }
-            Ok(out)
+        let read = tokio::task::spawn_blocking(move || {
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            kafka::watermarks(client.client(), &names, Duration::from_secs(5))
         })
         .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-        Ok(read?)
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        Ok(read
+            .into_iter()
+            .map(|(key, (_, high))| (key, high))
+            .collect())
     }
 }
 

@@ -111,12 +111,7 @@ pub async fn start(cfg: Config, token: CancellationToken) -> Result<Running, Err
         &topics,
     )?;
     health.ready("kafka", format!("reading {}", topics.join(", ")));
-    let lag = kafka::LagGauge {
-        metric: metrics::CONSUMER_LAG,
-        group_id: cfg.group_id.clone(),
-        topics: topics.iter().map(|t| t.to_string()).collect(),
-        interval: std::time::Duration::from_secs(5),
-    };
+    let lag = kafka::LagGauge::new(metrics::CONSUMER_LAG, &cfg.group_id, &topics);
     guard.spawn_task(
         "consumer lag",
         lag.task(&cfg.kafka, "tillstream-finance-export", batches.clone())?,

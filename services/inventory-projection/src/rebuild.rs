@@ -15,6 +15,7 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tillstream_contracts::Registry;
+use tillstream_runtime::kafka;
 use tillstream_runtime::{CancellationToken, Classify, ErrorClass};
 
 use crate::db::{Color, Db, FaultConfig, Switch, Target, offsets_differ, until_available};
@@ -102,18 +103,11 @@ async fn watermarks(cfg: &Config) -> Result<BTreeMap<i32, (i64, i64)>, Error> {
     let cfg = cfg.clone();
     tokio::task::spawn_blocking(move || -> Result<_, Error> {
         let consumer = replay_consumer(&cfg)?;
-        let md = consumer.fetch_metadata(Some(&cfg.topic), Duration::from_secs(15))?;
-        let t = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == cfg.topic)
-            .ok_or_else(|| Error::Other(format!("topic {} not found", cfg.topic)))?;
-        let mut out = BTreeMap::new();
-        for p in t.partitions() {
-            let w = consumer.fetch_watermarks(&cfg.topic, p.id(), Duration::from_secs(15))?;
-            out.insert(p.id(), w);
+        let marks = kafka::watermarks(consumer.client(), &[&cfg.topic], Duration::from_secs(15))?;
+        if marks.is_empty() {
+            return Err(Error::Other(format!("topic {} not found", cfg.topic)));
         }
-        Ok(out)
+        Ok(marks.into_iter().map(|((_, p), w)| (p, w)).collect())
     })
     .await
     .map_err(|e| Error::Other(format!("watermarks: {e}")))?

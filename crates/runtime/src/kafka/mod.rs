@@ -28,5 +28,6 @@ pub use lag::{LagGauge, read_lag};
 pub use offsets::BatchOffsets;
 pub use produce::{flush, headers, make_headers, producer, send_with_retry};
 pub use read::{
-    ReadError, TopicCheckError, check_topics, header_map, partition_count, read_topic_to_end,
+    ReadError, TopicCheckError, Watermarks, check_topics, header_map, partition_count,
+    read_topic_to_end, watermarks,
 };

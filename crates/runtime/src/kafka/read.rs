@@ -115,6 +115,26 @@ pub fn partition_count<C: rdkafka::ClientContext>(
         .unwrap_or(0))
 }
 
+/// (low, high) watermarks per (topic, partition).
+pub type Watermarks = BTreeMap<(String, i32), (i64, i64)>;
+
+/// The (low, high) watermarks of every partition of `topics` (a topic that does not exist has
+/// none). Blocking.
+pub fn watermarks<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topics: &[&str],
+    timeout: Duration,
+) -> Result<Watermarks, KafkaError> {
+    let mut out = BTreeMap::new();
+    for topic in topics {
+        for p in 0..partition_count(client, topic, timeout)? as i32 {
+            let marks = client.fetch_watermarks(topic, p, timeout)?;
+            out.insert((topic.to_string(), p), marks);
+        }
+    }
+    Ok(out)
+}
+
 /// Why a service's topics do not fit it.
 #[derive(Debug, thiserror::Error)]
 pub enum TopicCheckError {

@@ -343,19 +343,12 @@ pub(super) fn watermarks(
         .client_config("tillstream-oracle")
         .create()
         .map_err(kafka::ReadError::from)?;
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
+    let marks = kafka::watermarks(consumer.client(), &[topic], Duration::from_secs(10))
         .map_err(kafka::ReadError::from)?;
-    let mut out = Vec::new();
-    for t in md.topics().iter().filter(|t| t.name() == topic) {
-        for p in t.partitions() {
-            let (lo, hi) = consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                .map_err(kafka::ReadError::from)?;
-            out.push((p.id(), lo, hi));
-        }
-    }
-    Ok(out)
+    Ok(marks
+        .into_iter()
+        .map(|((_, p), (lo, hi))| (p, lo, hi))
+        .collect())
 }
 
 /// Reads the pipeline's progress (cheap: watermarks and the projection's offsets table).
