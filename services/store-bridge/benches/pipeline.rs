@@ -2,8 +2,12 @@
 //! `STORE_BRIDGE_BENCH_EVENTS`) through mosquitto → bridge (the release binary, a separate process)
 //! → tansu, and prints, from the same run:
 //!   - mosquitto's own drain rate of the same backlog to a subscriber that only acks,
-//!   - tansu's own produce rate of the same records (idempotent producer, same settings),
-//!   - the bridge's rate and its ratio to the slower of the two,
+//!   - the broker's own produce rate of the same records (the bridge's producer settings; no
+//!     headers, as the bridge writes them by default), and once with the five descriptive headers
+//!     (`kafka.record_headers = "descriptive"`) to show what headers cost the broker,
+//!   - a naive Python peer (`naive_bridge.py`: paho-mqtt + confluent-kafka, raw JSON, ack after
+//!     delivery) draining the same backlog into the same broker,
+//!   - the bridge's rate, its ratio to the slower of mosquitto and the broker, and to the peer,
 //!   - the bridge's CPU (utime+stime from /proc/<pid>/stat) and events/s per core,
 //!
 //! against tansu with SQLite storage (the durable local stack), an in-memory sink (librdkafka's
@@ -281,6 +285,100 @@ async fn tansu_produce(kafka: &KafkaConfig, recs: &[outbox::Record], linger_ms: 
     counter.await.unwrap()
 }
 
+/// The Python that runs the naive peer: `TILLSTREAM_NAIVE_PEER_PYTHON`, or a venv under `.stack/`
+/// made on first use with pinned paho-mqtt and confluent-kafka from PyPI. `Err` says why there is
+/// none (the bench then prints that instead of the peer's row).
+fn naive_peer_python() -> Result<std::path::PathBuf, String> {
+    if let Ok(p) = std::env::var("TILLSTREAM_NAIVE_PEER_PYTHON") {
+        return Ok(p.into());
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.stack/venv-naive-peer");
+    let python = venv.join("bin/python");
+    let ready = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import paho.mqtt.client, confluent_kafka"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready(&python) {
+        return Ok(python);
+    }
+    let run = |cmd: &mut Command| match cmd.status() {
+        Ok(s) if s.success() => Ok(()),
+        other => Err(format!("{cmd:?}: {other:?}")),
+    };
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "-q",
+        "paho-mqtt==2.1.0",
+        "confluent-kafka==2.16.1",
+    ]))?;
+    if ready(&python) {
+        Ok(python)
+    } else {
+        Err(format!(
+            "{} cannot import paho-mqtt and confluent-kafka",
+            python.display()
+        ))
+    }
+}
+
+/// The naive peer draining the backlog into `kafka`: its events/s (first message to last delivery).
+async fn naive_peer_drain(
+    python: &Path,
+    port: u16,
+    kafka: &KafkaConfig,
+    name: &str,
+    events: &[(String, String, Vec<u8>)],
+    receive_max: u16,
+) -> Result<f64, String> {
+    let id = format!("bench-naive-{name}");
+    {
+        let (client, mut el) = create_session(port, &id, receive_max).await;
+        client
+            .subscribe_many(vec![Filter::new("store/+/#", QoS::AtLeastOnce)])
+            .await
+            .unwrap();
+        loop {
+            if let Ok(Event::Incoming(Packet::SubAck(_))) = el.poll().await {
+                break;
+            }
+        }
+        client.disconnect().await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(1), el.poll()).await;
+    }
+    publish_backlog(port, events).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/naive_bridge.py");
+    let mut cmd = tokio::process::Command::new(python);
+    cmd.arg(script)
+        .args(["--mqtt-port", &port.to_string()])
+        .args([
+            "--client-id",
+            &id,
+            "--user",
+            "bridge",
+            "--password",
+            "bridge-dev",
+        ])
+        .args(["--brokers", &kafka.brokers, "--topic", RAW])
+        .args(["--count", &events.len().to_string()])
+        .args(["--receive-maximum", &receive_max.to_string()])
+        .kill_on_drop(true);
+    let out = cmd.output().await.map_err(|e| e.to_string())?;
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.trim()).map_err(|e| {
+        format!(
+            "{e}: stdout {line:?}, stderr {:?}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    if !out.status.success() {
+        return Err(format!("did not drain the backlog: {v}"));
+    }
+    Ok(v["rate"].as_f64().unwrap_or(0.0))
+}
+
 /// CPU seconds of the broker, of mosquitto and of the whole machine over one phase.
 #[derive(Default, Clone, Copy)]
 struct Others {
@@ -462,7 +560,7 @@ async fn main() {
         ])
         .await
         .unwrap();
-    let converter = Converter {
+    let mut converter = Converter {
         classifier: Arc::new(tillstream_store_bridge::validate::Classifier {
             routes: tillstream_store_bridge::routes::Routes::new(&base.routes).unwrap(),
             fleet: tillstream_store_bridge::fleet::Fleet::load(&base.fleet_file).unwrap(),
@@ -478,6 +576,7 @@ async fn main() {
             "bench_dead_letters_total",
         ),
         dead_letter: base.dead_letter.clone(),
+        record_headers: base.kafka.record_headers,
     };
     let me = std::process::id();
     let (c0, t0) = (cpu_seconds(me), Instant::now());
@@ -485,6 +584,8 @@ async fn main() {
     let convert_us = 1e6 * t0.elapsed().as_secs_f64() / n as f64;
     let convert_cpu_us = 1e6 * (cpu_seconds(me) - c0) / n as f64;
     assert_eq!(recs.len(), n);
+    converter.record_headers = kafka::RecordHeaders::Descriptive;
+    let recs_with_headers = records(&converter, &events);
     let avro_bytes: usize = recs.iter().map(|r| r.value.len()).sum();
 
     let outbox_dir = tempfile::tempdir().unwrap();
@@ -530,6 +631,8 @@ async fn main() {
         sinks.push(("tansu-memory", t.kafka()));
     }
     let mosquitto_pid = env.stack.pid(Svc::Mosquitto);
+    let python = naive_peer_python();
+    let mut header_cost = None;
     for (name, kafka_cfg) in sinks {
         let broker_pid = match name {
             "tansu-sqlite" => env.stack.pid(Svc::Tansu),
@@ -540,6 +643,23 @@ async fn main() {
         let tansu = tansu_produce(&kafka_cfg, &recs, linger).await;
         let base_others = Others::now(broker_pid, None).since(o0);
         let base_secs = n as f64 / tansu.whole;
+        if name == "tansu-sqlite" {
+            header_cost = Some(tansu_produce(&kafka_cfg, &recs_with_headers, linger).await);
+        }
+        let naive = match &python {
+            Ok(py) => {
+                naive_peer_drain(
+                    py,
+                    port,
+                    &kafka_cfg,
+                    name,
+                    &events,
+                    base.mqtt.receive_maximum,
+                )
+                .await
+            }
+            Err(e) => Err(format!("no Python for the naive peer: {e}")),
+        };
         let run = bridge_drain(
             &base,
             &kafka_cfg,
@@ -549,7 +669,7 @@ async fn main() {
             (broker_pid, mosquitto_pid),
         )
         .await;
-        rows.push((name, tansu, run, base_others, base_secs));
+        rows.push((name, tansu, run, base_others, base_secs, naive));
     }
 
     println!();
@@ -562,7 +682,13 @@ async fn main() {
         n as f64 / outbox_secs
     );
     println!("mosquitto drain to an ack-only subscriber: {mosq:.0} events/s");
-    for (name, tansu, run, base_others, base_secs) in &rows {
+    if let Some(h) = header_cost {
+        println!(
+            "tansu-sqlite produce of the same records with the five descriptive headers: {:.0}/s (steady {:.0})",
+            h.whole, h.steady
+        );
+    }
+    for (name, tansu, run, base_others, base_secs, naive) in &rows {
         let whole = run.rate.whole / mosq.min(tansu.whole);
         let steady = run.rate.steady / mosq.min(tansu.steady);
         println!(
@@ -578,6 +704,14 @@ async fn main() {
             run.batch_avg,
             run.delivery_avg_ms
         );
+        match naive {
+            Ok(rate) => println!(
+                "{:12}  naive Python peer (paho + confluent-kafka, raw JSON, ack after delivery): {rate:.0}/s | bridge / peer = {:.2}",
+                "",
+                run.rate.whole / rate.max(1.0)
+            ),
+            Err(e) => println!("{:12}  naive Python peer: not run ({e})", ""),
+        }
         println!(
             "{:12}  first 10% / last 10%: baseline {:.2} s / {:.2} s, bridge {:.2} s / {:.2} s",
             "", tansu.ramp, tansu.tail, run.rate.ramp, run.rate.tail

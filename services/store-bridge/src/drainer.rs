@@ -495,15 +495,15 @@ fn send(
     row: &Row,
 ) -> Result<Pin<Box<dyn Future<Output = Delivery> + Send>>, KafkaError> {
     let r = &row.record;
-    let pairs: Vec<(&str, &str)> = r
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let record = FutureRecord::to(&r.topic)
-        .key(&r.key)
-        .payload(&r.value)
-        .headers(make_headers(&pairs));
+    let mut record = FutureRecord::to(&r.topic).key(&r.key).payload(&r.value);
+    if !r.headers.is_empty() {
+        let pairs: Vec<(&str, &str)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        record = record.headers(make_headers(&pairs));
+    }
     let started = Instant::now();
     let fut = producer.send_result(record).map_err(|(e, _)| e)?;
     let id = row.id;

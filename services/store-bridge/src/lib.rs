@@ -161,6 +161,7 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
         registry: registry.clone(),
         dead_letters: dead_letters.clone(),
         dead_letter: config.dead_letter.clone(),
+        record_headers: config.kafka.record_headers,
     };
 
     let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<AckTicket>>();

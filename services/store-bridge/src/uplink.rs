@@ -18,7 +18,7 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tillstream_contracts::{DeviceEvent, EventKind, Registry, SourceKind, codec};
 use tillstream_runtime::Health;
 use tillstream_runtime::clock::now_ms;
-use tillstream_runtime::kafka::{DeadLetters, Source, headers};
+use tillstream_runtime::kafka::{DeadLetters, RecordHeaders, Source, headers};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DeadLetterConfig, MqttConfig};
@@ -76,6 +76,8 @@ pub struct Converter {
     pub registry: Registry,
     pub dead_letters: DeadLetters,
     pub dead_letter: DeadLetterConfig,
+    /// Whether event records repeat the event's identity in headers (`kafka.record_headers`).
+    pub record_headers: RecordHeaders,
 }
 
 /// The outcome of converting one message.
@@ -151,13 +153,16 @@ impl Converter {
             topic: kafka_topic.to_string(),
             key: store.as_bytes().to_vec(),
             value,
-            headers: vec![
-                (headers::EVENT_TYPE.into(), kind.name().into()),
-                (headers::EVENT_ID.into(), event.event_id().into()),
-                (headers::DEVICE_ID.into(), event.device_id().into()),
-                (headers::SEQ.into(), event.seq().to_string()),
-                (headers::PRODUCER.into(), SERVICE.into()),
-            ],
+            headers: match self.record_headers {
+                RecordHeaders::PayloadOnly => Vec::new(),
+                RecordHeaders::Descriptive => vec![
+                    (headers::EVENT_TYPE.into(), kind.name().into()),
+                    (headers::EVENT_ID.into(), event.event_id().into()),
+                    (headers::DEVICE_ID.into(), event.device_id().into()),
+                    (headers::SEQ.into(), event.seq().to_string()),
+                    (headers::PRODUCER.into(), SERVICE.into()),
+                ],
+            },
             kind: kind.name().into(),
             store,
             received_at_ms,

@@ -152,8 +152,9 @@ async fn each_bad_input_is_dead_lettered_once_with_its_reason_and_the_good_event
             .await
             .unwrap();
         assert_eq!(r.key_str(), "s001");
-        assert_eq!(r.header("tillstream-event-type"), Some("OrderCreated"));
-        assert_eq!(r.header("tillstream-producer"), Some("store-bridge"));
+        // The default `kafka.record_headers = "payload_only"`: the value says it all.
+        assert!(r.headers.is_empty(), "{:?}", r.headers);
+        assert_eq!(e.kind().name(), "OrderCreated");
         seqs.push((e.seq(), e.schema_version()));
     }
     assert_eq!(seqs, vec![(1, 2), (2, 2), (3, 2), (4, 1)]);
@@ -169,7 +170,9 @@ async fn each_bad_input_is_dead_lettered_once_with_its_reason_and_the_good_event
 async fn a_device_cannot_publish_into_another_store_and_a_payload_claiming_another_store_is_dead_lettered()
  {
     let env = Env::start().await;
-    let cfg = env.config();
+    let mut cfg = env.config();
+    // This test also covers the descriptive headers (the other tests run the payload-only default).
+    cfg.kafka.record_headers = tillstream_runtime::kafka::RecordHeaders::Descriptive;
     let ops = cfg.ops.listen.to_string();
     let token = CancellationToken::new();
     let running = tillstream_store_bridge::start(cfg, token.clone())
@@ -241,7 +244,30 @@ async fn a_device_cannot_publish_into_another_store_and_a_payload_claiming_anoth
     let raw = env.read(RAW);
     assert_eq!(raw.len(), 1, "only the legitimate event reaches Kafka");
     assert_eq!(raw[0].key_str(), "s001");
-    assert_eq!(raw[0].header("tillstream-seq"), Some("4"));
+    let e = tillstream_integration_tests::decode_event(
+        &env.registry.client(),
+        raw[0].payload.as_deref().unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((e.device_id(), e.seq()), ("s001-d01", 4));
+    let h = |k: &str| raw[0].header(k).map(str::to_string);
+    assert_eq!(
+        [
+            h("tillstream-event-type"),
+            h("tillstream-event-id"),
+            h("tillstream-device-id"),
+            h("tillstream-seq"),
+            h("tillstream-producer")
+        ],
+        [
+            Some("OrderCreated".into()),
+            Some(e.event_id().to_string()),
+            Some("s001-d01".into()),
+            Some("4".into()),
+            Some("store-bridge".into())
+        ]
+    );
     token.cancel();
     running.wait().await.unwrap();
 }

@@ -66,6 +66,24 @@ impl BrokerProfile {
     }
 }
 
+/// Which headers a device event's record carries in Kafka (modes as types: one switch for the
+/// bridge, whose records the dedup copies as they are).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordHeaders {
+    /// None: the framed Avro value already says everything (the schema id names the event type;
+    /// event id, device and seq are fields of the value), and no tillstream consumer reads an
+    /// event's headers. The default, because a broker may pay per header: tansu's SQLite storage
+    /// writes one row per header, and the five descriptive headers cut its produce rate from 43.5k
+    /// to 7.8k records/s (BENCHMARKS.md, "Record headers").
+    #[default]
+    PayloadOnly,
+    /// `tillstream-event-type`, `-event-id`, `-device-id`, `-seq` and `-producer` on every event,
+    /// for tools outside tillstream that route or filter on headers without decoding Avro (Kafka
+    /// Connect SMTs, ksqlDB `HEADERS`). Costs little on Apache Kafka.
+    Descriptive,
+}
+
 /// Connection settings shared by every Kafka client of a service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -93,6 +111,10 @@ pub struct KafkaConfig {
     /// request. Off, producers keep one request in flight (order kept) and a retry may duplicate a
     /// record, which every tillstream sink absorbs (they are idempotent on the event id).
     pub idempotence: bool,
+    /// Headers on the device events this service writes (the store bridge): `payload_only` (the
+    /// default) or `descriptive`. Side records (dead letters, gaps, receipts, compensations) keep
+    /// their headers whatever this says: they are few per batch.
+    pub record_headers: RecordHeaders,
     /// Group mode only: self-healing for a group that settled with nothing assigned to this member.
     /// After this long with an empty assignment the member leaves and rejoins the group, which makes
     /// the coordinator rebalance; after `rejoins_before_recreate` rejoins that brought nothing, the
@@ -118,6 +140,7 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 60_000,
             idempotence: true,
+            record_headers: RecordHeaders::PayloadOnly,
             empty_assignment_rejoin_ms: 0,
             rejoins_before_recreate: 2,
             properties: BTreeMap::new(),

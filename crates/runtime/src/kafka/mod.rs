@@ -21,7 +21,7 @@ mod offsets;
 mod produce;
 mod read;
 
-pub use config::{Assignment, BrokerProfile, KafkaConfig};
+pub use config::{Assignment, BrokerProfile, KafkaConfig, RecordHeaders};
 pub use consumer::{ConsumerSettings, InputConsumer, PartitionContext, PartitionHook, RawConsumer};
 pub use dead_letter::{DeadLetterError, DeadLetters, Source};
 pub use lag::{LagGauge, read_lag};

@@ -158,11 +158,8 @@ pub async fn produce(env: &Env, events: &[DeviceEvent]) {
         out.push((
             ev.store_id().to_string(),
             codec::frame(id, ev.encode().unwrap()),
-            vec![
-                (headers::EVENT_TYPE.to_string(), kind.name().to_string()),
-                (headers::EVENT_ID.to_string(), ev.event_id().to_string()),
-                (headers::DEVICE_ID.to_string(), ev.device_id().to_string()),
-            ],
+            // No headers, as the bridge writes them by default (`kafka.record_headers`).
+            vec![],
         ));
     }
     produce_framed(&env.kafka, EVENTS, out).await;

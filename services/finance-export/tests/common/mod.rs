@@ -13,7 +13,7 @@ use tillstream_contracts::{
 };
 use tillstream_finance_export::Config;
 use tillstream_integration_tests::{Stack, Svc, TestRegistry, apply_topology};
-use tillstream_runtime::kafka::{self, Assignment, KafkaConfig, headers};
+use tillstream_runtime::kafka::{self, Assignment, KafkaConfig};
 
 pub const EVENTS: &str = "tillstream.store-events";
 pub const DLQ: &str = "tillstream.dead-letter";
@@ -120,15 +120,10 @@ pub async fn produce(env: &Env, events: &[DeviceEvent]) {
             .await
             .unwrap();
         let payload = codec::frame(id, ev.encode().unwrap());
-        let h = kafka::make_headers(&[
-            (headers::EVENT_TYPE, kind.name()),
-            (headers::EVENT_ID, ev.event_id()),
-            (headers::DEVICE_ID, ev.device_id()),
-        ]);
+        // No headers, as the bridge writes them by default (`kafka.record_headers`).
         let record = rdkafka::producer::FutureRecord::to(EVENTS)
             .key(ev.store_id().as_bytes())
-            .payload(&payload)
-            .headers(h);
+            .payload(&payload);
         // One at a time: the store's order on the topic is the order given.
         producer
             .send(record, Duration::from_secs(30))

@@ -12,7 +12,7 @@ use tillstream_contracts::*;
 use tillstream_inventory_projection::Config;
 use tillstream_inventory_projection::db::{Color, DatabaseConfig, Db};
 use tillstream_runtime::CancellationToken;
-use tillstream_runtime::kafka::{self, KafkaConfig, headers};
+use tillstream_runtime::kafka::{self, KafkaConfig};
 
 pub const TOPIC: &str = "tillstream.store-events";
 
@@ -152,17 +152,10 @@ pub async fn produce(
             .await
             .unwrap();
         let payload = codec::frame(id, ev.encode().unwrap());
-        let seq = ev.seq().to_string();
-        let h = kafka::make_headers(&[
-            (headers::EVENT_TYPE, kind.name()),
-            (headers::EVENT_ID, ev.event_id()),
-            (headers::DEVICE_ID, ev.device_id()),
-            (headers::SEQ, &seq),
-        ]);
+        // No headers, as the bridge writes them by default (`kafka.record_headers`).
         let record = rdkafka::producer::FutureRecord::to(TOPIC)
             .key(ev.store_id())
-            .payload(&payload)
-            .headers(h);
+            .payload(&payload);
         futs.push(producer.send_result(record).expect("queue has room"));
     }
     for f in futs {

@@ -135,32 +135,7 @@ pub async fn observe_kafka(
 ) -> Result<KafkaObserved, OracleError> {
     let mut obs = KafkaObserved::default();
     for m in read(kafka_cfg, &topics.deduped).await? {
-        let id = match kafka::header_map(&m).get(headers::EVENT_ID) {
-            Some(id) => id.clone(),
-            None => {
-                let (sid, datum) =
-                    codec::unframe(m.payload().unwrap_or_default()).map_err(|e| {
-                        OracleError::Decode {
-                            topic: topics.deduped.clone(),
-                            detail: e.to_string(),
-                        }
-                    })?;
-                let w = registry
-                    .writer_schema(sid)
-                    .await
-                    .map_err(|e| OracleError::Decode {
-                        topic: topics.deduped.clone(),
-                        detail: e.to_string(),
-                    })?;
-                tillstream_contracts::DeviceEvent::decode(&w, datum)
-                    .map_err(|e| OracleError::Decode {
-                        topic: topics.deduped.clone(),
-                        detail: e.to_string(),
-                    })?
-                    .event_id()
-                    .to_string()
-            }
-        };
+        let id = event_id(registry, &topics.deduped, &m).await?;
         *obs.deduped.entry(id).or_default() += 1;
     }
     for m in read(kafka_cfg, &topics.conflicts).await? {
@@ -205,19 +180,36 @@ pub async fn observe_kafka(
         *obs.dead_letters.entry(d.reason).or_default() += 1;
     }
     for m in read(kafka_cfg, &topics.health).await? {
-        match kafka::header_map(&m).remove(headers::EVENT_ID) {
-            Some(id) => {
-                obs.health_events.insert(id);
-            }
-            None => {
-                return Err(OracleError::Decode {
-                    topic: topics.health.clone(),
-                    detail: format!("record at offset {} has no event id header", m.offset()),
-                });
-            }
-        }
+        obs.health_events
+            .insert(event_id(registry, &topics.health, &m).await?);
     }
     Ok(obs)
+}
+
+/// A device event's id: from its header when the bridge wrote descriptive headers, else decoded
+/// from the value (the default `kafka.record_headers = "payload_only"` writes none).
+async fn event_id(
+    registry: &Registry,
+    topic: &str,
+    m: &rdkafka::message::OwnedMessage,
+) -> Result<String, OracleError> {
+    if let Some(id) = kafka::header_map(m).remove(headers::EVENT_ID) {
+        return Ok(id);
+    }
+    let bad = |detail: String| OracleError::Decode {
+        topic: topic.to_string(),
+        detail: format!("record at offset {}: {detail}", m.offset()),
+    };
+    let (sid, datum) =
+        codec::unframe(m.payload().unwrap_or_default()).map_err(|e| bad(e.to_string()))?;
+    let w = registry
+        .writer_schema(sid)
+        .await
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(tillstream_contracts::DeviceEvent::decode(&w, datum)
+        .map_err(|e| bad(e.to_string()))?
+        .event_id()
+        .to_string())
 }
 
 /// Queries the projection's database (tables of `services/inventory-projection`).

@@ -379,23 +379,20 @@ pub struct Delivery {
 }
 
 /// Checks the raw topic: every (device, 1..=per_device) present; first copies in seq order within
-/// each partition; one partition per store.
-pub fn check_delivery(records: &[Record], per_device: i64) -> Delivery {
+/// each partition; one partition per store. Each record comes with its (device, seq), decoded from
+/// its value ([`identities`]).
+pub fn check_delivery(records: &[(Record, (String, i64))], per_device: i64) -> Delivery {
     let mut d = Delivery {
         records: records.len(),
         ..Default::default()
     };
-    let mut sorted: Vec<&Record> = records.iter().collect();
-    sorted.sort_by_key(|r| (r.partition, r.offset));
+    let mut sorted: Vec<&(Record, (String, i64))> = records.iter().collect();
+    sorted.sort_by_key(|(r, _)| (r.partition, r.offset));
     let mut seen: BTreeSet<(String, i64)> = BTreeSet::new();
     let mut last_first: HashMap<String, i64> = HashMap::new();
     let mut partition_of: HashMap<String, BTreeSet<i32>> = HashMap::new();
-    for r in sorted {
-        let device = r.header("tillstream-device-id").unwrap_or("").to_string();
-        let seq: i64 = r
-            .header("tillstream-seq")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(-1);
+    for (r, (device, seq)) in sorted {
+        let (device, seq) = (device.clone(), *seq);
         partition_of
             .entry(r.key_str())
             .or_default()
@@ -449,12 +446,29 @@ pub async fn wait_for_distinct(env: &Env, per_device: i64, within: Duration) -> 
         let records = tokio::task::spawn_blocking(move || read_topic(&kafka, RAW))
             .await
             .unwrap();
+        let records = identities(env, records).await;
         let d = check_delivery(&records, per_device);
         if d.distinct >= want || Instant::now() >= deadline {
             return d;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Each raw record with the (device, seq) its value names (the bridge writes no headers by
+/// default, so the value is where the identity is). A record that does not decode panics: the raw
+/// topic holds only events the bridge validated.
+pub async fn identities(env: &Env, records: Vec<Record>) -> Vec<(Record, (String, i64))> {
+    let client = env.registry.client();
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let e = tillstream_integration_tests::decode_event(&client, r.payload.as_deref().unwrap())
+            .await
+            .unwrap();
+        let id = (e.device_id().to_string(), e.seq());
+        out.push((r, id));
+    }
+    out
 }
 
 /// Counts of dead letters by reason, decoded through the registry.
