@@ -107,7 +107,22 @@ async fn sqlite_any_batch_split_and_a_replay_give_byte_identical_tables() {
     let dir = tempfile::tempdir().unwrap();
 
     let once = sqlite(&dir, "once.db").await;
+    let before = tillstream_runtime::clock::now_ms();
     assert_eq!(apply_in(&once, &envs, n).await, (n, 0));
+    let after = tillstream_runtime::clock::now_ms();
+    // Every gate row says when it was applied (the latency bench reads it), within this apply.
+    let row = sqlx::query(
+        "SELECT COUNT(*), MIN(applied_at_ms), MAX(applied_at_ms) FROM blue_applied_event",
+    )
+    .fetch_one(once.pool())
+    .await
+    .unwrap();
+    let (count, min, max): (i64, Option<i64>, Option<i64>) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(count, n as i64);
+    assert!(
+        min.is_some_and(|m| m >= before) && max.is_some_and(|m| m <= after),
+        "applied_at_ms {min:?}..{max:?} outside {before}..{after}"
+    );
     let reference = once.dump(Color::Blue).await.unwrap();
     dedupe_check(&reference);
 

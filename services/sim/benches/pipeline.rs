@@ -4,11 +4,12 @@
 //!
 //!   cargo bench -p tillstream-sim --bench pipeline
 //!
-//! Sizes (environment): BENCH_EVENTS (e2e throughput, default 30000), BENCH_RATE (latency run
-//! rate, default 5000 ev/s), BENCH_LATENCY_SECS (default 20), BENCH_BACKLOG (offline backlog,
-//! default 100000). Each phase is bounded in time (10 min).
+//! Sizes (environment): BENCH_EVENTS (e2e throughput, default 30000), BENCH_LATENCY_SECS (each
+//! latency run, default 20), BENCH_BACKLOG (offline backlog, default 100000). The latency curve
+//! runs at 20%, 50% and 80% of the drain rate the throughput phase measured; BENCH_RATE pins one
+//! rate instead. Each phase is bounded in time (10 min).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -16,7 +17,7 @@ use tillstream_integration_tests::bench::cpu_seconds;
 use tillstream_integration_tests::pipeline::{Pipeline, PipelineOptions, Service};
 use tillstream_integration_tests::{Stack, Svc, TestRegistry, apply_topology};
 use tillstream_runtime::CancellationToken;
-use tillstream_runtime::kafka::{self, KafkaConfig, make_headers};
+use tillstream_runtime::kafka::{self, KafkaConfig};
 use tillstream_sim::oracle::{self, Topics};
 use tillstream_sim::plan::{FleetSpec, Plan, generate, recent_start};
 use tillstream_sim::publish::{PublishConfig, publish};
@@ -160,7 +161,8 @@ async fn mosquitto_rate(events: u64) -> f64 {
     n as f64 / took.as_secs_f64()
 }
 
-/// Baselines: tansu's own produce and consume rates for records like ours (~600 B, 5 headers).
+/// Baselines: tansu's own produce and consume rates for records like ours (~600 B, no headers:
+/// the bridge writes none by default).
 async fn tansu_rates(records: usize) -> (f64, f64) {
     let stack = Stack::start(&[Svc::Tansu], None).unwrap();
     let mut kafka = stack.kafka();
@@ -168,24 +170,13 @@ async fn tansu_rates(records: usize) -> (f64, f64) {
     apply_topology(&kafka).await.unwrap();
     let producer = kafka::producer(&kafka, "bench").unwrap();
     let payload = vec![7u8; 600];
-    let headers = make_headers(&[
-        ("tillstream-event-type", "OrderCreated"),
-        (
-            "tillstream-event-id",
-            "00000000-0000-0000-0000-000000000000",
-        ),
-        ("tillstream-device-id", "s000-d01"),
-        ("tillstream-seq", "1"),
-        ("tillstream-producer", "bench"),
-    ]);
     let t = Instant::now();
     let mut futures = Vec::with_capacity(records);
     for i in 0..records {
         let key = format!("s{:03}", i % 10);
         let rec = rdkafka::producer::FutureRecord::to("tillstream.store-events.raw")
             .key(key.as_bytes())
-            .payload(&payload)
-            .headers(headers.clone());
+            .payload(&payload);
         futures.push(producer.send_result(rec).map_err(|(e, _)| e).unwrap());
     }
     for f in futures {
@@ -247,13 +238,25 @@ async fn main() {
         .filter_map(|i| Some((i.service, i.pid()?)))
         .collect();
     let cpu0: HashMap<Service, f64> = pids.iter().map(|(s, p)| (*s, cpu_seconds(*p))).collect();
-    let t = Instant::now();
+    let (t, t_wall) = (Instant::now(), tillstream_runtime::clock::now_ms());
     let r = publish(&e.plan, &publish_cfg(&e.stack, 0, false))
         .await
         .unwrap();
     let drained = drain(&e).await;
-    let total = t.elapsed();
     let n = e.plan.truth.store_event_ids.len();
+    // From the first publish to the last commit the projection recorded (not to when the oracle
+    // noticed, which adds its polling and settle time).
+    let total = match (drained, e.pipeline.as_ref()) {
+        (Some(_), Some(p)) => match applied_times(&p.database_url()).await {
+            Ok(times) => times
+                .values()
+                .max()
+                .map(|last| Duration::from_millis((*last - t_wall).max(0) as u64))
+                .unwrap_or_else(|| t.elapsed()),
+            Err(err) => panic!("reading the projection's apply times: {err}"),
+        },
+        _ => t.elapsed(),
+    };
     println!(
         "\nend to end ({n} unique store events, {} publishes, 40 devices):",
         r.publishes
@@ -288,42 +291,24 @@ async fn main() {
     e.pipeline.take();
     drop(e);
 
-    // --- latency at a fixed rate ---------------------------------------------------------------
-    let lat_events = rate * latency_secs;
-    let plan = generate(&fleet(9, lat_events, false));
-    let e = env(plan, true).await;
-    let db = e.pipeline.as_ref().unwrap().database_url();
-    let watcher = tokio::spawn(watch_applied(db, Duration::from_secs(latency_secs + 300)));
-    let r = publish(&e.plan, &publish_cfg(&e.stack, rate, true))
-        .await
-        .unwrap();
-    let _ = drain(&e).await;
-    let seen = watcher.await.unwrap();
-    let mut h = Histogram::<u64>::new(3).unwrap();
-    let mut missing = 0;
-    for (id, sent) in &r.sent {
-        match seen.get(id) {
-            Some(v) if *v >= *sent => {
-                let _ = h.record(v.duration_since(*sent).as_micros() as u64);
-            }
-            Some(_) => {
-                let _ = h.record(0);
-            }
-            None => missing += 1,
-        }
+    // --- latency curve --------------------------------------------------------------------------
+    // At fixed shares of the drain rate just measured (BENCH_RATE pins one rate instead).
+    let drain_rate = drained.map(|_| n as f64 / total.as_secs_f64());
+    let rates: Vec<(String, u64)> = match (std::env::var("BENCH_RATE").ok(), drain_rate) {
+        (Some(_), _) | (None, None) => vec![("fixed".into(), rate)],
+        (None, Some(d)) => [20u64, 50, 80]
+            .iter()
+            .map(|pct| {
+                (
+                    format!("{pct}% of the drain rate"),
+                    (d * *pct as f64 / 100.0) as u64,
+                )
+            })
+            .collect(),
+    };
+    for (i, (label, r)) in rates.iter().enumerate() {
+        latency_run(*r, latency_secs, 9 + i as u64, label).await;
     }
-    println!(
-        "\nlatency, MQTT publish -> projection row visible, at {rate} ev/s for {latency_secs} s ({} events, achieved {:.0} msg/s):",
-        h.len(),
-        r.rate()
-    );
-    println!(
-        "  p50 {:.0} ms   p99 {:.0} ms   max {:.0} ms   (visibility polled every 20 ms; {missing} not matched)",
-        h.value_at_quantile(0.5) as f64 / 1000.0,
-        h.value_at_quantile(0.99) as f64 / 1000.0,
-        h.max() as f64 / 1000.0
-    );
-    drop(e);
 
     // --- offline backlog drain -----------------------------------------------------------------
     let plan = generate(&fleet(10, backlog, true));
@@ -355,45 +340,92 @@ fn num_cpus() -> usize {
         .unwrap_or(1)
 }
 
-/// Polls the projection's idempotency gate every 20 ms and notes when each event id first shows.
-async fn watch_applied(db: String, limit: Duration) -> HashMap<String, Instant> {
+/// Events scheduled in the first seconds of a latency run are left out of its percentiles (start-up:
+/// connections, producer metadata, the first fetches), and counted apart.
+const WARM_UP: Duration = Duration::from_secs(2);
+
+/// One latency run on a fresh stack: the fleet publishes at `rate` for `secs`; each event's latency
+/// is from when its publish was due (the paced schedule) to when the projection wrote the batch that
+/// applied it (`applied_at_ms`, read once after the drain: no polling).
+async fn latency_run(rate: u64, secs: u64, seed: u64, label: &str) {
+    let plan = generate(&fleet(seed, rate * secs, false));
+    let e = env(plan, true).await;
+    let db = e.pipeline.as_ref().unwrap().database_url();
+    // Wall-clock anchor for the publisher's Instants (the projection records wall-clock ms).
+    let (anchor, anchor_ms) = (Instant::now(), tillstream_runtime::clock::now_ms());
+    let wall_ms = |i: Instant| anchor_ms + i.duration_since(anchor).as_millis() as i64;
+    let r = publish(&e.plan, &publish_cfg(&e.stack, rate, true))
+        .await
+        .unwrap();
+    let drained = drain(&e).await.is_some();
+    let applied = applied_times(&db)
+        .await
+        .unwrap_or_else(|err| panic!("reading the projection's apply times: {err}"));
+    let first = r.sent.iter().map(|(_, at)| *at).min().unwrap_or(anchor);
+    let mut all = Histogram::<u64>::new(3).unwrap();
+    let mut per_second: BTreeMap<u64, Histogram<u64>> = BTreeMap::new();
+    let (mut missing, mut warm_up) = (0usize, 0usize);
+    for (id, due) in &r.sent {
+        let Some(at) = applied.get(id) else {
+            missing += 1;
+            continue;
+        };
+        let since_start = due.duration_since(first);
+        if since_start < WARM_UP {
+            warm_up += 1;
+            continue;
+        }
+        // Clamped at 0: one machine's clock; an apply cannot precede its due time by more than the
+        // millisecond rounding.
+        let ms = (*at - wall_ms(*due)).max(0) as u64;
+        let _ = all.record(ms);
+        let _ = per_second
+            .entry(since_start.as_secs())
+            .or_insert_with(|| Histogram::new(3).unwrap())
+            .record(ms);
+    }
+    let q = |h: &Histogram<u64>| {
+        format!(
+            "p50 {:>5} ms  p90 {:>5} ms  p99 {:>5} ms  max {:>5} ms",
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.9),
+            h.value_at_quantile(0.99),
+            h.max()
+        )
+    };
+    println!(
+        "\nlatency at {rate} ev/s ({label}) for {secs} s, due publish -> projection commit ({} events measured, {warm_up} in the {} s warm-up left out, achieved {:.0} msg/s{}):",
+        all.len(),
+        WARM_UP.as_secs(),
+        r.rate(),
+        if drained {
+            ""
+        } else {
+            "; NOT DRAINED within 10 min"
+        }
+    );
+    println!(
+        "  all        {}   missing (never applied): {missing}",
+        q(&all)
+    );
+    for (second, h) in &per_second {
+        println!("  s{second:<3} {:>5} {}", h.len(), q(h));
+    }
+}
+
+/// Every applied event's `applied_at_ms` from the projection's gate (the active set is blue on a
+/// fresh database). A failed read is an error, never "no events".
+async fn applied_times(db: &str) -> Result<HashMap<String, i64>, sqlx::Error> {
     use sqlx::Row;
     sqlx::any::install_default_drivers();
-    let mut seen = HashMap::new();
-    let deadline = Instant::now() + limit;
-    let pool = loop {
-        if let Ok(p) = sqlx::any::AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(&db)
-            .await
-        {
-            break p;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let mut last_rowid = 0i64;
-    let mut idle = 0;
-    while Instant::now() < deadline && idle < 200 {
-        let rows = sqlx::query(
-            "SELECT rowid, event_id FROM blue_applied_event WHERE rowid > $1 ORDER BY rowid",
-        )
-        .bind(last_rowid)
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(db)
+        .await?;
+    let rows = sqlx::query("SELECT event_id, applied_at_ms FROM blue_applied_event")
         .fetch_all(&pool)
-        .await
-        .unwrap_or_default();
-        let now = Instant::now();
-        if rows.is_empty() {
-            idle += 1;
-        } else {
-            idle = 0;
-        }
-        for r in rows {
-            last_rowid = r.try_get(0).unwrap_or(last_rowid);
-            if let Ok(id) = r.try_get::<String, _>(1) {
-                seen.entry(id).or_insert(now);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    seen
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+        .collect()
 }

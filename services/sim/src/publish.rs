@@ -109,7 +109,8 @@ pub struct PublishReport {
     /// Store events no receipt covered when the device stopped (0 when receipts were awaited).
     pub uncovered: u64,
     pub elapsed: Duration,
-    /// (event id, first hand-over to the MQTT client), when `record_sent`.
+    /// (event id, when its first publish was due: the paced schedule, or the hand-over to the MQTT
+    /// client when unpaced), when `record_sent`.
     pub sent: Vec<(String, Instant)>,
 }
 
@@ -465,13 +466,18 @@ impl Connection<'_> {
                             }
                         }
                     }
-                    if rate > 0.0 {
+                    // When this publish is due: what a latency is measured from, so time spent
+                    // behind schedule (client or broker too slow) counts instead of hiding.
+                    let scheduled = if rate > 0.0 {
                         // Pace this device: publish k of the run is due at k / rate seconds.
                         let due = Duration::from_secs_f64((pace_from + n as u64) as f64 / rate);
                         if let Some(wait) = due.checked_sub(started.elapsed()) {
                             tokio::time::sleep(wait).await;
                         }
-                    }
+                        started + due
+                    } else {
+                        Instant::now()
+                    };
                     let id = record
                         .then(|| {
                             serde_json::from_slice::<serde_json::Value>(&payload)
@@ -491,7 +497,7 @@ impl Connection<'_> {
                         return sent;
                     }
                     if let Some(id) = id {
-                        sent.push((id, Instant::now()));
+                        sent.push((id, scheduled));
                     }
                 }
                 segment_done.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -24,6 +24,9 @@ use super::{Db, DbError};
 /// The schema, embedded: runs unchanged on PostgreSQL and SQLite.
 pub const MIGRATION_0001: &str = include_str!("../../migrations/0001_projection.sql");
 
+/// The gate's `applied_at_ms` column (when each event was applied).
+pub const MIGRATION_0002: &str = include_str!("../../migrations/0002_applied_at.sql");
+
 /// Where the projection records the migrations it applied.
 pub const MIGRATIONS_TABLE: &str = "_tillstream_projection_migrations";
 
@@ -35,13 +38,22 @@ pub const LEGACY_MIGRATIONS_TABLE: &str = "_sqlx_migrations";
 pub fn migrator() -> Migrator {
     sql::migrator(
         MIGRATIONS_TABLE,
-        vec![Migration::new(
-            1,
-            "projection".into(),
-            MigrationType::Simple,
-            MIGRATION_0001.into_sql_str(),
-            false,
-        )],
+        vec![
+            Migration::new(
+                1,
+                "projection".into(),
+                MigrationType::Simple,
+                MIGRATION_0001.into_sql_str(),
+                false,
+            ),
+            Migration::new(
+                2,
+                "applied at".into(),
+                MigrationType::Simple,
+                MIGRATION_0002.into_sql_str(),
+                false,
+            ),
+        ],
     )
 }
 
