@@ -9,11 +9,14 @@
 //!   [`service::ShutdownGuard`] that owns its tasks.
 //! - `error`: [`ErrorClass`] (retryable / fatal / poison) and [`Classify`].
 //! - `retry`: the one back-off every retry loop uses; running blocking work from async code.
+//! - `framed`: a framed Kafka value up to its writer schema, with the dead-letter reasons every
+//!   consumer shares for what can go wrong there.
 //! - `kafka`: consumer (group or static assignment), offsets, producer, dead letters, reads.
 //! - `sql` (feature `sql`): the database side of services with SQL state: `[database]` config,
 //!   connecting (PostgreSQL or SQLite), error classes, waiting out an outage, migrations in a
 //!   service's own record table, multi-row statements, offsets per (topic, partition).
 //! - `binary`: [`service_main!`], the whole `main` of a service binary.
+//! - `cli`: the arguments the command-line tools share (`--brokers`, `--registry`).
 //! - `clock`, `ids`: wall-clock milliseconds; deterministic UUIDv5 identities.
 //!
 //! Delivery guarantee: none by itself; the Kafka helpers implement the house rule that an offset is
@@ -21,9 +24,11 @@
 //! helpers carry the exactly-once pattern (gate, effects and offsets in one transaction).
 
 pub mod binary;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod framed;
 pub mod ids;
 pub mod kafka;
 pub mod ops;

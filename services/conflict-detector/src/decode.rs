@@ -3,44 +3,24 @@
 //! schema id. No delivery guarantee of its own: a registry outage is returned as an error to retry
 //! (the batch is decoded again later, nothing skipped).
 
-use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use tillstream_contracts::{
     ConflictDetected, DeviceEvent, EventKind, PriceListApproved, Registry, RegistryError,
-    WriterSchema, codec,
+    WriterSchema,
 };
-use tillstream_runtime::{Classify, ErrorClass};
+use tillstream_runtime::framed;
+use tillstream_runtime::kafka::Rejected;
 
-/// Why a record cannot be processed (the dead-letter `reason`).
+/// Why a record cannot be processed (the dead-letter `reason`): the reasons every consumer of
+/// framed records shares, and the detector's own.
 pub mod reason {
-    pub const EMPTY_PAYLOAD: &str = "empty_payload";
-    pub const NOT_FRAMED: &str = "not_framed";
-    pub const UNKNOWN_SCHEMA_ID: &str = "unknown_schema_id";
-    pub const UNUSABLE_SCHEMA: &str = "unusable_schema";
+    pub use tillstream_runtime::framed::reason::{
+        EMPTY_PAYLOAD, MISSING_EVENT_ID, NOT_FRAMED, UNDECODABLE, UNKNOWN_SCHEMA_ID,
+        UNUSABLE_SCHEMA,
+    };
+    /// A record of a kind that does not belong on the topic it came from.
     pub const UNEXPECTED_RECORD: &str = "unexpected_record";
-    pub const UNDECODABLE: &str = "undecodable";
-    pub const MISSING_EVENT_ID: &str = "missing_event_id";
-}
-
-/// A record that cannot be processed, with whatever identity could be read.
-#[derive(Debug, Clone)]
-pub struct Bad {
-    pub reason: &'static str,
-    pub detail: String,
-    pub store_id: Option<String>,
-    pub device_id: Option<String>,
-    pub event_id: Option<String>,
-}
-
-fn bad(reason: &'static str, detail: impl Into<String>) -> Bad {
-    Bad {
-        reason,
-        detail: detail.into(),
-        store_id: None,
-        device_id: None,
-        event_id: None,
-    }
 }
 
 /// A decoded store event and the schema it was written with (kept for the restore log).
@@ -50,19 +30,15 @@ pub struct StoreEvent {
     pub schema_id: u32,
 }
 
-/// Decodes through a local cache of writer schemas.
+/// Decodes records (writer schemas cached by the registry client).
 #[derive(Debug, Clone)]
 pub struct Decoder {
     registry: Registry,
-    cache: HashMap<u32, Arc<WriterSchema>>,
 }
 
 impl Decoder {
     pub fn new(registry: Registry) -> Self {
-        Decoder {
-            registry,
-            cache: HashMap::default(),
-        }
+        Decoder { registry }
     }
 
     /// The writer schema of a framed payload, or why the record is unusable. `Err` only when the
@@ -70,39 +46,17 @@ impl Decoder {
     async fn writer<'a>(
         &mut self,
         payload: Option<&'a [u8]>,
-    ) -> Result<Result<(Arc<WriterSchema>, &'a [u8]), Bad>, RegistryError> {
-        let bytes = match payload {
-            None | Some([]) => return Ok(Err(bad(reason::EMPTY_PAYLOAD, "record has no value"))),
-            Some(b) => b,
-        };
-        let (id, datum) = match codec::unframe(bytes) {
-            Ok(x) => x,
-            Err(e) => return Ok(Err(bad(reason::NOT_FRAMED, e.to_string()))),
-        };
-        if let Some(w) = self.cache.get(&id) {
-            return Ok(Ok((w.clone(), datum)));
-        }
-        match self.registry.writer_schema(id).await {
-            Ok(w) => {
-                self.cache.insert(id, w.clone());
-                Ok(Ok((w, datum)))
-            }
-            Err(e) if e.class() == ErrorClass::Poison => {
-                let r = match e {
-                    RegistryError::UnknownId(_) => reason::UNKNOWN_SCHEMA_ID,
-                    _ => reason::UNUSABLE_SCHEMA,
-                };
-                Ok(Err(bad(r, e.to_string())))
-            }
-            Err(e) => Err(e),
-        }
+    ) -> Result<Result<(Arc<WriterSchema>, &'a [u8]), Rejected>, RegistryError> {
+        Ok(framed::writer_of(&self.registry, payload)
+            .await?
+            .map_err(Rejected::from))
     }
 
     /// A store event from `tillstream.store-events`.
     pub async fn store_event(
         &mut self,
         payload: Option<&[u8]>,
-    ) -> Result<Result<StoreEvent, Bad>, RegistryError> {
+    ) -> Result<Result<StoreEvent, Rejected>, RegistryError> {
         let (w, datum) = match self.writer(payload).await? {
             Ok(x) => x,
             Err(b) => return Ok(Err(b)),
@@ -112,12 +66,7 @@ impl Decoder {
 
     /// The writer schema of a stored event (restore).
     pub async fn schema(&mut self, id: u32) -> Result<Arc<WriterSchema>, RegistryError> {
-        if let Some(w) = self.cache.get(&id) {
-            return Ok(w.clone());
-        }
-        let w = self.registry.writer_schema(id).await?;
-        self.cache.insert(id, w.clone());
-        Ok(w)
+        self.registry.writer_schema(id).await
     }
 
     /// A record of `tillstream.conflicts`: `Some` for a `ConflictDetected`, `None` for the
@@ -125,7 +74,7 @@ impl Decoder {
     pub async fn conflict(
         &mut self,
         payload: Option<&[u8]>,
-    ) -> Result<Result<Option<ConflictDetected>, Bad>, RegistryError> {
+    ) -> Result<Result<Option<ConflictDetected>, Rejected>, RegistryError> {
         let (w, datum) = match self.writer(payload).await? {
             Ok(x) => x,
             Err(b) => return Ok(Err(b)),
@@ -134,9 +83,9 @@ impl Decoder {
             EventKind::ConflictDetected => w
                 .decode::<ConflictDetected>(datum)
                 .map(Some)
-                .map_err(|e| bad(reason::UNDECODABLE, e.to_string())),
+                .map_err(|e| Rejected::new(reason::UNDECODABLE, e.to_string())),
             EventKind::ConflictResolved => Ok(None),
-            other => Err(bad(
+            other => Err(Rejected::new(
                 reason::UNEXPECTED_RECORD,
                 format!("{other} on the conflicts topic"),
             )),
@@ -147,26 +96,26 @@ impl Decoder {
     pub async fn price_list(
         &mut self,
         payload: Option<&[u8]>,
-    ) -> Result<Result<PriceListApproved, Bad>, RegistryError> {
+    ) -> Result<Result<PriceListApproved, Rejected>, RegistryError> {
         let (w, datum) = match self.writer(payload).await? {
             Ok(x) => x,
             Err(b) => return Ok(Err(b)),
         };
         if w.kind != EventKind::PriceListApproved {
-            return Ok(Err(bad(
+            return Ok(Err(Rejected::new(
                 reason::UNEXPECTED_RECORD,
                 format!("{} on the price-list history topic", w.kind),
             )));
         }
         Ok(w.decode::<PriceListApproved>(datum)
-            .map_err(|e| bad(reason::UNDECODABLE, e.to_string())))
+            .map_err(|e| Rejected::new(reason::UNDECODABLE, e.to_string())))
     }
 }
 
 /// Decodes a store event's datum written with `w` (pure).
-pub fn store_event_with(w: &WriterSchema, datum: &[u8]) -> Result<StoreEvent, Bad> {
+pub fn store_event_with(w: &WriterSchema, datum: &[u8]) -> Result<StoreEvent, Rejected> {
     if !w.kind.is_store_event() {
-        return Err(bad(
+        return Err(Rejected::new(
             reason::UNEXPECTED_RECORD,
             format!(
                 "schema {} is {}, not a store event",
@@ -175,16 +124,16 @@ pub fn store_event_with(w: &WriterSchema, datum: &[u8]) -> Result<StoreEvent, Ba
             ),
         ));
     }
-    let event =
-        DeviceEvent::decode(w, datum).map_err(|e| bad(reason::UNDECODABLE, e.to_string()))?;
+    let event = DeviceEvent::decode(w, datum)
+        .map_err(|e| Rejected::new(reason::UNDECODABLE, e.to_string()))?;
     if event.event_id().is_empty() {
-        return Err(Bad {
-            reason: reason::MISSING_EVENT_ID,
-            detail: "event_id is empty".into(),
-            store_id: Some(event.store_id().to_string()),
-            device_id: Some(event.device_id().to_string()),
-            event_id: None,
-        });
+        return Err(
+            Rejected::new(reason::MISSING_EVENT_ID, "event_id is empty").with_identity(
+                event.store_id(),
+                Some(event.device_id()),
+                None,
+            ),
+        );
     }
     Ok(StoreEvent {
         event,

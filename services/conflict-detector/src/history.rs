@@ -16,12 +16,12 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use tillstream_contracts::{PriceListApproved, SourceKind};
+use tillstream_contracts::PriceListApproved;
 use tillstream_runtime::CancellationToken;
-use tillstream_runtime::kafka::{self, DeadLetters, KafkaConfig, Source};
+use tillstream_runtime::kafka::{self, DeadLetters, KafkaConfig, Rejected};
 use tokio::sync::{Notify, mpsc};
 
-use crate::decode::{Bad, Decoder};
+use crate::decode::Decoder;
 use crate::error::DetectorError;
 
 /// Reads the history topic from its start to its end now (blocking). Returns the records and the
@@ -57,36 +57,17 @@ pub async fn decode_all(
                     lists.push(list);
                     continue;
                 }
-                Err(r) => Bad {
-                    reason: r.reason,
-                    detail: r.detail,
-                    store_id: Some(list.store_id.clone()),
-                    device_id: Some(list.device_id.clone()),
-                    event_id: Some(list.event_id.clone()),
-                },
+                Err(r) => Rejected::new(r.reason, r.detail).with_identity(
+                    &list.store_id,
+                    Some(&list.device_id),
+                    Some(&list.event_id),
+                ),
             },
             Err(b) => b,
         };
-        let source = Source {
-            kind: SourceKind::Kafka,
-            topic: m.topic(),
-            partition: Some(m.partition()),
-            offset: Some(m.offset()),
-            key: m.key(),
-            headers: kafka::header_map(m),
-        };
-        let store = bad
-            .store_id
-            .clone()
-            .or_else(|| m.key().map(|k| String::from_utf8_lossy(k).into_owned()));
-        let record = dead.record(
-            &source,
-            m.payload().unwrap_or_default(),
-            bad.reason,
-            &bad.detail,
-            store.as_deref(),
-            bad.device_id.as_deref(),
-            bad.event_id.as_deref(),
+        let record = dead.for_message(
+            m,
+            &bad,
             m.timestamp()
                 .to_millis()
                 .unwrap_or_else(tillstream_runtime::clock::now_ms),

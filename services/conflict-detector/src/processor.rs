@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
-use tillstream_contracts::{PriceListApproved, SourceKind};
-use tillstream_runtime::kafka::{self, BatchOffsets, DeadLetters, InputConsumer, Source};
+use tillstream_contracts::PriceListApproved;
+use tillstream_runtime::kafka::{self, BatchOffsets, DeadLetters, InputConsumer, Rejected};
 use tillstream_runtime::retry::Backoff;
 use tillstream_runtime::{CancellationToken, Classify, ErrorClass, Health};
 use tokio::sync::{Notify, mpsc};
@@ -31,7 +31,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::config::Config;
 use crate::core::{self, Change, Detector, Mode, Verdict, collision, records};
 use crate::db::{Batch, Db, LogChunk, OutboxRecord};
-use crate::decode::{Bad, Decoder};
+use crate::decode::Decoder;
 use crate::error::DetectorError;
 use crate::metrics as m;
 use crate::output::Encoder;
@@ -93,7 +93,7 @@ struct Decided {
 /// A dead letter to publish before the batch commits.
 struct Dead<'a> {
     msg: &'a OwnedMessage,
-    bad: Bad,
+    bad: Rejected,
 }
 
 /// What one attempt at a batch decided.
@@ -637,13 +637,11 @@ impl Processor {
                 batch_ids.remove(&id);
                 work.dead.push(Dead {
                     msg,
-                    bad: Bad {
-                        reason: rejected.reason,
-                        detail: rejected.detail,
-                        store_id: Some(ev.event.store_id().to_string()),
-                        device_id: Some(ev.event.device_id().to_string()),
-                        event_id: Some(ev.event.event_id().to_string()),
-                    },
+                    bad: Rejected::new(rejected.reason, rejected.detail).with_identity(
+                        ev.event.store_id(),
+                        Some(ev.event.device_id()),
+                        Some(ev.event.event_id()),
+                    ),
                 });
             }
         }
@@ -708,28 +706,9 @@ impl Processor {
         token: &CancellationToken,
     ) -> Result<(), DetectorError> {
         let msg = d.msg;
-        let key = msg.key();
-        let store = d
-            .bad
-            .store_id
-            .clone()
-            .or_else(|| key.map(|k| String::from_utf8_lossy(k).into_owned()));
-        let source = Source {
-            kind: SourceKind::Kafka,
-            topic: msg.topic(),
-            partition: Some(msg.partition()),
-            offset: Some(msg.offset()),
-            key,
-            headers: kafka::header_map(msg),
-        };
-        let record = self.dead_letters.record(
-            &source,
-            msg.payload().unwrap_or_default(),
-            d.bad.reason,
-            &d.bad.detail,
-            store.as_deref(),
-            d.bad.device_id.as_deref(),
-            d.bad.event_id.as_deref(),
+        let record = self.dead_letters.for_message(
+            msg,
+            &d.bad,
             msg.timestamp()
                 .to_millis()
                 .unwrap_or_else(tillstream_runtime::clock::now_ms),

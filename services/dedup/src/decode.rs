@@ -2,62 +2,37 @@
 //! only on the first sight of a schema id (then cached). No delivery guarantee of its own: a
 //! registry outage is returned as retryable (the batch is decoded again later, nothing skipped).
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use tillstream_contracts::{DeviceEvent, Registry, RegistryError, WriterSchema, codec};
-use tillstream_runtime::{Classify, ErrorClass};
+use tillstream_contracts::{DeviceEvent, Registry, RegistryError, WriterSchema};
+use tillstream_runtime::framed;
+use tillstream_runtime::kafka::Rejected;
 
 use crate::core::Input;
 
-/// Why a record cannot be processed (the dead-letter `reason`).
-pub mod reason {
-    pub const EMPTY_PAYLOAD: &str = "empty_payload";
-    pub const NOT_FRAMED: &str = "not_framed";
-    pub const UNKNOWN_SCHEMA_ID: &str = "unknown_schema_id";
-    pub const UNUSABLE_SCHEMA: &str = "unusable_schema";
-    pub const NOT_A_STORE_EVENT: &str = "not_a_store_event";
-    pub const UNDECODABLE: &str = "undecodable";
-    pub const MISSING_EVENT_ID: &str = "missing_event_id";
-}
+/// Why a record cannot be processed (the dead-letter `reason`): the reasons every consumer of
+/// framed records shares.
+pub use tillstream_runtime::framed::reason;
 
 /// The outcome of decoding one record.
 #[derive(Debug)]
 pub enum Decoded {
     Event(Input),
-    Bad {
-        reason: &'static str,
-        detail: String,
-        /// Whatever identity could be read before it failed.
-        store_id: Option<String>,
-        device_id: Option<String>,
-        event_id: Option<String>,
-    },
+    /// Dead-letter it (with whatever identity could be read before it failed).
+    Bad(Rejected),
 }
 
 fn bad(reason: &'static str, detail: impl Into<String>) -> Decoded {
-    Decoded::Bad {
-        reason,
-        detail: detail.into(),
-        store_id: None,
-        device_id: None,
-        event_id: None,
-    }
+    Decoded::Bad(Rejected::new(reason, detail))
 }
 
-/// Decodes raw records through a local cache of writer schemas.
+/// Decodes raw records (writer schemas cached by the registry client).
 #[derive(Debug, Clone)]
 pub struct Decoder {
     registry: Registry,
-    cache: HashMap<u32, Arc<WriterSchema>>,
 }
 
 impl Decoder {
     pub fn new(registry: Registry) -> Self {
-        Decoder {
-            registry,
-            cache: HashMap::new(),
-        }
+        Decoder { registry }
     }
 
     /// Decodes one record. `Err` only for failures that are not the record's fault (registry
@@ -68,32 +43,10 @@ impl Decoder {
         offset: i64,
         record_time: i64,
     ) -> Result<Decoded, RegistryError> {
-        let bytes = match payload {
-            None | Some([]) => return Ok(bad(reason::EMPTY_PAYLOAD, "record has no value")),
-            Some(b) => b,
-        };
-        let (id, datum) = match codec::unframe(bytes) {
-            Ok(x) => x,
-            Err(e) => return Ok(bad(reason::NOT_FRAMED, e.to_string())),
-        };
-        let writer = match self.cache.get(&id) {
-            Some(w) => w.clone(),
-            None => match self.registry.writer_schema(id).await {
-                Ok(w) => {
-                    self.cache.insert(id, w.clone());
-                    w
-                }
-                Err(e) if e.class() == ErrorClass::Poison => {
-                    let r = match e {
-                        RegistryError::UnknownId(_) => reason::UNKNOWN_SCHEMA_ID,
-                        _ => reason::UNUSABLE_SCHEMA,
-                    };
-                    return Ok(bad(r, e.to_string()));
-                }
-                Err(e) => return Err(e),
-            },
-        };
-        Ok(decode_with(&writer, datum, offset, record_time))
+        Ok(match framed::writer_of(&self.registry, payload).await? {
+            Ok((writer, datum)) => decode_with(&writer, datum, offset, record_time),
+            Err(unreadable) => Decoded::Bad(unreadable.into()),
+        })
     }
 }
 
@@ -110,24 +63,25 @@ pub fn decode_with(writer: &WriterSchema, datum: &[u8], offset: i64, record_time
         Err(e) => return bad(reason::UNDECODABLE, e.to_string()),
     };
     if event.event_id().is_empty() {
-        return Decoded::Bad {
-            reason: reason::MISSING_EVENT_ID,
-            detail: "event_id is empty".into(),
-            store_id: Some(event.store_id().to_string()),
-            device_id: Some(event.device_id().to_string()),
-            event_id: None,
-        };
+        return Decoded::Bad(
+            Rejected::new(reason::MISSING_EVENT_ID, "event_id is empty").with_identity(
+                event.store_id(),
+                Some(event.device_id()),
+                None,
+            ),
+        );
     }
     let fingerprint = match event.fingerprint() {
         Ok(f) => f,
         Err(e) => {
-            return Decoded::Bad {
-                reason: reason::UNDECODABLE,
-                detail: format!("cannot fingerprint: {e}"),
-                store_id: Some(event.store_id().to_string()),
-                device_id: Some(event.device_id().to_string()),
-                event_id: Some(event.event_id().to_string()),
-            };
+            return Decoded::Bad(
+                Rejected::new(reason::UNDECODABLE, format!("cannot fingerprint: {e}"))
+                    .with_identity(
+                        event.store_id(),
+                        Some(event.device_id()),
+                        Some(event.event_id()),
+                    ),
+            );
         }
     };
     Decoded::Event(Input {

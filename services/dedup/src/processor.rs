@@ -17,10 +17,8 @@ use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, OwnedMessage};
 use rdkafka::producer::FutureProducer;
-use tillstream_contracts::{
-    DeviceReceipt, EventKind, GapStatus, Registry, SequenceGap, SourceKind,
-};
-use tillstream_runtime::kafka::{self, BatchOffsets, DeadLetters, InputConsumer, Source, headers};
+use tillstream_contracts::{DeviceReceipt, EventKind, GapStatus, Registry, SequenceGap};
+use tillstream_runtime::kafka::{self, BatchOffsets, DeadLetters, InputConsumer, headers};
 use tillstream_runtime::retry::Backoff;
 use tillstream_runtime::{CancellationToken, Classify, ErrorClass};
 
@@ -416,37 +414,12 @@ impl BatchProcessor {
         bad: &Decoded,
         token: &CancellationToken,
     ) -> Result<(), Stop> {
-        let Decoded::Bad {
-            reason,
-            detail,
-            store_id,
-            device_id,
-            event_id,
-        } = bad
-        else {
+        let Decoded::Bad(rejected) = bad else {
             return Ok(());
         };
-        let hdrs: BTreeMap<String, String> = kafka::header_map(msg);
-        let key = msg.key();
-        let store = store_id
-            .clone()
-            .or_else(|| key.map(|k| String::from_utf8_lossy(k).into_owned()));
-        let source = Source {
-            kind: SourceKind::Kafka,
-            topic: &self.config.dedup.input_topic,
-            partition: Some(msg.partition()),
-            offset: Some(msg.offset()),
-            key,
-            headers: hdrs,
-        };
-        let record = self.dead_letters.record(
-            &source,
-            msg.payload().unwrap_or_default(),
-            reason,
-            detail,
-            store.as_deref(),
-            device_id.as_deref(),
-            event_id.as_deref(),
+        let record = self.dead_letters.for_message(
+            msg,
+            rejected,
             msg.timestamp()
                 .to_millis()
                 .unwrap_or_else(tillstream_runtime::clock::now_ms),

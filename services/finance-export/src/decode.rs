@@ -5,9 +5,9 @@
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use tillstream_contracts::{
-    CodecError, Compensation, DeviceEvent, EventKind, Registry, RegistryError, codec,
+    CodecError, Compensation, DeviceEvent, EventKind, Registry, RegistryError,
 };
-use tillstream_runtime::{Classify, ErrorClass};
+use tillstream_runtime::framed::{self, reason};
 
 /// What a record holds.
 #[derive(Debug)]
@@ -41,28 +41,19 @@ fn poison(reason: &'static str, detail: impl ToString) -> Input {
 
 /// Decodes one record. `Err` only for a registry failure (retry when it is retryable).
 pub async fn decode(registry: &Registry, msg: &OwnedMessage) -> Result<Input, RegistryError> {
-    let Some(payload) = msg.payload() else {
-        return Ok(poison("empty_payload", "record has no value"));
-    };
-    let (id, datum) = match codec::unframe(payload) {
+    let (writer, datum) = match framed::writer_of(registry, msg.payload()).await? {
         Ok(v) => v,
-        Err(e) => return Ok(poison("not_framed", e)),
-    };
-    let writer = match registry.writer_schema(id).await {
-        Ok(w) => w,
-        Err(e @ RegistryError::UnknownId(_)) => return Ok(poison("unknown_schema_id", e)),
-        Err(e) if e.class() == ErrorClass::Poison => return Ok(poison("unusable_schema", e)),
-        Err(e) => return Err(e),
+        Err(u) => return Ok(poison(u.reason, u.detail)),
     };
     if writer.kind == EventKind::Compensation {
         return Ok(match writer.decode::<Compensation>(datum) {
             Ok(c) => Input::Compensation(Box::new(c)),
-            Err(e) => poison("undecodable", e),
+            Err(e) => poison(reason::UNDECODABLE, e),
         });
     }
     Ok(match DeviceEvent::decode(&writer, datum) {
         Ok(e) => Input::Event(Box::new(e)),
-        Err(e @ CodecError::UnknownRecord(_)) => poison("not_a_store_event", e),
-        Err(e) => poison("undecodable", e),
+        Err(e @ CodecError::UnknownRecord(_)) => poison(reason::NOT_A_STORE_EVENT, e),
+        Err(e) => poison(reason::UNDECODABLE, e),
     })
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
-use tillstream_contracts::{DeviceEvent, Registry, SourceKind};
-use tillstream_runtime::kafka::{self, DeadLetters, InputConsumer};
+use tillstream_contracts::{DeviceEvent, Registry};
+use tillstream_runtime::kafka::{self, DeadLetters, InputConsumer, Rejected};
 use tillstream_runtime::retry::Backoff;
 use tillstream_runtime::{CancellationToken, Classify, ErrorClass, Health, clock};
 
@@ -323,41 +323,17 @@ impl Processor {
 
     async fn dead_letter(&self, item: &Item, refusal: &Refusal) -> Result<(), Error> {
         let msg = &item.msg;
-        let source = kafka::Source {
-            kind: SourceKind::Kafka,
-            topic: msg.topic(),
-            partition: Some(msg.partition()),
-            offset: Some(msg.offset()),
-            key: msg.key(),
-            headers: kafka::header_map(msg),
+        let rejected = Rejected::new(refusal.reason, refusal.detail.clone());
+        let rejected = match &item.input {
+            Input::Event(e) => {
+                rejected.with_identity(e.store_id(), Some(e.device_id()), Some(e.event_id()))
+            }
+            Input::Compensation(c) => {
+                rejected.with_identity(&c.store_id, None, Some(&c.compensation_id))
+            }
+            Input::Poison { .. } => rejected,
         };
-        let (store, device, id) = match &item.input {
-            Input::Event(e) => (
-                Some(e.store_id().to_string()),
-                Some(e.device_id().to_string()),
-                Some(e.event_id().to_string()),
-            ),
-            Input::Compensation(c) => (
-                Some(c.store_id.clone()),
-                None,
-                Some(c.compensation_id.clone()),
-            ),
-            Input::Poison { .. } => (
-                msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                None,
-                None,
-            ),
-        };
-        let record = self.dead.record(
-            &source,
-            msg.payload().unwrap_or_default(),
-            refusal.reason,
-            &refusal.detail,
-            store.as_deref(),
-            device.as_deref(),
-            id.as_deref(),
-            clock::now_ms(),
-        );
+        let record = self.dead.for_message(msg, &rejected, clock::now_ms());
         self.dead.publish(&record, &self.token).await?;
         Ok(())
     }

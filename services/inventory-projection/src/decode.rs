@@ -5,7 +5,8 @@
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
-use tillstream_contracts::{CodecError, DeviceEvent, Registry, RegistryError, codec};
+use tillstream_contracts::{CodecError, DeviceEvent, Registry, RegistryError};
+use tillstream_runtime::framed::{self, reason};
 use tillstream_runtime::retry::Backoff;
 use tillstream_runtime::{CancellationToken, Classify, ErrorClass};
 
@@ -81,19 +82,13 @@ pub async fn decode_retrying(
 
 /// Decodes one record of the store-event topic.
 pub async fn decode(registry: &Registry, msg: &OwnedMessage) -> Result<Envelope, DecodeError> {
-    let payload = msg
-        .payload()
-        .ok_or_else(|| poison("empty_payload", "record has no value"))?;
-    let (id, datum) = codec::unframe(payload).map_err(|e| poison("not_framed", e))?;
-    let writer = match registry.writer_schema(id).await {
-        Ok(w) => w,
-        Err(e @ RegistryError::UnknownId(_)) => return Err(poison("unknown_schema_id", e)),
-        Err(e) if e.class() == ErrorClass::Poison => return Err(poison("unusable_schema", e)),
-        Err(e) => return Err(DecodeError::Registry(e)),
-    };
+    let (writer, datum) = framed::writer_of(registry, msg.payload())
+        .await
+        .map_err(DecodeError::Registry)?
+        .map_err(|u| poison(u.reason, u.detail))?;
     let event = DeviceEvent::decode(&writer, datum).map_err(|e| match e {
-        CodecError::UnknownRecord(_) => poison("not_a_store_event", e),
-        other => poison("undecodable", other),
+        CodecError::UnknownRecord(_) => poison(reason::NOT_A_STORE_EVENT, e),
+        other => poison(reason::UNDECODABLE, other),
     })?;
     let record_ts = msg
         .timestamp()

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
-use tillstream_contracts::{Registry, SourceKind};
-use tillstream_runtime::kafka::{self, ConsumerSettings, DeadLetters, InputConsumer};
+use tillstream_contracts::Registry;
+use tillstream_runtime::kafka::{self, ConsumerSettings, DeadLetters, InputConsumer, Rejected};
 use tillstream_runtime::retry::Backoff;
 use tillstream_runtime::sql::{mark_available, mark_unavailable};
 use tillstream_runtime::{CancellationToken, Classify, ErrorClass, Health};
@@ -287,31 +287,22 @@ impl Live {
     async fn dead_letter(
         &self,
         msg: &OwnedMessage,
-        reason: &str,
+        reason: &'static str,
         detail: &str,
         event: Option<&Envelope>,
     ) -> Result<(), Error> {
-        let headers: BTreeMap<String, String> = kafka::header_map(msg);
-        let source = kafka::Source {
-            kind: SourceKind::Kafka,
-            topic: &self.cfg.topic,
-            partition: Some(msg.partition()),
-            offset: Some(msg.offset()),
-            key: msg.key(),
-            headers,
+        let rejected = Rejected::new(reason, detail);
+        let rejected = match event {
+            Some(e) => rejected.with_identity(
+                e.event.store_id(),
+                Some(e.event.device_id()),
+                Some(e.event.event_id()),
+            ),
+            None => rejected,
         };
-        let key_store = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
-        let store = event.map(|e| e.event.store_id().to_string()).or(key_store);
-        let record = self.dead.record(
-            &source,
-            msg.payload().unwrap_or_default(),
-            reason,
-            detail,
-            store.as_deref(),
-            event.map(|e| e.event.device_id()),
-            event.map(|e| e.event.event_id()),
-            tillstream_runtime::clock::now_ms(),
-        );
+        let record = self
+            .dead
+            .for_message(msg, &rejected, tillstream_runtime::clock::now_ms());
         self.dead.publish(&record, &self.token).await?;
         Ok(())
     }
@@ -322,7 +313,7 @@ impl Live {
     async fn dead_letter_event(
         &self,
         env: &Envelope,
-        reason: &str,
+        reason: &'static str,
         detail: &str,
     ) -> Result<(), Error> {
         let payload = env.event.encode().unwrap_or_default();

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tillstream_contracts::{Registry, RegistryConfig};
+use tillstream_runtime::cli::{BrokersArg, RegistryArg};
 use tillstream_runtime::kafka::KafkaConfig;
 use tillstream_sim::plan::{FleetSpec, Plan, generate};
 use tillstream_sim::truth::Truth;
@@ -98,18 +99,10 @@ enum Command {
     Check {
         #[arg(long, default_value = ".stack/sim/truth.json")]
         truth: PathBuf,
-        #[arg(
-            long,
-            env = "TILLSTREAM_KAFKA_BROKERS",
-            default_value = "127.0.0.1:19092"
-        )]
-        brokers: String,
-        #[arg(
-            long,
-            env = "TILLSTREAM_REGISTRY_URL",
-            default_value = "http://127.0.0.1:18081"
-        )]
-        registry: String,
+        #[command(flatten)]
+        brokers: BrokersArg,
+        #[command(flatten)]
+        registry: RegistryArg,
         /// Projection database (sqlite://... or postgres://...); omit to skip the DB checks.
         #[arg(long)]
         db: Option<String>,
@@ -385,10 +378,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &std::fs::read(&truth).with_context(|| format!("reading {}", truth.display()))?,
             )?;
             if wait_secs > 0 && !no_kafka {
-                let cfg = KafkaConfig {
-                    brokers: brokers.clone(),
-                    ..Default::default()
-                };
+                let cfg = brokers.kafka_config();
                 match oracle::wait_drained(
                     &cfg,
                     &oracle::Topics::default(),
@@ -408,15 +398,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (kafka, conflicts) = if no_kafka {
                 (None, None)
             } else {
-                let registry = Registry::new(RegistryConfig {
-                    url: registry,
-                    auto_register: false,
-                    ..Default::default()
-                })?;
-                let cfg = KafkaConfig {
-                    brokers,
-                    ..Default::default()
-                };
+                let registry = Registry::new(registry.read_only())?;
+                let cfg = brokers.kafka_config();
                 let topics = oracle::Topics::default();
                 let conflicts = match &conflicts_db {
                     Some(url) => {

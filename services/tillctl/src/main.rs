@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tillctl::{conflicts, finance, inspect, outbox, prices, schemas, strimzi, topology};
 use tillstream_contracts::{Registry, RegistryConfig};
-use tillstream_runtime::kafka::KafkaConfig;
+use tillstream_runtime::cli::{BrokersArg, RegistryArg};
 
 #[derive(Parser)]
 #[command(name = "tillctl", version, about = "tillstream operator CLI")]
@@ -32,18 +32,10 @@ enum Command {
     /// Print a topic's records as JSON lines (decoded through the registry).
     Tail {
         topic: String,
-        #[arg(
-            long,
-            env = "TILLSTREAM_KAFKA_BROKERS",
-            default_value = "127.0.0.1:19092"
-        )]
-        brokers: String,
-        #[arg(
-            long,
-            env = "TILLSTREAM_REGISTRY_URL",
-            default_value = "http://127.0.0.1:18081"
-        )]
-        registry: String,
+        #[command(flatten)]
+        brokers: BrokersArg,
+        #[command(flatten)]
+        registry: RegistryArg,
         #[arg(long, default_value_t = 100)]
         max: usize,
         #[arg(long, default_value_t = 10_000)]
@@ -172,18 +164,10 @@ enum PricesCmd {
     /// Publish an approved list (JSON file) to the downlink and the history topic.
     Approve {
         file: PathBuf,
-        #[arg(
-            long,
-            env = "TILLSTREAM_KAFKA_BROKERS",
-            default_value = "127.0.0.1:19092"
-        )]
-        brokers: String,
-        #[arg(
-            long,
-            env = "TILLSTREAM_REGISTRY_URL",
-            default_value = "http://127.0.0.1:18081"
-        )]
-        registry: String,
+        #[command(flatten)]
+        brokers: BrokersArg,
+        #[command(flatten)]
+        registry: RegistryArg,
         #[arg(long, default_value = "tillstream.catalog.downlink")]
         downlink_topic: String,
         #[arg(long, default_value = "tillstream.price-lists.history")]
@@ -232,12 +216,8 @@ enum SchemasCmd {
     /// Print the latest registered version of a subject.
     Show {
         subject: String,
-        #[arg(
-            long,
-            env = "TILLSTREAM_REGISTRY_URL",
-            default_value = "http://127.0.0.1:18081"
-        )]
-        registry: String,
+        #[command(flatten)]
+        registry: RegistryArg,
     },
 }
 
@@ -274,12 +254,8 @@ struct RenderArgs {
 struct TopologyArgs {
     #[arg(long, default_value = "topology/topology.toml")]
     file: PathBuf,
-    #[arg(
-        long,
-        env = "TILLSTREAM_KAFKA_BROKERS",
-        default_value = "127.0.0.1:19092"
-    )]
-    brokers: String,
+    #[command(flatten)]
+    brokers: BrokersArg,
     #[arg(long, env = "TILLSTREAM_TOPOLOGY_PROFILE", default_value = "local")]
     profile: String,
     #[arg(long)]
@@ -358,11 +334,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schemas {
             command: SchemasCmd::Show { subject, registry },
         } => {
-            let client = Registry::new(RegistryConfig {
-                url: registry,
-                auto_register: false,
-                ..RegistryConfig::default()
-            })?;
+            let client = Registry::new(registry.read_only())?;
             let latest = client.latest(&subject).await?;
             println!("{}", serde_json::to_string_pretty(&latest)?);
             Ok(ExitCode::SUCCESS)
@@ -393,10 +365,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            let kafka = KafkaConfig {
-                brokers: args.brokers.clone(),
-                ..KafkaConfig::default()
-            };
+            let kafka = args.brokers.kafka_config();
             let timeout = Duration::from_millis(args.timeout_ms);
             let live = topology::live(&kafka, &topology::managed_keys(&desired), timeout).await?;
             let changes = topology::plan(&desired, &live, args.allow_delete);
@@ -407,7 +376,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if mode == "plan" {
                 println!(
                     "plan: {} change(s) against {} ({} profile)",
-                    drift, args.brokers, args.profile
+                    drift, args.brokers.brokers, args.profile
                 );
                 if args.detailed_exitcode && drift > 0 {
                     return Ok(ExitCode::from(2));
@@ -429,15 +398,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max,
             timeout_ms,
         } => {
-            let kafka = KafkaConfig {
-                brokers,
-                ..KafkaConfig::default()
-            };
-            let registry = Registry::new(RegistryConfig {
-                url: registry,
-                auto_register: false,
-                ..RegistryConfig::default()
-            })?;
+            let kafka = brokers.kafka_config();
+            let registry = Registry::new(registry.read_only())?;
             let records = inspect::read_topic(
                 &kafka,
                 &registry,
@@ -547,12 +509,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     history_topic,
                 },
         } => {
-            let kafka = KafkaConfig {
-                brokers,
-                ..KafkaConfig::default()
-            };
+            let kafka = brokers.kafka_config();
+            // Registers the price-list schema if the registry lacks it (an approval is a write).
             let registry = Registry::new(RegistryConfig {
-                url: registry,
+                url: registry.registry,
                 ..RegistryConfig::default()
             })?;
             let list =

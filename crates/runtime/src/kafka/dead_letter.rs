@@ -45,6 +45,49 @@ pub struct Source<'a> {
     pub headers: BTreeMap<String, String>,
 }
 
+/// A Kafka record a consumer refuses: the dead-letter reason, a detail for people, and whatever
+/// identity could be read before it failed (the store falls back to the record's key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub reason: &'static str,
+    pub detail: String,
+    pub store_id: Option<String>,
+    pub device_id: Option<String>,
+    pub event_id: Option<String>,
+}
+
+impl Rejected {
+    /// Refused before any identity could be read.
+    pub fn new(reason: &'static str, detail: impl Into<String>) -> Rejected {
+        Rejected {
+            reason,
+            detail: detail.into(),
+            store_id: None,
+            device_id: None,
+            event_id: None,
+        }
+    }
+
+    /// Refused with the identity it names (store, device, event id).
+    pub fn with_identity(
+        mut self,
+        store_id: &str,
+        device_id: Option<&str>,
+        event_id: Option<&str>,
+    ) -> Rejected {
+        self.store_id = Some(store_id.to_string());
+        self.device_id = device_id.map(str::to_string);
+        self.event_id = event_id.map(str::to_string);
+        self
+    }
+}
+
+impl From<crate::framed::Unreadable> for Rejected {
+    fn from(u: crate::framed::Unreadable) -> Rejected {
+        Rejected::new(u.reason, u.detail)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
     #[error("dead-letter schema: {0}")]
@@ -116,6 +159,38 @@ impl DeadLetters {
             event_id: event_id.map(str::to_string),
             failed_at: now_ms,
         }
+    }
+
+    /// The dead letter of a Kafka record a consumer refuses: its coordinates, key, headers and
+    /// bytes, keyed by the store it names or else by the record's key.
+    pub fn for_message(
+        &self,
+        msg: &impl rdkafka::Message,
+        rejected: &Rejected,
+        failed_at_ms: i64,
+    ) -> DeadLetter {
+        let source = Source {
+            kind: SourceKind::Kafka,
+            topic: msg.topic(),
+            partition: Some(msg.partition()),
+            offset: Some(msg.offset()),
+            key: msg.key(),
+            headers: super::header_map(msg),
+        };
+        let store = rejected
+            .store_id
+            .clone()
+            .or_else(|| msg.key().map(|k| String::from_utf8_lossy(k).into_owned()));
+        self.record(
+            &source,
+            msg.payload().unwrap_or_default(),
+            rejected.reason,
+            &rejected.detail,
+            store.as_deref(),
+            rejected.device_id.as_deref(),
+            rejected.event_id.as_deref(),
+            failed_at_ms,
+        )
     }
 
     /// Writes a dead letter and waits until Kafka holds it (retrying transient failures).

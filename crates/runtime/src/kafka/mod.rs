@@ -23,7 +23,7 @@ mod read;
 
 pub use config::{Assignment, BrokerProfile, KafkaConfig, RecordHeaders};
 pub use consumer::{ConsumerSettings, InputConsumer, PartitionContext, PartitionHook, RawConsumer};
-pub use dead_letter::{DeadLetterError, DeadLetters, Source};
+pub use dead_letter::{DeadLetterError, DeadLetters, Rejected, Source};
 pub use lag::{LagGauge, read_lag};
 pub use offsets::BatchOffsets;
 pub use produce::{flush, headers, make_headers, producer, send_with_retry};
