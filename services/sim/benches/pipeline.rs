@@ -7,7 +7,8 @@
 //! Sizes (environment): BENCH_EVENTS (e2e throughput, default 30000), BENCH_LATENCY_SECS (each
 //! latency run, default 20), BENCH_BACKLOG (offline backlog, default 100000). The latency curve
 //! runs at 20%, 50% and 80% of the drain rate the throughput phase measured; BENCH_RATE pins one
-//! rate instead. Each phase is bounded in time (10 min).
+//! rate instead. BENCH_ENV adds environment to every service (A/B runs of a setting). Each phase is
+//! bounded in time (10 min).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -45,6 +46,18 @@ fn fleet(seed: u64, events: u64, offline_everyone: bool) -> FleetSpec {
     }
 }
 
+/// `BENCH_ENV="NAME=VALUE;NAME=VALUE"`: extra environment for every service process (full
+/// variable names, e.g. `TILLSTREAM_DEDUP__KAFKA__IDEMPOTENCE=true`), for A/B runs of a setting.
+fn bench_env() -> std::collections::BTreeMap<Service, Vec<(String, String)>> {
+    let pairs: Vec<(String, String)> = std::env::var("BENCH_ENV")
+        .unwrap_or_default()
+        .split(';')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Service::ALL.iter().map(|s| (*s, pairs.clone())).collect()
+}
+
 struct Env {
     stack: Stack,
     _registry: TestRegistry,
@@ -70,7 +83,7 @@ async fn env(plan: Plan, with_pipeline: bool) -> Env {
                     registry_url: registry.url.clone(),
                     fleet_csv: csv,
                     database_url: None,
-                    extra_env: Default::default(),
+                    extra_env: bench_env(),
                 },
             )
             .await
@@ -110,7 +123,7 @@ async fn drain(e: &Env) -> Option<Duration> {
         &Topics::default(),
         Some(&db),
         &e.plan.truth,
-        Duration::from_secs(600),
+        oracle::DrainWait::Fixed(Duration::from_secs(600)),
         Duration::from_millis(1500),
     )
     .await

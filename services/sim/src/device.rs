@@ -12,7 +12,10 @@
 //!   since the last (re)connect), anything not covered that was last sent at least that long ago
 //!   is re-sent: a loss no later seq reveals (the last events before a broker crash). Waiting for
 //!   quiet, not merely for age, keeps a device whose receipts are advancing through a backlog from
-//!   re-sending that backlog.
+//!   re-sending that backlog. Each such re-send doubles the quiet wait (up to
+//!   [`MAX_QUIET_WAIT`]) until a receipt arrives: a pipeline that is only slow (a fleet-wide
+//!   backlog, its first receipts minutes away) gets each event again at most a few times, not every
+//!   `resend_after`, which doubled the load of a 100k-event burst.
 //! - A receipt of an earlier numbering (its epoch started before this device's first event) is
 //!   ignored.
 
@@ -24,6 +27,9 @@ use tillstream_contracts::DeviceReceipt;
 /// Missing events are not re-sent twice within this long (a receipt may list them again before the
 /// first re-send has crossed the pipeline).
 pub const MISSING_DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// The longest a device waits, after re-sending on quiet, before re-sending again without a receipt.
+pub const MAX_QUIET_WAIT: Duration = Duration::from_secs(300);
 
 /// One recorded event the device still holds.
 #[derive(Debug, Clone)]
@@ -41,6 +47,9 @@ pub struct DeviceLedger {
     numbering_started_at: i64,
     held: BTreeMap<i64, HeldEvent>,
     resend_after: Duration,
+    /// How long the current quiet must last before a re-send: `resend_after`, doubled after each
+    /// re-send on quiet, back to `resend_after` with the next receipt.
+    quiet_wait: Duration,
     /// The last sign of progress: an applied receipt, or a (re)connect.
     quiet_since: Instant,
     /// Receipts applied (ignored ones not counted).
@@ -57,6 +66,7 @@ impl DeviceLedger {
             numbering_started_at,
             held: BTreeMap::new(),
             resend_after,
+            quiet_wait: resend_after,
             quiet_since: now,
             receipts: 0,
             resent_missing: 0,
@@ -84,6 +94,7 @@ impl DeviceLedger {
         }
         self.receipts += 1;
         self.quiet_since = now;
+        self.quiet_wait = self.resend_after;
         self.held.retain(|seq, _| !r.covers(*seq));
         let mut out = Vec::new();
         for range in &r.missing {
@@ -103,18 +114,21 @@ impl DeviceLedger {
         self.quiet_since = now;
     }
 
-    /// After `resend_after` of quiet, the held events last sent at least that long ago: re-send
-    /// them now.
+    /// After the quiet wait (`resend_after`, doubled by each re-send on quiet), the held events
+    /// last sent at least that long ago: re-send them now.
     pub fn overdue(&mut self, now: Instant) -> Vec<(i64, String, Vec<u8>)> {
         let mut out = Vec::new();
-        if now.duration_since(self.quiet_since) < self.resend_after {
+        if now.duration_since(self.quiet_since) < self.quiet_wait {
             return out;
         }
         for (seq, h) in self.held.iter_mut() {
-            if now.duration_since(h.last_sent) >= self.resend_after {
+            if now.duration_since(h.last_sent) >= self.quiet_wait {
                 h.last_sent = now;
                 out.push((*seq, h.topic.clone(), h.payload.clone()));
             }
+        }
+        if !out.is_empty() {
+            self.quiet_wait = (self.quiet_wait * 2).min(MAX_QUIET_WAIT.max(self.resend_after));
         }
         self.resent_overdue += out.len() as u64;
         out
@@ -222,10 +236,36 @@ mod tests {
         // Just re-sent: not again before another full timeout.
         assert!(l.overdue(r1 + Duration::from_secs(6)).is_empty());
         assert_eq!(l.resent_overdue, 2);
-        // A reconnect restarts the quiet period.
+        // A reconnect restarts the quiet period; the wait is now doubled (10 s) by the re-send.
         l.connected(r1 + Duration::from_secs(9));
-        assert!(l.overdue(r1 + Duration::from_secs(12)).is_empty());
-        assert_eq!(l.overdue(r1 + Duration::from_secs(14)).len(), 2);
+        assert!(l.overdue(r1 + Duration::from_secs(14)).is_empty());
+        assert!(l.overdue(r1 + Duration::from_secs(18)).is_empty());
+        assert_eq!(l.overdue(r1 + Duration::from_secs(19)).len(), 2);
+    }
+
+    #[test]
+    fn a_quiet_cloud_gets_each_event_again_ever_more_rarely_until_a_receipt_comes() {
+        let t0 = Instant::now();
+        let mut l = ledger_with(1..=3, t0);
+        // A pipeline minutes behind (no receipt yet): re-sends at 5, 15, 35, 75 s... not every 5 s.
+        let mut sent_at = Vec::new();
+        for s in 1..=200u64 {
+            let now = t0 + Duration::from_secs(s);
+            if !l.overdue(now).is_empty() {
+                sent_at.push(s);
+            }
+        }
+        assert_eq!(sent_at, vec![5, 15, 35, 75, 155]);
+        // The wait never exceeds the cap.
+        for s in 201..=3_000u64 {
+            l.overdue(t0 + Duration::from_secs(s));
+        }
+        assert!(l.quiet_wait <= MAX_QUIET_WAIT);
+        // A receipt brings the wait back to resend_after.
+        let now = t0 + Duration::from_secs(3_001);
+        l.apply(&receipt(1, 1, &[], 1_000), now);
+        assert_eq!(l.quiet_wait, Duration::from_secs(5));
+        assert_eq!(l.overdue(now + Duration::from_secs(5)).len(), 2);
     }
 
     #[test]

@@ -126,9 +126,13 @@ enum Command {
         no_mqtt: bool,
         #[arg(long, default_value_t = 20)]
         max_listed: usize,
-        /// First wait up to this many seconds for the pipeline to drain (0 = check at once).
+        /// First wait for the pipeline to drain, for as long as it keeps moving but at most this
+        /// many seconds (0 = check at once); a progress line every 10 s says which stage is behind.
         #[arg(long, default_value_t = 0)]
         wait_secs: u64,
+        /// Stop waiting when no stage moved for this many seconds (the pipeline is stalled).
+        #[arg(long, default_value_t = 120)]
+        stall_secs: u64,
     },
 }
 
@@ -332,6 +336,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 timeout: Duration::from_secs(timeout_secs),
                 ..Default::default()
             };
+            let ticker = progress_ticker(cfg.acked_progress.clone(), plan.publishes() as u64);
             let r = match &finance_exports {
                 None => publish::publish(&plan, &cfg).await?,
                 Some(dir) => {
@@ -344,6 +349,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     late::publish_late_after_export(&plan, &cfg, dir, wait).await?
                 }
             };
+            ticker.abort();
             println!(
                 "published {} messages ({} acknowledged, {} re-sent after {} reconnects) in {:.1}s = {:.0} msg/s",
                 r.publishes,
@@ -373,26 +379,41 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_mqtt,
             max_listed,
             wait_secs,
+            stall_secs,
         } => {
             let truth: Truth = serde_json::from_slice(
                 &std::fs::read(&truth).with_context(|| format!("reading {}", truth.display()))?,
             )?;
             if wait_secs > 0 && !no_kafka {
                 let cfg = brokers.kafka_config();
+                let waited = std::time::Instant::now();
                 match oracle::wait_drained(
                     &cfg,
                     &oracle::Topics::default(),
                     db.as_deref(),
                     &truth,
-                    Duration::from_secs(wait_secs),
+                    oracle::DrainWait::WhileMoving {
+                        stall: Duration::from_secs(stall_secs),
+                        cap: Duration::from_secs(wait_secs),
+                        report_every: Duration::from_secs(10),
+                    },
                     Duration::from_secs(3),
                 )
                 .await
                 {
-                    Ok(p) => println!("pipeline drained: {p:?}"),
-                    Err(p) => {
-                        println!("pipeline still busy after {wait_secs}s: {p:?}; checking anyway")
-                    }
+                    Ok(p) => println!(
+                        "pipeline drained in {:.0} s: {} raw records, {} deduplicated, {} projected, {} dead letters",
+                        waited.elapsed().as_secs_f64(),
+                        p.raw,
+                        p.deduped,
+                        p.projected,
+                        p.dead_letters
+                    ),
+                    Err(p) => println!(
+                        "pipeline not drained after {:.0} s (at most {wait_secs} s, or {stall_secs} s without progress); behind: {}; checking anyway",
+                        waited.elapsed().as_secs_f64(),
+                        p.behind(&truth)
+                    ),
                 }
             }
             let (kafka, conflicts) = if no_kafka {
@@ -476,4 +497,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// Prints how far the fleet's publishing has come every 10 s while it runs (a large run would
+/// otherwise be minutes of silence): PUBACKs of planned publishes so far, of how many, and the rate
+/// since the previous line. Publishing ends when receipts cover every event, so the count stops
+/// at the total while the pipeline catches up.
+fn progress_ticker(
+    acked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    planned: u64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = Duration::from_secs(10);
+        let mut before = 0u64;
+        loop {
+            tokio::time::sleep(every).await;
+            let now = acked.load(std::sync::atomic::Ordering::Relaxed);
+            println!(
+                "  publishing: {now}/{planned} acknowledged by the broker ({:.0}/s){}",
+                (now - before.min(now)) as f64 / every.as_secs_f64(),
+                if now >= planned {
+                    "; waiting for sync receipts to cover every event"
+                } else {
+                    ""
+                }
+            );
+            before = now;
+        }
+    })
 }

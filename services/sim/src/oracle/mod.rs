@@ -30,8 +30,8 @@ use tillstream_runtime::kafka;
 pub use compare::{compare, compare_with};
 pub use finance::iso_date;
 pub use observe::{
-    DbQueries, MqttAccess, Progress, observe_catalog, observe_db, observe_kafka, progress,
-    wait_drained,
+    DbQueries, DrainWait, MqttAccess, Progress, observe_catalog, observe_db, observe_kafka,
+    progress, wait_drained,
 };
 pub use observe_conflicts::{
     ConflictsProgress, observe_conflict_queue, observe_conflicts, wait_conflicts_drained,
@@ -198,6 +198,8 @@ pub struct Observed<'a> {
 /// Topics the oracle reads.
 #[derive(Debug, Clone)]
 pub struct Topics {
+    /// Store events as the bridge wrote them (duplicates included).
+    pub raw: String,
     pub deduped: String,
     pub conflicts: String,
     /// The conflict detector's compensating actions.
@@ -213,6 +215,7 @@ pub struct Topics {
 impl Default for Topics {
     fn default() -> Self {
         Topics {
+            raw: "tillstream.store-events.raw".into(),
             deduped: "tillstream.store-events".into(),
             conflicts: "tillstream.conflicts".into(),
             compensations: "tillstream.compensations".into(),

@@ -316,14 +316,57 @@ impl Default for DbQueries {
 /// Progress of the pipeline, for waiting until it has drained.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Progress {
+    /// Records the bridge wrote to the raw topic (sum over partitions; duplicates included).
+    pub raw: i64,
     /// Records on the deduplicated topic (sum over partitions).
     pub deduped: i64,
+    /// Records of the deduplicated topic below the projection's stored offsets (what it has read
+    /// and applied or skipped).
+    pub projected: i64,
     /// Records on the dead-letter topic.
     pub dead_letters: i64,
     /// Partitions of the deduplicated topic whose projection offset equals the high watermark.
     pub projected_partitions: usize,
     /// Partitions of the deduplicated topic with records.
     pub partitions: usize,
+}
+
+impl Progress {
+    /// Whether every stage holds what `truth` says was published.
+    pub fn complete(&self, truth: &Truth) -> bool {
+        self.deduped >= truth.store_event_ids.len() as i64
+            && self.dead_letters >= truth.dead_letters.values().sum::<u64>() as i64
+            && self.projected_partitions == self.partitions
+    }
+
+    /// The first stage that does not yet hold what `truth` says it should, in pipeline order.
+    pub fn behind(&self, truth: &Truth) -> String {
+        let unique = truth.store_event_ids.len() as i64;
+        let dead = truth.dead_letters.values().sum::<u64>() as i64;
+        if self.raw < unique {
+            format!(
+                "the store bridge (or MQTT before it): the raw topic holds {} records, fewer than the {unique} unique store events published",
+                self.raw
+            )
+        } else if self.deduped < unique {
+            format!(
+                "the dedup: {} of {unique} unique events deduplicated",
+                self.deduped
+            )
+        } else if self.projected_partitions < self.partitions {
+            format!(
+                "the inventory projection: {} of {} records applied, {} of {} partitions at their end",
+                self.projected, self.deduped, self.projected_partitions, self.partitions
+            )
+        } else if self.dead_letters < dead {
+            format!(
+                "dead letters: {} of {dead} expected on the dead-letter topic",
+                self.dead_letters
+            )
+        } else {
+            "nothing: every stage holds what was published".into()
+        }
+    }
 }
 
 pub(super) fn watermarks(
@@ -349,13 +392,18 @@ pub async fn progress(
     topics: &Topics,
     db_url: Option<&str>,
 ) -> Result<Progress, OracleError> {
-    let (cfg, t, dl) = (
+    let (cfg, t, dl, raw) = (
         kafka_cfg.clone(),
         topics.deduped.clone(),
         topics.dead_letter.clone(),
+        topics.raw.clone(),
     );
-    let (marks, dl_marks) = tokio::task::spawn_blocking(move || {
-        Ok::<_, OracleError>((watermarks(&cfg, &t)?, watermarks(&cfg, &dl)?))
+    let (marks, dl_marks, raw_marks) = tokio::task::spawn_blocking(move || {
+        Ok::<_, OracleError>((
+            watermarks(&cfg, &t)?,
+            watermarks(&cfg, &dl)?,
+            watermarks(&cfg, &raw)?,
+        ))
     })
     .await
     .map_err(|e| OracleError::Decode {
@@ -363,6 +411,7 @@ pub async fn progress(
         detail: e.to_string(),
     })??;
     let mut p = Progress {
+        raw: raw_marks.iter().map(|(_, lo, hi)| hi - lo).sum(),
         deduped: marks.iter().map(|(_, lo, hi)| hi - lo).sum(),
         dead_letters: dl_marks.iter().map(|(_, lo, hi)| hi - lo).sum(),
         partitions: marks.iter().filter(|(_, _, hi)| *hi > 0).count(),
@@ -389,43 +438,121 @@ pub async fn progress(
             .iter()
             .filter(|(part, _, hi)| *hi > 0 && done.get(&i64::from(*part)) == Some(hi))
             .count();
+        p.projected = marks
+            .iter()
+            .map(|(part, lo, _)| {
+                done.get(&i64::from(*part))
+                    .map_or(0, |next| (next - lo).max(0))
+            })
+            .sum();
         pool.close().await;
     } else {
         p.projected_partitions = p.partitions;
+        p.projected = p.deduped;
     }
     Ok(p)
 }
 
+/// How long [`wait_drained`] waits (modes as types).
+#[derive(Debug, Clone, Copy)]
+pub enum DrainWait {
+    /// At most this long (tests and benches, whose runs are small and bounded).
+    Fixed(Duration),
+    /// As long as the pipeline keeps moving, printing a progress line every `report_every`: the
+    /// wait ends early when no stage moved for `stall`, and never lasts more than `cap`. How long
+    /// a run takes then follows from its size and the drain rate it shows, not from one constant.
+    WhileMoving {
+        stall: Duration,
+        cap: Duration,
+        report_every: Duration,
+    },
+}
+
 /// Waits until the pipeline has caught up with everything `truth` says was published: the
 /// deduplicated topic holds at least every unique event, the dead letters are all there, the
-/// projection's offsets equal the topic's end, and nothing moved for `settle`.
+/// projection's offsets equal the topic's end, and nothing moved for `settle`. `Err` carries the
+/// last progress seen (its [`Progress::behind`] names the stage that is behind).
 pub async fn wait_drained(
     kafka_cfg: &KafkaConfig,
     topics: &Topics,
     db_url: Option<&str>,
     truth: &Truth,
-    timeout: Duration,
+    wait: DrainWait,
     settle: Duration,
 ) -> Result<Progress, Progress> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let started = tokio::time::Instant::now();
+    let (cap, stall, report_every) = match wait {
+        DrainWait::Fixed(t) => (t, None, None),
+        DrainWait::WhileMoving {
+            stall,
+            cap,
+            report_every,
+        } => (cap, Some(stall), Some(report_every)),
+    };
     let mut last = Progress::default();
-    let mut stable_since = tokio::time::Instant::now();
+    let mut stable_since = started;
+    let mut report = ProgressReport::new(started);
     loop {
         let now = tokio::time::Instant::now();
         if let Ok(p) = progress(kafka_cfg, topics, db_url).await {
-            let complete = p.deduped >= truth.store_event_ids.len() as i64
-                && p.dead_letters >= truth.dead_letters.values().sum::<u64>() as i64
-                && p.projected_partitions == p.partitions;
             if p != last {
                 last = p.clone();
                 stable_since = now;
-            } else if complete && now - stable_since >= settle {
+            } else if p.complete(truth) && now - stable_since >= settle {
                 return Ok(p);
             }
+            if let Some(every) = report_every {
+                report.maybe_print(&p, truth, now, every);
+            }
         }
-        if now > deadline {
+        let stalled = stall.is_some_and(|s| now - stable_since >= s && !last.complete(truth));
+        if now - started > cap || stalled {
             return Err(last);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Progress lines for people watching a long drain: each stage's count and its rate since the
+/// previous line.
+struct ProgressReport {
+    last_at: tokio::time::Instant,
+    last: Progress,
+}
+
+impl ProgressReport {
+    fn new(started: tokio::time::Instant) -> ProgressReport {
+        ProgressReport {
+            last_at: started,
+            last: Progress::default(),
+        }
+    }
+
+    fn maybe_print(
+        &mut self,
+        p: &Progress,
+        truth: &Truth,
+        now: tokio::time::Instant,
+        every: Duration,
+    ) {
+        let secs = (now - self.last_at).as_secs_f64();
+        if secs < every.as_secs_f64() {
+            return;
+        }
+        let rate = |now: i64, before: i64| ((now - before) as f64 / secs).max(0.0);
+        let unique = truth.store_event_ids.len() as i64;
+        println!(
+            "  progress: raw {} ({:.0}/s) | deduplicated {}/{unique} ({:.0}/s) | projected {} ({:.0}/s) | dead letters {} | behind: {}",
+            p.raw,
+            rate(p.raw, self.last.raw),
+            p.deduped,
+            rate(p.deduped, self.last.deduped),
+            p.projected,
+            rate(p.projected, self.last.projected),
+            p.dead_letters,
+            p.behind(truth)
+        );
+        self.last_at = now;
+        self.last = p.clone();
     }
 }

@@ -293,7 +293,7 @@ impl E2e {
             &topics,
             Some(&db),
             &self.plan.truth,
-            Duration::from_secs(240),
+            oracle::DrainWait::Fixed(Duration::from_secs(240)),
             Duration::from_secs(3),
         )
         .await;
