@@ -26,7 +26,10 @@ use tillstream_runtime::{CancellationToken, Classify, ErrorClass, Health};
 use crate::Error;
 use crate::assignment::{OffsetHook, SharedPartitions, lock};
 use crate::config::{Config, SERVICE};
-use crate::db::{Db, DbError, RETRY_INITIAL_DELAY, Target, rejection_reason, until_available};
+use crate::db::{
+    Db, DbError, RETRY_INITIAL_DELAY, Target, apply_isolating_refused, rejection_reason,
+    until_available,
+};
 use crate::decode::{Decoded, decode_retrying};
 use crate::metrics as m;
 use crate::model::Envelope;
@@ -211,17 +214,43 @@ impl Live {
 
     /// Applies a batch, retrying transient failures; a batch the database rejects is applied event
     /// by event so only the offending event is dead-lettered. Returns false when cancelled first.
+    /// Applies a batch, waiting out a database that is down; a batch it refuses as poison is
+    /// applied event by event and each refused event dead-lettered (`db::apply_isolating_refused`).
+    /// `false` when cancelled.
     async fn apply_with_retry(
         &self,
         envs: &[Envelope],
         next: &BTreeMap<i32, i64>,
     ) -> Result<bool, Error> {
+        let admitted = apply_isolating_refused(
+            envs,
+            next,
+            |envs, next| async move { self.apply_retrying(envs, &next).await },
+            |env, e| async move {
+                self.dead_letter_event(env, rejection_reason(&e), &e.to_string())
+                    .await?;
+                m::skipped("dead_lettered", 1);
+                Ok::<(), Error>(())
+            },
+        )
+        .await?;
+        Ok(admitted.is_some())
+    }
+
+    /// One batch transaction, retried with back-off while the database is unavailable. The events
+    /// admitted, `None` when cancelled; poison and fatal errors are returned (fatal ones also mark
+    /// the service broken).
+    async fn apply_retrying(
+        &self,
+        envs: &[Envelope],
+        next: &BTreeMap<i32, i64>,
+    ) -> Result<Option<usize>, DbError> {
         let mut backoff = Backoff::new(RETRY_INITIAL_DELAY);
         loop {
             match self.apply_once(envs, next).await {
-                Ok(()) => {
+                Ok(admitted) => {
                     mark_available(&self.health, self.db.backend());
-                    return Ok(true);
+                    return Ok(Some(admitted));
                 }
                 Err(e) => match e.class() {
                     ErrorClass::Retryable => {
@@ -229,35 +258,17 @@ impl Live {
                         database_unavailable(&self.health, "batch", &e);
                         tracing::warn!(error = %e, "batch failed; retrying");
                         if !backoff.wait(&self.token).await {
-                            return Ok(false);
+                            return Ok(None);
                         }
-                    }
-                    ErrorClass::Poison if envs.len() > 1 => {
-                        m::db_error("poison");
-                        tracing::warn!(error = %e, events = envs.len(), "database rejected the batch; applying event by event");
-                        for env in envs {
-                            let one = BTreeMap::from([(env.partition, env.offset + 1)]);
-                            if !Box::pin(self.apply_with_retry(std::slice::from_ref(env), &one))
-                                .await?
-                            {
-                                return Ok(false);
-                            }
-                        }
-                        return Box::pin(self.apply_with_retry(&[], next)).await;
                     }
                     ErrorClass::Poison => {
                         m::db_error("poison");
-                        let env = &envs[0];
-                        let detail = e.to_string();
-                        self.dead_letter_event(env, rejection_reason(&e), &detail)
-                            .await?;
-                        m::skipped("dead_lettered", 1);
-                        return Box::pin(self.apply_with_retry(&[], next)).await;
+                        return Err(e);
                     }
                     ErrorClass::Fatal => {
                         m::db_error("fatal");
                         self.health.broken(DATABASE_CHECK, e.to_string());
-                        return Err(e.into());
+                        return Err(e);
                     }
                 },
             }
@@ -268,7 +279,7 @@ impl Live {
         &self,
         envs: &[Envelope],
         next: &BTreeMap<i32, i64>,
-    ) -> Result<(), DbError> {
+    ) -> Result<usize, DbError> {
         let applied = self
             .db
             .apply(
@@ -281,7 +292,7 @@ impl Live {
             )
             .await?;
         m::batch_applied(envs.len(), self.db.backend().name(), &applied);
-        Ok(())
+        Ok(applied.new_events)
     }
 
     async fn dead_letter(

@@ -16,9 +16,12 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tillstream_contracts::Registry;
 use tillstream_runtime::kafka;
-use tillstream_runtime::{CancellationToken, Classify, ErrorClass};
+use tillstream_runtime::CancellationToken;
 
-use crate::db::{Color, Db, FaultConfig, Switch, Target, offsets_differ, until_available};
+use crate::db::{
+    Color, Db, FaultConfig, Switch, Target, apply_isolating_refused, offsets_differ,
+    until_available,
+};
 use crate::decode::{Decoded, decode_retrying};
 use crate::model::{Envelope, ProjectionParams};
 use crate::{Config, Error, metrics};
@@ -354,11 +357,11 @@ async fn replay(
         }
         let applied =
             apply_skipping_refused(db, target, &cfg.topic, &envs, &next, &params, token).await?;
-        let Some(applied) = applied else {
+        let Some(admitted) = applied else {
             return Ok(());
         };
         stats.records += records;
-        stats.events += applied.new_events as u64;
+        stats.events += admitted as u64;
         bar.inc(records);
         metrics::rebuild_progress(stats.events);
         for (p, o) in &next {
@@ -372,7 +375,7 @@ async fn replay(
 
 /// Applies a replayed batch; a batch the database refuses (poison: a sum that would overflow) is
 /// applied event by event and the refused events are skipped, as the live loop dead-lettered them,
-/// so the rebuilt set equals the live one. `None` when cancelled.
+/// so the rebuilt set equals the live one. The events admitted; `None` when cancelled.
 async fn apply_skipping_refused(
     db: &Db,
     target: Color,
@@ -381,40 +384,26 @@ async fn apply_skipping_refused(
     next: &BTreeMap<i32, i64>,
     params: &ProjectionParams,
     token: &CancellationToken,
-) -> Result<Option<crate::db::Applied>, Error> {
+) -> Result<Option<usize>, Error> {
     let no_fault = &FaultConfig::default();
-    let apply = |envs: &[Envelope], next: &BTreeMap<i32, i64>| {
-        let (envs, next) = (envs.to_vec(), next.clone());
-        async move {
-            until_available(
+    apply_isolating_refused(
+        envs,
+        next,
+        |envs, next| async move {
+            let applied = until_available(
                 token,
                 |_| {},
-                || db.apply(Target::Set(target), topic, &envs, &next, params, no_fault),
+                || db.apply(Target::Set(target), topic, envs, &next, params, no_fault),
             )
-            .await
-        }
-    };
-    match apply(envs, next).await {
-        Err(e) if e.class() == ErrorClass::Poison => {
-            tracing::warn!(error = %e, events = envs.len(), "replayed batch refused; applying event by event");
-        }
-        other => return Ok(other?),
-    }
-    for env in envs {
-        let one = BTreeMap::from([(env.partition, env.offset + 1)]);
-        match apply(std::slice::from_ref(env), &one).await {
-            Ok(Some(_)) => {}
-            Ok(None) => return Ok(None),
-            Err(e) if e.class() == ErrorClass::Poison => {
-                tracing::warn!(partition = env.partition, offset = env.offset, error = %e, "replayed event refused (dead-lettered by the live loop): skipped");
-                if apply(&[], &one).await?.is_none() {
-                    return Ok(None);
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(apply(&[], next).await?)
+            .await?;
+            Ok(applied.map(|a| a.new_events))
+        },
+        |env, e| async move {
+            tracing::warn!(partition = env.partition, offset = env.offset, error = %e, "replayed event refused (dead-lettered by the live loop): skipped");
+            Ok::<(), Error>(())
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! - `sets`: blue/green table sets ([`Color`], [`TABLES`]), the analyst views, the switch;
 //! - `dump`: the canonical dump ([`Db::dump`]);
 //! - `overflow`: sums that would leave 64 bits (SQLite triggers, the dead-letter reason);
+//! - `refused`: a batch the database refuses, applied event by event (live and rebuild alike);
 //! - `reorder`: writing reorder points;
 //! - `multirow`: the upsert templates of `sql/*.sql` for a table set, run as chunked multi-row
 //!   statements;
@@ -28,6 +29,7 @@ mod migrate;
 mod multirow;
 mod offsets;
 mod overflow;
+mod refused;
 mod reorder;
 mod sets;
 
@@ -39,6 +41,7 @@ pub use self::apply::{Applied, Target};
 pub use self::dump::first_difference;
 pub use self::migrate::{LEGACY_MIGRATIONS_TABLE, MIGRATION_0001, MIGRATIONS_TABLE, migrator};
 pub use self::overflow::rejection_reason;
+pub use self::refused::apply_isolating_refused;
 pub use self::sets::{
     ColType, Color, Switch, TABLES, TableSpec, VIEWS_SQL, offsets_differ, view_names,
     view_statements,
