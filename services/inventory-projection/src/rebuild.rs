@@ -15,8 +15,8 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tillstream_contracts::Registry;
-use tillstream_runtime::kafka;
 use tillstream_runtime::CancellationToken;
+use tillstream_runtime::kafka;
 
 use crate::db::{
     Color, Db, FaultConfig, Switch, Target, apply_isolating_refused, offsets_differ,
