@@ -125,24 +125,33 @@ async fn create_session(
     AsyncClient::new(o, receive_max as usize * 2 + 64)
 }
 
+/// Creates the persistent session `client_id` subscribed to the store topics, leaves, and publishes
+/// the backlog: mosquitto queues all of it for the session's next connection.
+async fn queue_backlog_for(
+    port: u16,
+    client_id: &str,
+    receive_max: u16,
+    events: &[(String, String, Vec<u8>)],
+) {
+    let (client, mut el) = create_session(port, client_id, receive_max).await;
+    client
+        .subscribe_many(vec![Filter::new("store/+/#", QoS::AtLeastOnce)])
+        .await
+        .unwrap();
+    loop {
+        if let Ok(Event::Incoming(Packet::SubAck(_))) = el.poll().await {
+            break;
+        }
+    }
+    client.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(1), el.poll()).await;
+    publish_backlog(port, events).await;
+}
+
 /// mosquitto alone: how fast it drains `n` queued messages to a subscriber that only acks.
 async fn mosquitto_drain(port: u16, events: &[(String, String, Vec<u8>)]) -> f64 {
     let id = "bench-ack-only";
-    {
-        let (client, mut el) = create_session(port, id, 10_000).await;
-        client
-            .subscribe_many(vec![Filter::new("store/+/#", QoS::AtLeastOnce)])
-            .await
-            .unwrap();
-        loop {
-            if let Ok(Event::Incoming(Packet::SubAck(_))) = el.poll().await {
-                break;
-            }
-        }
-        client.disconnect().await.unwrap();
-        let _ = tokio::time::timeout(Duration::from_secs(1), el.poll()).await;
-    }
-    publish_backlog(port, events).await;
+    queue_backlog_for(port, id, 10_000, events).await;
     let (client, mut el) = create_session(port, id, 10_000).await;
     let n = events.len();
     let mut got = 0usize;
@@ -334,21 +343,7 @@ async fn naive_peer_drain(
     receive_max: u16,
 ) -> Result<f64, String> {
     let id = format!("bench-naive-{name}");
-    {
-        let (client, mut el) = create_session(port, &id, receive_max).await;
-        client
-            .subscribe_many(vec![Filter::new("store/+/#", QoS::AtLeastOnce)])
-            .await
-            .unwrap();
-        loop {
-            if let Ok(Event::Incoming(Packet::SubAck(_))) = el.poll().await {
-                break;
-            }
-        }
-        client.disconnect().await.unwrap();
-        let _ = tokio::time::timeout(Duration::from_secs(1), el.poll()).await;
-    }
-    publish_backlog(port, events).await;
+    queue_backlog_for(port, &id, receive_max, events).await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/naive_bridge.py");
     let mut cmd = tokio::process::Command::new(python);
     cmd.arg(script)

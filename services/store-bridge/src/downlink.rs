@@ -20,7 +20,7 @@ use rdkafka::message::OwnedMessage;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use tillstream_contracts::{DeviceEvent, DeviceReceipt, Registry, SourceKind, codec};
+use tillstream_contracts::{DeviceEvent, DeviceReceipt, Registry, codec};
 use tillstream_runtime::Health;
 use tillstream_runtime::clock::now_ms;
 use tillstream_runtime::kafka::{
@@ -188,14 +188,7 @@ pub async fn run(
                 }
                 Err((reason, detail, store)) => {
                     m::downlink_rejected(reason);
-                    let source = Source {
-                        kind: SourceKind::Kafka,
-                        topic: msg.topic(),
-                        partition: Some(msg.partition()),
-                        offset: Some(msg.offset()),
-                        key: msg.key(),
-                        headers: Default::default(),
-                    };
+                    let source = Source::of_message(msg);
                     let dl = dead_letters.record(
                         &source,
                         msg.payload().unwrap_or_default(),

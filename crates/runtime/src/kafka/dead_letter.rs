@@ -45,6 +45,20 @@ pub struct Source<'a> {
     pub headers: BTreeMap<String, String>,
 }
 
+impl<'a> Source<'a> {
+    /// Where a Kafka record came from: its topic, partition, offset, key and headers.
+    pub fn of_message<M: rdkafka::Message>(msg: &'a M) -> Source<'a> {
+        Source {
+            kind: SourceKind::Kafka,
+            topic: msg.topic(),
+            partition: Some(msg.partition()),
+            offset: Some(msg.offset()),
+            key: msg.key(),
+            headers: super::header_map(msg),
+        }
+    }
+}
+
 /// A Kafka record a consumer refuses: the dead-letter reason, a detail for people, and whatever
 /// identity could be read before it failed (the store falls back to the record's key).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,14 +183,7 @@ impl DeadLetters {
         rejected: &Rejected,
         failed_at_ms: i64,
     ) -> DeadLetter {
-        let source = Source {
-            kind: SourceKind::Kafka,
-            topic: msg.topic(),
-            partition: Some(msg.partition()),
-            offset: Some(msg.offset()),
-            key: msg.key(),
-            headers: super::header_map(msg),
-        };
+        let source = Source::of_message(msg);
         let store = rejected
             .store_id
             .clone()
