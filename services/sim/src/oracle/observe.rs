@@ -200,12 +200,10 @@ async fn event_id(
         topic: topic.to_string(),
         detail: format!("record at offset {}: {detail}", m.offset()),
     };
-    let (sid, datum) =
-        codec::unframe(m.payload().unwrap_or_default()).map_err(|e| bad(e.to_string()))?;
-    let w = registry
-        .writer_schema(sid)
+    let (w, datum) = tillstream_runtime::framed::writer_of(registry, m.payload())
         .await
-        .map_err(|e| bad(e.to_string()))?;
+        .map_err(|e| bad(e.to_string()))?
+        .map_err(|u| bad(format!("{}: {}", u.reason, u.detail)))?;
     Ok(tillstream_contracts::DeviceEvent::decode(&w, datum)
         .map_err(|e| bad(e.to_string()))?
         .event_id()
