@@ -2,7 +2,8 @@
 //! (`topology`, rendered as Strimzi `KafkaTopic` resources by `strimzi`), topic inspection
 //! (`inspect`), the store bridge's outbox quarantine (`outbox`), the
 //! conflict detector's review queue (`conflicts`), price-list approval (`prices`) and the finance
-//! export's day files, ledger and reconciliation (`finance`). Every command
+//! export's day files, ledger and reconciliation (`finance`), and the live view of a running
+//! pipeline from its services' metrics (`top`). Every command
 //! is a library function so tests drive it directly; `main.rs` only parses arguments and prints.
 
 pub mod conflicts;
@@ -12,4 +13,5 @@ pub mod outbox;
 pub mod prices;
 pub mod schemas;
 pub mod strimzi;
+pub mod top;
 pub mod topology;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tillctl::{conflicts, finance, inspect, outbox, prices, schemas, strimzi, topology};
+use tillctl::{conflicts, finance, inspect, outbox, prices, schemas, strimzi, top, topology};
 use tillstream_contracts::{Registry, RegistryConfig};
 use tillstream_runtime::cli::{BrokersArg, RegistryArg};
 
@@ -55,6 +55,38 @@ enum Command {
     },
     /// The finance export: export a range again, a store-day's ledger, reconciliation status.
     Finance(FinanceArgs),
+    /// A live view of a running pipeline from its services' metrics: events/s per stage, stores,
+    /// dead letters (docs/live-view.md says what each part means).
+    Top(TopArgs),
+}
+
+#[derive(clap::Args)]
+struct TopArgs {
+    /// A service's metrics URL; repeat for each. Default: the five services `scripts/run` starts.
+    #[arg(long = "metrics", value_name = "URL", default_values_t = [
+        "http://127.0.0.1:19464/metrics".to_string(),
+        "http://127.0.0.1:19465/metrics".to_string(),
+        "http://127.0.0.1:19466/metrics".to_string(),
+        "http://127.0.0.1:19467/metrics".to_string(),
+        "http://127.0.0.1:19468/metrics".to_string(),
+    ])]
+    metrics: Vec<String>,
+    /// Milliseconds between frames (each frame's rates are measured over it).
+    #[arg(long, default_value_t = 2_000)]
+    every_ms: u64,
+    /// Stop after this many frames (default: until Ctrl-C).
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Print frames one after another instead of redrawing the screen (the default when the
+    /// output is not a terminal).
+    #[arg(long)]
+    plain: bool,
+    /// A file whose last line the view shows as the fleet's status.
+    #[arg(long)]
+    status_file: Option<PathBuf>,
+    /// How many stores the store table shows.
+    #[arg(long, default_value_t = 10)]
+    stores: usize,
 }
 
 #[derive(clap::Args)]
@@ -464,6 +496,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Top(args) => {
+            use std::io::IsTerminal;
+            let screen = if args.plain || !std::io::stdout().is_terminal() {
+                top::Screen::Append
+            } else {
+                top::Screen::Redraw
+            };
+            let opts = top::Options {
+                endpoints: args.metrics,
+                every: Duration::from_millis(args.every_ms.max(100)),
+                frames: args.frames,
+                screen,
+                status_file: args.status_file,
+                store_rows: args.stores,
+            };
+            top::run(opts, &mut std::io::stdout().lock()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Finance(args) => {
