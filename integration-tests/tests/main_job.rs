@@ -94,7 +94,13 @@ fn ctrl_c_in_the_live_view_stops_everything_the_run_started() {
         .tempdir()
         .unwrap();
     let stack_dir = stack.path().to_path_buf();
-    let (kafka, mqtt, pg, registry) = (free_port(), free_port(), free_port(), free_port());
+    let (kafka, mqtt, pg, registry, prometheus) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
     // After the stack's ports: free_port never hands out a port twice, so none of them is in
     // BASE..=BASE+6.
     let port_base = free_port_base();
@@ -106,6 +112,7 @@ fn ctrl_c_in_the_live_view_stops_everything_the_run_started() {
         .env("TILLSTREAM_MQTT_PORT", mqtt.to_string())
         .env("TILLSTREAM_PG_PORT", pg.to_string())
         .env("TILLSTREAM_REGISTRY_PORT", registry.to_string())
+        .env("TILLSTREAM_PROMETHEUS_PORT", prometheus.to_string())
         .env("TILLSTREAM_STACK_NO_BUILD", "1")
         .env("TILLSTREAM_RUN_NO_BUILD", "1")
         .env("TILLSTREAM_RUN_BIN_DIR", &bin_dir)
@@ -176,11 +183,46 @@ fn ctrl_c_in_the_live_view_stops_everything_the_run_started() {
             }
         }
     }
-    assert!(
-        processes_of_run(&stack_dir).len() >= 8,
-        "the run should have its stack, five services, the fleet and the view running: {:?}",
-        processes_of_run(&stack_dir)
-    );
+    let running = processes_of_run(&stack_dir).join("\n");
+    for program in [
+        "tansu",
+        "mosquitto",
+        "tillstream-schema-registry",
+        "prometheus",
+        "tillstream-store-bridge",
+        "tillstream-dedup",
+        "tillstream-inventory-projection",
+        "tillstream-conflict-detector",
+        "tillstream-finance-export",
+        "tillstream-sim",
+        "tillctl top",
+    ] {
+        assert!(
+            running.contains(program),
+            "{program} is not running:\n{running}"
+        );
+    }
+    // The local Prometheus scrapes the five services (the alerts can be watched on this machine).
+    let targets_up = || {
+        let out = Command::new("curl")
+            .args(["-s", "-m", "2"])
+            .arg(format!(
+                "http://127.0.0.1:{prometheus}/api/v1/targets?state=active"
+            ))
+            .output()
+            .expect("running curl");
+        String::from_utf8_lossy(&out.stdout)
+            .matches("\"health\":\"up\"")
+            .count()
+    };
+    let scraped = Instant::now() + Duration::from_secs(30);
+    while targets_up() < 5 {
+        assert!(
+            Instant::now() < scraped,
+            "Prometheus does not scrape the five services within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     signal_group(pgid, "-INT");
     let stop_deadline = Instant::now() + Duration::from_secs(120);
@@ -222,8 +264,8 @@ fn ctrl_c_in_the_live_view_stops_everything_the_run_started() {
         Vec::<String>::new(),
         "left behind; {text}"
     );
-    for k in [0u16, 1, 2, 3, 4, 6] {
-        let port = port_base + k;
+    let ports = [0u16, 1, 2, 3, 4, 6].map(|k| port_base + k);
+    for port in ports.into_iter().chain([kafka, mqtt, registry, prometheus]) {
         assert!(
             TcpStream::connect(("127.0.0.1", port)).is_err(),
             "something still listens on {port}; {text}"
