@@ -558,7 +558,9 @@ async fn main() {
     let mut converter = Converter {
         classifier: Arc::new(tillstream_store_bridge::validate::Classifier {
             routes: tillstream_store_bridge::routes::Routes::new(&base.routes).unwrap(),
-            fleet: tillstream_store_bridge::fleet::Fleet::load(&base.fleet_file).unwrap(),
+            fleet: tillstream_store_bridge::fleet::Fleet::load(&base.fleet_file)
+                .unwrap()
+                .into(),
             ignore: base.mqtt.ignore.clone(),
             limits: base.limits.clone(),
         }),

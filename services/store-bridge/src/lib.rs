@@ -15,6 +15,7 @@
 //!   (input bounds before any arithmetic), [`routes`],
 //!   [`fleet`] (device → store), [`json_schema`] (the published device JSON contract),
 //!   [`quarantine`] (which Kafka errors set a topic aside, and when).
+//! - [`redrive`]: the same validation and conversion for a dead letter re-driven by `tillctl`.
 //! - I/O edges: [`uplink`] (the MQTT session: convert, hand to the outbox, ack when durable) →
 //!   [`outbox`] (SQLite writer thread with group commit, reader, disk reserve) → [`drainer`] (the
 //!   producer, in outbox-id order); [`downlink`] (Kafka → retained MQTT).
@@ -30,6 +31,7 @@ pub mod json_schema;
 pub mod metrics;
 pub mod outbox;
 pub mod quarantine;
+pub mod redrive;
 pub mod routes;
 pub mod uplink;
 pub mod validate;
@@ -106,10 +108,10 @@ fn kinds(routes: &routes::Routes) -> Vec<EventKind> {
 
 /// Starts every component and returns once the ops endpoint listens.
 pub async fn start(config: Config, token: CancellationToken) -> Result<Running, BridgeError> {
-    let fleet = fleet::Fleet::load(&config.fleet_file)?;
+    let fleet = fleet::SharedFleet::new(fleet::Fleet::load(&config.fleet_file)?);
     let routes = routes::Routes::new(&config.routes)?;
     tracing::info!(
-        devices = fleet.len(),
+        devices = fleet.current().len(),
         routes = config.routes.len(),
         "store bridge starting"
     );
@@ -154,7 +156,7 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
     let converter = Converter {
         classifier: Arc::new(Classifier {
             routes,
-            fleet,
+            fleet: fleet.clone(),
             ignore: config.mqtt.ignore.clone(),
             limits: config.limits.clone(),
         }),
@@ -225,6 +227,14 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
             async move { run.await.map_err(BridgeError::from) },
         );
     }
+    // A device added to the fleet file is accepted within seconds, without a restart.
+    guard.spawn_task("fleet watch", {
+        let watch = fleet::watch(config.fleet_file.clone(), fleet, intake.clone());
+        async move {
+            watch.await;
+            Ok(())
+        }
+    });
     guard.spawn_task(
         "kafka probe",
         probe_kafka(

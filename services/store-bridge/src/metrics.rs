@@ -54,6 +54,11 @@ pub const DRAINER_RESETS_TOTAL: &str = "tillstream_store_bridge_drainer_resets_t
 pub const DOWNLINK_PUBLISHED_TOTAL: &str = "tillstream_store_bridge_downlink_published_total";
 /// Counter: downlink records that could not be delivered to a store (dead-lettered), by `reason`.
 pub const DOWNLINK_REJECTED_TOTAL: &str = "tillstream_store_bridge_downlink_rejected_total";
+/// Gauge: devices in the fleet file the bridge validates against.
+pub const FLEET_DEVICES: &str = "tillstream_store_bridge_fleet_devices";
+/// Counter: fleet file reloads, by `outcome` (`applied`; `refused`: the file did not parse, the
+/// fleet stays as it was).
+pub const FLEET_RELOADS_TOTAL: &str = "tillstream_store_bridge_fleet_reloads_total";
 
 // Emit functions: the only places metrics are recorded (the rest of the crate calls these).
 
@@ -74,6 +79,16 @@ pub fn event_seen(store: &str, device: &str, seen_at_s: f64, lag_s: f64) {
         "device" => device.to_string(), "store" => store.to_string())
     .set(seen_at_s);
     metrics::gauge!(SYNC_LAG_SECONDS, "store" => store.to_string()).set(lag_s);
+}
+
+/// The fleet the bridge validates against now has `n` devices.
+pub fn fleet_devices(n: usize) {
+    metrics::gauge!(FLEET_DEVICES).set(n as f64);
+}
+
+/// A fleet file reload: `applied` or `refused`.
+pub fn fleet_reload(outcome: &'static str) {
+    metrics::counter!(FLEET_RELOADS_TOTAL, "outcome" => outcome).increment(1);
 }
 
 pub fn mqtt_connected(up: bool) {

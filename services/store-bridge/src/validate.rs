@@ -12,7 +12,7 @@ use tillstream_contracts::{DeviceEvent, EventKind, Money};
 
 use crate::bounds::first_out_of_bounds;
 use crate::config::LimitsConfig;
-use crate::fleet::Fleet;
+use crate::fleet::SharedFleet;
 use crate::routes::{Routes, filter_matches};
 
 /// Why an input was dead-lettered (the `reason` of the record and the metric label).
@@ -114,7 +114,8 @@ pub enum Verdict {
 #[derive(Debug, Clone)]
 pub struct Classifier {
     pub routes: Routes,
-    pub fleet: Fleet,
+    /// Which store each device is registered to (reloaded while the bridge runs).
+    pub fleet: SharedFleet,
     pub ignore: Vec<String>,
     /// Payload size and input bounds.
     pub limits: LimitsConfig,
@@ -198,7 +199,7 @@ impl Classifier {
                 format!("topic device {td:?} != payload device_id {device:?}"),
             )));
         }
-        match self.fleet.store_of(device) {
+        match self.fleet.current().store_of(device) {
             None => {
                 return Err(about(Rejection::new(
                     Reason::UnknownDevice,
@@ -471,12 +472,15 @@ pub fn validate_values(event: &DeviceEvent) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::config::default_routes;
+    use crate::fleet::Fleet;
     use tillstream_contracts::samples;
 
     fn classifier() -> Classifier {
         Classifier {
             routes: Routes::new(&default_routes()).unwrap(),
-            fleet: Fleet::parse("s001-d01,s001\ns002-d01,s002\n").unwrap(),
+            fleet: Fleet::parse("s001-d01,s001\ns002-d01,s002\n")
+                .unwrap()
+                .into(),
             ignore: vec!["store/+/catalog/#".into()],
             limits: LimitsConfig {
                 max_payload_bytes: 4096,

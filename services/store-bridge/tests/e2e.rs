@@ -479,3 +479,156 @@ async fn sigterm_stores_and_acks_what_it_took_and_exits_cleanly() {
     );
     assert!(bridge.sigterm().success());
 }
+
+/// A device added to the fleet file is accepted without a restart, and what the bridge refused
+/// before (`unknown_device`) is re-driven through its validation by `tillctl dead-letters redrive`:
+/// into the raw topic once per re-drive (the dedup passes each event id on once); a device still
+/// unknown is refused again, as a new dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_device_added_to_the_fleet_file_is_accepted_live_and_its_dead_letters_re_driven() {
+    let env = Env::start().await;
+    let mut cfg = env.config();
+    // The bridge's fleet lacks two devices mosquitto lets in: s003-d02 (added below) and
+    // s004-d02 (never added).
+    let fleet_file = env.dir.path().join("devices.csv");
+    let without: String = devices()
+        .iter()
+        .filter(|(d, _)| d != "s003-d02" && d != "s004-d02")
+        .map(|(d, s)| format!("{d},{s}\n"))
+        .collect();
+    std::fs::write(&fleet_file, &without).unwrap();
+    cfg.fleet_file = fleet_file.clone();
+    let ops = cfg.ops.listen.to_string();
+    let token = CancellationToken::new();
+    let running = tillstream_store_bridge::start(cfg.clone(), token.clone())
+        .await
+        .unwrap();
+    wait_ready(&ops, Duration::from_secs(60)).await;
+
+    let t3 = "store/s003/pos/order.created";
+    let t4 = "store/s004/pos/order.created";
+    let added = Device::device(env.stack.mqtt_port(), "s003-d02").await;
+    let never = Device::device(env.stack.mqtt_port(), "s004-d02").await;
+    added.publish(t3, order_json("s003", "s003-d02", 1)).await;
+    never.publish(t4, order_json("s004", "s004-d02", 1)).await;
+    added.wait_acked(1, Duration::from_secs(30)).await;
+    never.wait_acked(1, Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dead_letters(&env).await.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the two unknown devices' events were not dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        by_reason(&dead_letters(&env).await),
+        [("unknown_device".to_string(), 2)].into()
+    );
+    assert!(
+        env.read(RAW).is_empty(),
+        "nothing of unknown devices reaches the raw topic"
+    );
+
+    // Onboard s003-d02: the bridge picks the file up while it runs.
+    std::fs::write(&fleet_file, format!("{without}s003-d02,s003\n")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&ops, "tillstream_store_bridge_fleet_devices")
+        != Some((devices().len() - 1) as f64)
+    {
+        assert!(Instant::now() < deadline, "the fleet file was not reloaded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    added.publish(t3, order_json("s003", "s003-d02", 2)).await;
+    added.wait_acked(2, Duration::from_secs(30)).await;
+
+    // Re-drive the unknown_device dead letters with the bridge's configuration as it is now.
+    let kafka_cfg = env.stack.kafka();
+    let registry = env.registry.client();
+    let selection = tillctl::dead_letters::Selection {
+        reason: Some("unknown_device".into()),
+        ..Default::default()
+    };
+    let revalidator = tillstream_store_bridge::redrive::Revalidator::new(&cfg, registry.clone())
+        .await
+        .unwrap();
+    let redrive = |dry_run: bool| {
+        let (kafka_cfg, registry, revalidator, selection) = (
+            kafka_cfg.clone(),
+            registry.clone(),
+            revalidator.clone(),
+            selection.clone(),
+        );
+        async move {
+            let stored =
+                tillctl::dead_letters::read(&kafka_cfg, &registry, DLQ, Duration::from_secs(30))
+                    .await
+                    .unwrap();
+            tillctl::dead_letters::redrive(
+                &kafka_cfg,
+                &registry,
+                &revalidator,
+                &stored,
+                &selection,
+                dry_run,
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let dry = redrive(true).await;
+    assert!(dry.dry_run);
+    assert_eq!(dry.selected, 2);
+    assert_eq!(dry.written, [(RAW.to_string(), 1)].into());
+    assert_eq!(
+        dry.refused_again,
+        [("unknown_device".to_string(), 1)].into()
+    );
+
+    let first = redrive(false).await;
+    assert_eq!(first.written, [(RAW.to_string(), 1)].into(), "{first:?}");
+    assert_eq!(
+        first.refused_again,
+        [("unknown_device".to_string(), 1)].into()
+    );
+    // A second re-drive (the new dead letter of s004-d02 is selected too) writes s003-d02's event
+    // again: the same event id, which the dedup passes on once.
+    let second = redrive(false).await;
+    assert_eq!(second.selected, 3, "{second:?}");
+    assert_eq!(second.written, [(RAW.to_string(), 1)].into());
+    assert_eq!(
+        second.refused_again,
+        [("unknown_device".to_string(), 2)].into()
+    );
+
+    // Raw: seq 2 (accepted live) once, seq 1 (re-driven) twice with one event id.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let raw = loop {
+        let raw = env.read(RAW);
+        if raw.len() >= 3 || Instant::now() > deadline {
+            break raw;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let mut seen = std::collections::BTreeMap::<(i64, String), usize>::new();
+    for r in &raw {
+        let e =
+            tillstream_integration_tests::decode_event(&registry, r.payload.as_deref().unwrap())
+                .await
+                .unwrap();
+        assert_eq!(e.device_id(), "s003-d02");
+        assert_eq!(r.key_str(), "s003");
+        *seen.entry((e.seq(), e.event_id().to_string())).or_default() += 1;
+    }
+    let counts: Vec<(i64, usize)> = seen.iter().map(|((seq, _), n)| (*seq, *n)).collect();
+    assert_eq!(counts, vec![(1, 2), (2, 1)], "{seen:?}");
+    // The dead-letter topic keeps every dead letter (the dry run wrote none): 2 originals, 1
+    // refused again by the first re-drive, 2 by the second.
+    assert_eq!(
+        by_reason(&dead_letters(&env).await),
+        [("unknown_device".to_string(), 5)].into()
+    );
+    token.cancel();
+    running.wait().await.unwrap();
+}

@@ -67,7 +67,7 @@ fn every_example_validates_parses_and_is_forwarded() {
     let routes = Routes::new(&default_routes()).unwrap();
     let classifier = Classifier {
         routes: routes.clone(),
-        fleet: Fleet::parse("s001-d01,s001\n").unwrap(),
+        fleet: Fleet::parse("s001-d01,s001\n").unwrap().into(),
         ignore: vec![],
         limits: tillstream_store_bridge::config::LimitsConfig {
             max_payload_bytes: 1 << 20,

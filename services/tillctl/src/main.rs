@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tillctl::{conflicts, finance, inspect, outbox, prices, schemas, strimzi, top, topology};
+use tillctl::{
+    conflicts, dead_letters, finance, inspect, outbox, prices, schemas, strimzi, top, topology,
+};
 use tillstream_contracts::{Registry, RegistryConfig};
 use tillstream_runtime::cli::{BrokersArg, RegistryArg};
 
@@ -58,6 +60,61 @@ enum Command {
     /// A live view of a running pipeline from its services' metrics: events/s per stage, stores,
     /// dead letters (docs/live-view.md says what each part means).
     Top(TopArgs),
+    /// The dead-letter topic: a summary by service and reason; re-driving one reason's dead
+    /// letters once their cause is fixed.
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLettersCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLettersCmd {
+    /// Dead letters per service and reason: how many, first and last failure.
+    Summary {
+        #[command(flatten)]
+        args: DeadLetterArgs,
+        /// Only this reason.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Send the dead letters of one reason back through the validation that refused them: the store
+    /// bridge's (with its configuration as it is now) for MQTT messages, the consumer's (written back
+    /// to its input topic) for Kafka records. Repeats are absorbed by the dedup.
+    Redrive {
+        #[command(flatten)]
+        args: DeadLetterArgs,
+        /// The reason to re-drive (`unknown_device`, `out_of_bounds`, ...).
+        #[arg(long)]
+        reason: String,
+        /// List what would be re-driven, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct DeadLetterArgs {
+    #[command(flatten)]
+    brokers: BrokersArg,
+    #[command(flatten)]
+    registry: RegistryArg,
+    /// The store bridge's config file (its TILLSTREAM_STORE_BRIDGE__* variables apply too): its
+    /// routes, fleet file, limits and dead-letter topic.
+    #[arg(long)]
+    bridge_config: Option<PathBuf>,
+    /// The fleet file to validate against (default: the bridge config's).
+    #[arg(long)]
+    fleet_file: Option<PathBuf>,
+    /// Only dead letters of this service (`store-bridge`, `dedup`, `inventory-projection`, ...).
+    #[arg(long)]
+    service: Option<String>,
+    /// Only dead letters since: epoch milliseconds, or an age (`30m`, `6h`, `2d`).
+    #[arg(long)]
+    since: Option<String>,
+    /// How long reading the topic, and each write's retries, may take (ms).
+    #[arg(long, default_value_t = 30_000)]
+    timeout_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -514,6 +571,81 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 store_rows: args.stores,
             };
             top::run(opts, &mut std::io::stdout().lock()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeadLetters { command } => {
+            let (args, reason, redrive) = match command {
+                DeadLettersCmd::Summary { args, reason } => (args, reason, None),
+                DeadLettersCmd::Redrive {
+                    args,
+                    reason,
+                    dry_run,
+                } => (args, Some(reason), Some(dry_run)),
+            };
+            let mut bridge: tillstream_store_bridge::Config = tillstream_runtime::config::load(
+                tillstream_store_bridge::SERVICE,
+                args.bridge_config.as_deref(),
+            )?;
+            // The connections are this command's (as for every tillctl command); the validation
+            // is the bridge's.
+            bridge.kafka.brokers = args.brokers.brokers.clone();
+            bridge.registry = args.registry.read_only();
+            if let Some(f) = args.fleet_file {
+                bridge.fleet_file = f;
+            }
+            let kafka = args.brokers.kafka_config();
+            let registry = Registry::new(args.registry.read_only())?;
+            let timeout = Duration::from_millis(args.timeout_ms);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as i64;
+            let selection = dead_letters::Selection {
+                reason,
+                service: args.service,
+                since_ms: args
+                    .since
+                    .map(|s| dead_letters::parse_since(&s, now))
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?,
+            };
+            let stored =
+                dead_letters::read(&kafka, &registry, &bridge.dead_letter.topic, timeout).await?;
+            match redrive {
+                None => {
+                    let selected = stored
+                        .iter()
+                        .map(|s| &s.dead_letter)
+                        .filter(|d| selection.selects(d));
+                    println!(
+                        "{:<22} {:<28} {:>8}  first failed (ms) / last failed (ms)",
+                        "SERVICE", "REASON", "COUNT"
+                    );
+                    for ((service, reason), s) in dead_letters::summarize(selected) {
+                        println!(
+                            "{service:<22} {reason:<28} {:>8}  {} / {}",
+                            s.count, s.first_failed_at, s.last_failed_at
+                        );
+                    }
+                }
+                Some(dry_run) => {
+                    let revalidator = tillstream_store_bridge::redrive::Revalidator::new(
+                        &bridge,
+                        Registry::new(bridge.registry.clone())?,
+                    )
+                    .await?;
+                    let report = dead_letters::redrive(
+                        &kafka,
+                        &registry,
+                        &revalidator,
+                        &stored,
+                        &selection,
+                        dry_run,
+                        timeout,
+                    )
+                    .await?;
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Finance(args) => {
