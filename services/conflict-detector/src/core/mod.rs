@@ -30,6 +30,10 @@
 //! # Identity
 //! A verdict's id is `uuid_v5` of its rule and its evidence: every fact its record and
 //! compensations are built from (event ids, quantities, prices, the ambiguity). Same id, same bytes.
+//! A verdict names only the facts its decision rests on (an oversell: its line, shortfall, policy
+//! and whether it is ambiguous; not the earlier sale that took the last unit, nor the other
+//! devices' sales within the skew tolerance), so a late event that leaves the decision as it was
+//! leaves the verdict as it was (`identity_tests`).
 //! A verdict superseded and later true again gets a new id (a generation counter per evidence).
 //!
 //! # Rules
@@ -42,6 +46,8 @@
 //! core's one public surface; the rules themselves are in the files named above.
 
 pub mod collision;
+#[cfg(test)]
+mod identity_tests;
 pub mod keys;
 pub mod money;
 pub mod price;

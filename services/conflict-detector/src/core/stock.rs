@@ -11,7 +11,7 @@
 //! `counted - expected` (the counter's own correction, which commutes with sales arriving late); a
 //! COUNT without it sets on-hand to the counted figure.
 //!
-//! Why one file (~830 lines): the three stock rules (oversell, reservation breach, stale count)
+//! Why one file (~800 lines): the three stock rules (oversell, reservation breach, stale count)
 //! judge the same event-time timeline in one pass; splitting them would re-walk or share its cursor
 //! across files.
 
@@ -259,6 +259,13 @@ impl SkuTimeline {
 
     /// Rule 1. The earliest sales win: the entry's shortfall is what it sold beyond the event-time
     /// stock left by the sales before it.
+    ///
+    /// The verdict rests on the line, its shortfall and policy, and whether the clocks can order
+    /// it: its evidence and its id name no other sale. Which earlier sale took the last unit, and
+    /// which sales of other devices got stock within the skew tolerance, change with every late
+    /// stock move before them while the line's backorder does not: when the verdict named them,
+    /// each late event superseded every oversold line after it in the run and issued the same
+    /// backorder again (issue 16: 1.34M oversell supersedes for 131,838 oversells at 1M events).
     fn oversell(
         &self,
         i: usize,
@@ -270,51 +277,16 @@ impl SkuTimeline {
     ) -> Result<Verdict, Overflow> {
         let e = &self.entries[i];
         let tol = ctx.cfg.skew_tolerance_ms;
-        // Scan back through this run of sales (until stock was last replenished): the sale that
-        // took the last unit, and winners of other devices too close in time to be ordered.
-        let mut last_winner: Option<usize> = None;
-        let mut competing: Vec<usize> = Vec::new();
-        let mut j = i;
-        let mut scanned = 0;
-        while j > 0 {
-            j -= 1;
-            scanned += 1;
-            let w = &self.entries[j];
-            if w.mv.restocks() {
-                break;
-            }
-            let within = e.key.at.saturating_sub(w.key.at) <= tol;
-            if matches!(w.mv, Move::Sale { .. }) && w.after >= 0 {
-                if last_winner.is_none() {
-                    last_winner = Some(j);
-                }
-                if within && w.key.device != e.key.device {
-                    competing.push(j);
-                }
-            }
-            if !within && (last_winner.is_some() || scanned >= 64) {
-                break;
-            }
-        }
-        competing.reverse();
+        let ambiguous = self.competing_winner(i, tol);
         let policy = ctx.cfg.policy(sku);
-        let ambiguous = !competing.is_empty();
-        let mut evidence = vec![(e.event_id.clone(), e.key.at)];
         let mut key = format!(
             "{}|{}|{sku}|short={shortfall}|qty={qty}|policy={}",
             e.event_id,
             e.key.line,
             policy.name()
         );
-        if let Some(w) = last_winner {
-            let w = &self.entries[w];
-            evidence.push((w.event_id.clone(), w.key.at));
-            key.push_str(&format!("|winner={}/{}", w.event_id, w.key.line));
-        }
-        for c in &competing {
-            let c = &self.entries[*c];
-            evidence.push((c.event_id.clone(), c.key.at));
-            key.push_str(&format!("|near={}/{}", c.event_id, c.key.line));
+        if ambiguous {
+            key.push_str("|skew-ambiguous");
         }
         let value = money::times(&unit_price.to_money(), shortfall)?;
         let on_hand = qty - shortfall;
@@ -323,35 +295,18 @@ impl SkuTimeline {
         } else {
             "no stock was on hand in event time".to_string()
         };
-        let winner_words = match last_winner {
-            Some(w) => {
-                let w = &self.entries[w];
-                format!(
-                    " after the earlier sale {} took the last unit(s)",
-                    text::event(&w.event_id, &w.key.device, w.key.at)
-                )
-            }
-            None => String::new(),
-        };
         let skew_words = if ambiguous {
-            let names: Vec<String> = competing
-                .iter()
-                .map(|c| {
-                    let c = &self.entries[*c];
-                    text::event(&c.event_id, &c.key.device, c.key.at)
-                })
-                .collect();
             format!(
-                " The order is uncertain: {} happened within the {} skew tolerance of this sale on another device's clock, so which sale got the stock cannot be told from the clocks; the {} stands on the clocks' order and the conflict goes to review.",
-                names.join(", "),
+                " The order is uncertain: a sale of another device that got stock happened within the {} skew tolerance before this one (from {} on), so which sale got the stock cannot be told from the clocks; the {} stands on the clocks' order and the conflict goes to review.",
                 text::duration(tol),
+                text::utc(e.key.at.saturating_sub(tol)),
                 policy.name()
             )
         } else {
             String::new()
         };
         let explanation = format!(
-            "Oversell (rule 1, earliest sales win): sale {} sold {qty} x {sku} (line {}) but {stock_words}{winner_words}. Both sales are recorded; {shortfall} unit(s) of this line become a {} compensation worth {}.{skew_words}",
+            "Oversell (rule 1, earliest sales win): sale {} sold {qty} x {sku} (line {}) but {stock_words}. The sale stays recorded; {shortfall} unit(s) of this line become a {} compensation worth {}.{skew_words}",
             text::event(&e.event_id, &e.key.device, e.key.at),
             e.key.line,
             policy.name(),
@@ -375,7 +330,7 @@ impl SkuTimeline {
             },
             Owner::StoreOps,
             Some(sku),
-            evidence,
+            vec![(e.event_id.clone(), e.key.at)],
             detail,
             explanation,
             outcome,
@@ -390,6 +345,20 @@ impl SkuTimeline {
                 ),
             }],
         ))
+    }
+
+    /// Whether a sale of another device that still got stock lies within `tol` before entry `i`
+    /// in its run (since stock was last replenished): then the clocks cannot say which sale came
+    /// first.
+    fn competing_winner(&self, i: usize, tol: i64) -> bool {
+        let e = &self.entries[i];
+        self.entries[..i]
+            .iter()
+            .rev()
+            .take_while(|w| !w.mv.restocks() && e.key.at.saturating_sub(w.key.at) <= tol)
+            .any(|w| {
+                matches!(w.mv, Move::Sale { .. }) && w.after >= 0 && w.key.device != e.key.device
+            })
     }
 
     /// Rule 2: units of the sale that came out of stock held for other orders.
@@ -478,14 +447,14 @@ impl SkuTimeline {
         let e = &self.entries[i];
         let tol = ctx.cfg.skew_tolerance_ms;
         // Stock moves of other devices within the skew tolerance: their true order relative to the
-        // count is unknown, so the difference may be the clocks'.
+        // count is unknown, so the difference may be the clocks'. Like rule 1's, the verdict rests
+        // on whether there are any, not on which: a late move that leaves the difference as it was
+        // must not re-derive it.
         let lo = self.position_at(e.key.at.saturating_sub(tol));
-        let near: Vec<&Entry> = self.entries[lo..]
+        let ambiguous = self.entries[lo..]
             .iter()
             .take_while(|n| n.key.at <= e.key.at.saturating_add(tol))
-            .filter(|n| n.key.device != e.key.device && n.event_id != e.event_id)
-            .collect();
-        let ambiguous = !near.is_empty();
+            .any(|n| n.key.device != e.key.device && n.event_id != e.event_id);
         let delta = money::sub_qty(counted, expected)?;
         let after = money::add_qty(before, delta)?;
         let big = difference.checked_abs().unwrap_or(i64::MAX) > ctx.cfg.stale_count_review_units;
@@ -494,21 +463,19 @@ impl SkuTimeline {
         } else {
             Triage::Info
         };
-        let mut evidence = vec![(e.event_id.clone(), e.key.at)];
         let mut key = format!(
             "{}|{}|{sku}|expected={expected}|counted={counted}|before={before}",
             e.event_id, e.key.line
         );
-        for n in &near {
-            evidence.push((n.event_id.clone(), n.key.at));
-            key.push_str(&format!("|near={}/{}", n.event_id, n.key.line));
+        if ambiguous {
+            key.push_str("|skew-ambiguous");
         }
         let skew_words = if ambiguous {
             format!(
-                " {} stock move(s) of other devices lie within the {} skew tolerance of the count (first: {}), so part of the difference may be the clocks' order; it goes to review.",
-                near.len(),
+                " Stock moves of other devices lie within the {} skew tolerance of the count (from {} to {}), so part of the difference may be the clocks' order; it goes to review.",
                 text::duration(tol),
-                text::event(&near[0].event_id, &near[0].key.device, near[0].key.at)
+                text::utc(e.key.at.saturating_sub(tol)),
+                text::utc(e.key.at.saturating_add(tol))
             )
         } else if big {
             format!(
@@ -536,7 +503,7 @@ impl SkuTimeline {
             triage,
             Owner::StoreOps,
             Some(sku),
-            evidence,
+            vec![(e.event_id.clone(), e.key.at)],
             detail,
             explanation,
             format!("count applied as delta {delta}, difference {difference} recorded"),

@@ -158,20 +158,20 @@ impl FleetGenerator {
                 if shortfall == 0 {
                     continue;
                 }
-                let mut evidence = vec![e.event_id.clone()];
+                // The verdict rests on the line alone: which earlier sale took the last unit is
+                // not part of it (the detector's README, "Verdicts are idempotent").
                 let mut ambiguous = false;
                 for j in (0..i).rev() {
                     let w = &entries[j];
                     if w.restocks {
                         break;
                     }
-                    if w.sold.is_some() && after[j] >= 0 {
-                        if evidence.len() == 1 {
-                            evidence.push(w.event_id.clone());
-                        }
-                        if e.key.0 - w.key.0 <= SKEW_TOLERANCE_MS && w.key.1 != e.key.1 {
-                            ambiguous = true;
-                        }
+                    if w.sold.is_some()
+                        && after[j] >= 0
+                        && e.key.0 - w.key.0 <= SKEW_TOLERANCE_MS
+                        && w.key.1 != e.key.1
+                    {
+                        ambiguous = true;
                     }
                 }
                 out.push((
@@ -180,7 +180,7 @@ impl FleetGenerator {
                         store_id: store.clone(),
                         sku: Some(sku.clone()),
                         about: e.event_id.clone(),
-                        evidence,
+                        evidence: vec![e.event_id.clone()],
                         triage: if ambiguous {
                             "needs-review"
                         } else {
