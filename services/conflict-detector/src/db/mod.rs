@@ -202,26 +202,28 @@ impl Db {
         })
     }
 
-    /// Up to `limit` outbox records of `partitions`, oldest first.
+    /// Up to `limit` outbox records of each of `partitions` (the publisher's crash-tail read covers
+    /// that many per partition), oldest first.
+    ///
+    /// One query per partition, each an ordered walk of the `(kafka_partition, outbox_id)` index:
+    /// one `IN (...) ORDER BY outbox_id LIMIT` query sorted every pending row of the partitions
+    /// (with payloads) before taking its few, each round (seen at 5.5M pending, issue 16).
     pub async fn outbox_pending(
         &self,
         partitions: &[i32],
         limit: i64,
     ) -> Result<Vec<OutboxRow>, DbError> {
-        if partitions.is_empty() {
-            return Ok(Vec::new());
-        }
-        let list: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();
-        let sql = format!(
-            "SELECT outbox_id, kafka_partition, topic, record_key, record_id, event_type, payload FROM cd_outbox WHERE kafka_partition IN ({}) ORDER BY outbox_id LIMIT {limit}",
-            list.join(",")
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        let mut all = Vec::new();
+        for p in partitions {
+            let rows = sqlx::query(
+                "SELECT outbox_id, kafka_partition, topic, record_key, record_id, event_type, payload FROM cd_outbox WHERE kafka_partition = $1 ORDER BY outbox_id LIMIT $2",
+            )
+            .bind(i64::from(*p))
+            .bind(limit)
             .fetch_all(self.pool())
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxRow {
+            for r in &rows {
+                all.push(OutboxRow {
                     id: r.try_get(0)?,
                     partition: r.try_get::<i64, _>(1)? as i32,
                     topic: r.try_get(2)?,
@@ -229,9 +231,11 @@ impl Db {
                     record_id: r.try_get(4)?,
                     event_type: r.try_get(5)?,
                     payload: r.try_get(6)?,
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        all.sort_unstable_by_key(|r| r.id);
+        Ok(all)
     }
 
     /// Deletes published outbox records.
