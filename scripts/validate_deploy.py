@@ -207,7 +207,15 @@ def main():
         return out
     ignore = {"listener", "password_file", "acl_file", "persistence_location", "log_dest", "user",
               "max_inflight_messages", "max_packet_size", "log_timestamp", "log_timestamp_format"}
-    stack = settings(open(os.path.join(ROOT, "config/stack/mosquitto.conf.tmpl")).read())
+    # The template's placeholders take scripts/stack's defaults (`NAME=${TILLSTREAM_..:-default}`).
+    stack_script = open(os.path.join(ROOT, "scripts/stack")).read()
+    defaults = {"AUTOSAVE_INTERVAL": re.search(
+        r'^MQTT_AUTOSAVE_INTERVAL=\$\{TILLSTREAM_MQTT_AUTOSAVE_INTERVAL:-(\d+)\}', stack_script,
+        re.M).group(1)}
+    template = open(os.path.join(ROOT, "config/stack/mosquitto.conf.tmpl")).read()
+    for name, value in defaults.items():
+        template = template.replace(f"@{name}@", value)
+    stack = settings(template)
     for where, text in [
         ("compose", open(os.path.join(ROOT, "config/compose/mosquitto.conf")).read()),
         ("k8s", next(d for _, d in docs if d["kind"] == "ConfigMap"

@@ -109,9 +109,10 @@ async fn heavy_fault_mosquitto_restart() {
     run.assert_oracle_passes().await;
 }
 
-/// mosquitto acknowledges QoS 1 before its once-a-second autosave, so a SIGKILL loses what it held
-/// since: here a whole queue, built up while the bridge was frozen. Devices keep every event until a
-/// sync receipt covers it, so the receipts make them re-send what the broker lost: 0 lost.
+/// mosquitto acknowledges QoS 1 before its autosave (every 30 s on the local stack), so a SIGKILL
+/// loses what it held since: here a whole queue, built up while the bridge was frozen. Devices keep
+/// every event until a sync receipt covers it, so the receipts make them re-send what the broker
+/// lost: 0 lost.
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_fault_mosquitto_sigkill_holding_a_queue() {
     let mut run = E2e::start(&small_fleet(114, 4_000), Backend::Sqlite).await;
