@@ -415,6 +415,9 @@ impl Connection<'_> {
         let (resend_tx, mut resend_rx) =
             tokio::sync::mpsc::unbounded_channel::<Vec<(i64, String, Vec<u8>)>>();
         let segment_done = Arc::new(std::sync::atomic::AtomicBool::new(self.pending.is_empty()));
+        // What the sender handed to the client, with when each was due: shared, so the sender can
+        // be stopped at any point without losing it.
+        let sent: Arc<Mutex<Vec<(String, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
         // One task hands every publish of this connection to the client (segment publishes, paced,
         // and the ledger's re-sends), so `issued` is in exactly the client's sending order.
         let sender = {
@@ -422,6 +425,7 @@ impl Connection<'_> {
             let issued = issued.clone();
             let ledger = ledger.clone();
             let segment_done = segment_done.clone();
+            let sent = sent.clone();
             let to_send: Vec<SegmentPublish> = self
                 .pending
                 .iter()
@@ -440,7 +444,6 @@ impl Connection<'_> {
                 .collect();
             let (rate, started, pace_from) = (self.rate, self.started, self.pace_from);
             tokio::spawn(async move {
-                let mut sent = Vec::new();
                 let publish = |topic: String,
                                payload: Vec<u8>,
                                index: Option<usize>,
@@ -462,7 +465,7 @@ impl Connection<'_> {
                     while let Ok(again) = resend_rx.try_recv() {
                         for (_, t, p) in again {
                             if publish(t, p, None, None).await.is_err() {
-                                return sent;
+                                return;
                             }
                         }
                     }
@@ -494,10 +497,12 @@ impl Connection<'_> {
                         );
                     }
                     if publish(topic, payload, Some(k), untracked).await.is_err() {
-                        return sent;
+                        return;
                     }
                     if let Some(id) = id {
-                        sent.push((id, scheduled));
+                        sent.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((id, scheduled));
                     }
                 }
                 segment_done.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -505,11 +510,10 @@ impl Connection<'_> {
                 while let Some(again) = resend_rx.recv().await {
                     for (_, t, p) in again {
                         if publish(t, p, None, None).await.is_err() {
-                            return sent;
+                            return;
                         }
                     }
                 }
-                sent
             })
         };
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -604,17 +608,24 @@ impl Connection<'_> {
                 }
             }
         }
+        // The sender is stopped, never awaited: re-sends it may still hold are covered (or go out
+        // again on the next connection), and awaiting it while nobody polls the event loop
+        // deadlocked a device once its re-sends filled the client's request queue (its pings
+        // stopped, mosquitto timed it out, and it never reconnected: issue 16, 1M run).
         drop(resend_tx);
+        sender.abort();
         let sent = if failed.is_some() {
-            sender.abort();
             Vec::new()
         } else {
-            sender.await.unwrap_or_default()
+            std::mem::take(&mut *sent.lock().unwrap_or_else(|p| p.into_inner()))
         };
         if failed.is_none() {
-            let _ = client.disconnect().await;
-            // Drive the event loop so the DISCONNECT is actually sent.
-            let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+            // Never waits for room in the client's request queue (the stopped sender may have
+            // filled it): without room, dropping the event loop closes the connection all the same.
+            if client.try_disconnect().is_ok() {
+                // Drive the event loop so the DISCONNECT is actually sent.
+                let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+            }
         }
         let q = issued.lock().unwrap_or_else(|p| p.into_inner());
         let acked_idx: std::collections::BTreeSet<usize> = q
