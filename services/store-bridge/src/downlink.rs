@@ -10,6 +10,13 @@
 //! publish of the batch (PUBACK); a record that cannot be delivered (bad key, undecodable value,
 //! store mismatch) is dead-lettered before its offset is stored. Retained messages are idempotent:
 //! a replay republishes the same latest document.
+//!
+//! A broker that restarts from its last snapshot (mosquitto saves every 30 s) may have lost retained
+//! documents it had acknowledged. So after every (re)connect the whole catalog topic (compacted:
+//! one record per document) is published again, up to its end at that moment, while no batch is
+//! being published (so a newer document cannot be overtaken by an older one). Receipts are not
+//! replayed: a device without a receipt sends its events again, and the dedup answers with a new
+//! receipt.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,12 +120,17 @@ pub async fn run(
     let (client, mut eventloop) = AsyncClient::new(o, cfg.batch * 2 + 16);
     let acked = Arc::new(AtomicU64::new(0));
     let acked_notify = Arc::new(tokio::sync::Notify::new());
+    // Publishes handed to the client (batches and catalog replays), and who may publish now.
+    let sent = Arc::new(AtomicU64::new(0));
+    let publishing = Arc::new(tokio::sync::Mutex::new(()));
+    let connected = Arc::new(tokio::sync::Notify::new());
     let loop_task = {
-        let (acked, notify, token, health) = (
+        let (acked, notify, token, health, connected) = (
             acked.clone(),
             acked_notify.clone(),
             token.clone(),
             health.clone(),
+            connected.clone(),
         );
         let delay = mqtt.reconnect_delay_ms;
         tokio::spawn(async move {
@@ -130,6 +142,7 @@ pub async fn run(
                 match ev {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         health.ready(HEALTH, "connected");
+                        connected.notify_one();
                     }
                     Ok(Event::Incoming(Packet::PubAck(a))) => {
                         if !matches!(
@@ -162,11 +175,25 @@ pub async fn run(
         topics.push(cfg.receipts_topic.as_str());
     }
     let mut consumer = InputConsumer::new(&kafka_cfg, &settings, "store-bridge", (), &topics)?;
-    let mut sent = 0u64;
+    let replayer = tokio::spawn(replay_catalog_on_connect(
+        cfg.clone(),
+        kafka_cfg.clone(),
+        registry.clone(),
+        client.clone(),
+        Published {
+            sent: sent.clone(),
+            acked: acked.clone(),
+            acked_notify: acked_notify.clone(),
+            publishing: publishing.clone(),
+        },
+        connected,
+        token.clone(),
+    ));
     while let Some(batch) = consumer
         .next_batch(&token, cfg.batch, Duration::from_millis(50))
         .await
     {
+        let _publishing = publishing.lock().await;
         let mut offsets = BatchOffsets::new();
         for msg in &batch {
             let delivery = if msg.topic() == cfg.receipts_topic {
@@ -183,7 +210,7 @@ pub async fn run(
                     {
                         break;
                     }
-                    sent += 1;
+                    sent.fetch_add(1, Ordering::SeqCst);
                     m::downlink_published(t.store, t.kind);
                 }
                 Err((reason, detail, store)) => {
@@ -213,7 +240,7 @@ pub async fn run(
         // Offsets only once the broker has every publish of the batch.
         loop {
             let wait = acked_notify.notified();
-            if acked.load(Ordering::SeqCst) >= sent {
+            if acked.load(Ordering::SeqCst) >= sent.load(Ordering::SeqCst) {
                 consumer.store_offsets(&offsets);
                 break;
             }
@@ -228,9 +255,88 @@ pub async fn run(
         }
     }
     consumer.commit_on_shutdown();
+    replayer.abort();
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_secs(1), loop_task).await;
     Ok(())
+}
+
+/// What the batch loop and the catalog replay share about publishing.
+struct Published {
+    /// Publishes handed to the client so far.
+    sent: Arc<AtomicU64>,
+    /// PUBACKs received so far.
+    acked: Arc<AtomicU64>,
+    acked_notify: Arc<tokio::sync::Notify>,
+    /// Held while publishing a batch or a replay, until the broker acknowledged all of it.
+    publishing: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// After every (re)connect: the catalog topic, from its start to its end at that moment, published
+/// again (retained), then waits until the broker acknowledged it all.
+async fn replay_catalog_on_connect(
+    cfg: DownlinkConfig,
+    kafka_cfg: KafkaConfig,
+    registry: Registry,
+    client: AsyncClient,
+    published: Published,
+    connected: Arc<tokio::sync::Notify>,
+    token: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = connected.notified() => {}
+        }
+        let _publishing = published.publishing.lock().await;
+        let (kafka, topic) = (kafka_cfg.clone(), cfg.topic.clone());
+        let records = match tokio::task::spawn_blocking(move || {
+            tillstream_runtime::kafka::read_topic_to_end(&kafka, &topic, Duration::from_secs(60))
+        })
+        .await
+        {
+            Ok(Ok(records)) => records,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "catalog not re-published after connecting");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "catalog not re-published after connecting");
+                continue;
+            }
+        };
+        let mut republished = 0u64;
+        for msg in &records {
+            // A record that cannot be delivered was dead-lettered when it was first read.
+            let Ok((t, payload)) = document(&cfg, &registry, msg).await else {
+                continue;
+            };
+            if client
+                .publish(t.mqtt_topic, QoS::AtLeastOnce, true, payload)
+                .await
+                .is_err()
+            {
+                break;
+            }
+            published.sent.fetch_add(1, Ordering::SeqCst);
+            republished += 1;
+        }
+        loop {
+            let wait = published.acked_notify.notified();
+            if published.acked.load(Ordering::SeqCst) >= published.sent.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = wait => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+        tracing::info!(
+            documents = republished,
+            "catalog re-published after connecting"
+        );
+    }
 }
 
 /// The device's MQTT topic and the JSON receipt of one receipt record, or (reason, detail, store)
