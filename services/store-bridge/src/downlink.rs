@@ -118,16 +118,12 @@ pub async fn run(
         .set_session_expiry_interval(Some(24 * 3600))
         .set_max_packet_size(Some(mqtt.max_packet_bytes));
     let (client, mut eventloop) = AsyncClient::new(o, cfg.batch * 2 + 16);
-    let acked = Arc::new(AtomicU64::new(0));
-    let acked_notify = Arc::new(tokio::sync::Notify::new());
-    // Publishes handed to the client (batches and catalog replays), and who may publish now.
-    let sent = Arc::new(AtomicU64::new(0));
-    let publishing = Arc::new(tokio::sync::Mutex::new(()));
+    let published = Published::default();
     let connected = Arc::new(tokio::sync::Notify::new());
     let loop_task = {
         let (acked, notify, token, health, connected) = (
-            acked.clone(),
-            acked_notify.clone(),
+            published.acked.clone(),
+            published.acked_notify.clone(),
             token.clone(),
             health.clone(),
             connected.clone(),
@@ -180,12 +176,7 @@ pub async fn run(
         kafka_cfg.clone(),
         registry.clone(),
         client.clone(),
-        Published {
-            sent: sent.clone(),
-            acked: acked.clone(),
-            acked_notify: acked_notify.clone(),
-            publishing: publishing.clone(),
-        },
+        published.clone(),
         connected,
         token.clone(),
     ));
@@ -193,7 +184,7 @@ pub async fn run(
         .next_batch(&token, cfg.batch, Duration::from_millis(50))
         .await
     {
-        let _publishing = publishing.lock().await;
+        let _publishing = published.publishing.lock().await;
         let mut offsets = BatchOffsets::new();
         for msg in &batch {
             let delivery = if msg.topic() == cfg.receipts_topic {
@@ -210,7 +201,7 @@ pub async fn run(
                     {
                         break;
                     }
-                    sent.fetch_add(1, Ordering::SeqCst);
+                    published.sent.fetch_add(1, Ordering::SeqCst);
                     m::downlink_published(t.store, t.kind);
                 }
                 Err((reason, detail, store)) => {
@@ -238,17 +229,8 @@ pub async fn run(
             offsets.done(msg.topic(), msg.partition(), msg.offset());
         }
         // Offsets only once the broker has every publish of the batch.
-        loop {
-            let wait = acked_notify.notified();
-            if acked.load(Ordering::SeqCst) >= sent.load(Ordering::SeqCst) {
-                consumer.store_offsets(&offsets);
-                break;
-            }
-            tokio::select! {
-                _ = token.cancelled() => break,
-                _ = wait => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            }
+        if published.all_acked(&token).await {
+            consumer.store_offsets(&offsets);
         }
         if token.is_cancelled() {
             break;
@@ -262,6 +244,7 @@ pub async fn run(
 }
 
 /// What the batch loop and the catalog replay share about publishing.
+#[derive(Clone, Default)]
 struct Published {
     /// Publishes handed to the client so far.
     sent: Arc<AtomicU64>,
@@ -270,6 +253,24 @@ struct Published {
     acked_notify: Arc<tokio::sync::Notify>,
     /// Held while publishing a batch or a replay, until the broker acknowledged all of it.
     publishing: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Published {
+    /// Waits until the broker acknowledged every publish handed to the client so far; `false`
+    /// when `token` was cancelled first.
+    async fn all_acked(&self, token: &CancellationToken) -> bool {
+        loop {
+            let wait = self.acked_notify.notified();
+            if self.acked.load(Ordering::SeqCst) >= self.sent.load(Ordering::SeqCst) {
+                return true;
+            }
+            tokio::select! {
+                _ = token.cancelled() => return false,
+                _ = wait => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
 }
 
 /// After every (re)connect: the catalog topic, from its start to its end at that moment, published
@@ -290,16 +291,14 @@ async fn replay_catalog_on_connect(
         }
         let _publishing = published.publishing.lock().await;
         let (kafka, topic) = (kafka_cfg.clone(), cfg.topic.clone());
-        let records = match tokio::task::spawn_blocking(move || {
+        let read = tokio::task::spawn_blocking(move || {
             tillstream_runtime::kafka::read_topic_to_end(&kafka, &topic, Duration::from_secs(60))
         })
         .await
-        {
-            Ok(Ok(records)) => records,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "catalog not re-published after connecting");
-                continue;
-            }
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+        let records = match read {
+            Ok(records) => records,
             Err(e) => {
                 tracing::warn!(error = %e, "catalog not re-published after connecting");
                 continue;
@@ -321,16 +320,8 @@ async fn replay_catalog_on_connect(
             published.sent.fetch_add(1, Ordering::SeqCst);
             republished += 1;
         }
-        loop {
-            let wait = published.acked_notify.notified();
-            if published.acked.load(Ordering::SeqCst) >= published.sent.load(Ordering::SeqCst) {
-                break;
-            }
-            tokio::select! {
-                _ = token.cancelled() => return,
-                _ = wait => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            }
+        if !published.all_acked(&token).await {
+            return;
         }
         tracing::info!(
             documents = republished,

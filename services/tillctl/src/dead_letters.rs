@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use rdkafka::Message;
 use serde::Serialize;
-use tillstream_contracts::{DeadLetter, Registry, SourceKind, codec};
-use tillstream_runtime::CancellationToken;
+use tillstream_contracts::{DeadLetter, Registry, SourceKind};
 use tillstream_runtime::kafka::{self, KafkaConfig};
+use tillstream_runtime::{CancellationToken, clock, framed};
 use tillstream_store_bridge::redrive::{Revalidated, Revalidator};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,8 @@ pub enum DeadLettersError {
     Bridge(#[from] tillstream_store_bridge::BridgeError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("writing to {topic}: no acknowledgement within {after:?}")]
+    Unacknowledged { topic: String, after: Duration },
 }
 
 /// One dead letter and where it is in the dead-letter topic.
@@ -74,15 +76,7 @@ pub async fn read(
             offset: r.offset(),
             detail,
         };
-        let bytes = r.payload().ok_or_else(|| decode_err("no value".into()))?;
-        let (id, datum) = codec::unframe(bytes).map_err(|e| decode_err(e.to_string()))?;
-        let writer = registry
-            .writer_schema(id)
-            .await
-            .map_err(|e| decode_err(e.to_string()))?;
-        let dead_letter: DeadLetter = writer
-            .decode(datum)
-            .map_err(|e| decode_err(e.to_string()))?;
+        let dead_letter = decode(registry, r.payload()).await.map_err(decode_err)?;
         out.push(Stored {
             partition: r.partition(),
             offset: r.offset(),
@@ -90,6 +84,15 @@ pub async fn read(
         });
     }
     Ok(out)
+}
+
+/// One dead-letter record's value, decoded through the registry (why not, for people).
+async fn decode(registry: &Registry, payload: Option<&[u8]>) -> Result<DeadLetter, String> {
+    match framed::writer_of(registry, payload).await {
+        Ok(Ok((writer, datum))) => writer.decode(datum).map_err(|e| e.to_string()),
+        Ok(Err(unreadable)) => Err(format!("{}: {}", unreadable.reason, unreadable.detail)),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Which dead letters a command acts on.
@@ -185,8 +188,9 @@ pub async fn redrive(
         ..Default::default()
     };
     let producer = kafka::producer(kafka_cfg, "tillctl-redrive")?;
-    let token = CancellationToken::new();
-    let now_ms = now_ms();
+    // Retries stop only when the write is given up on (the timeout below drops it).
+    let never = CancellationToken::new();
+    let now_ms = clock::now_ms();
     for s in stored.iter().filter(|s| selection.selects(&s.dead_letter)) {
         report.selected += 1;
         match target(registry, bridge, &s.dead_letter, now_ms).await? {
@@ -204,19 +208,14 @@ pub async fn redrive(
                         .map(|(k, v)| (k.as_str(), v.as_str()))
                         .collect();
                     let headers = (!pairs.is_empty()).then(|| kafka::make_headers(&pairs));
-                    let give_up = token.child_token();
-                    let timer = tokio::spawn({
-                        let give_up = give_up.clone();
-                        async move {
-                            tokio::time::sleep(timeout).await;
-                            give_up.cancel();
+                    let send =
+                        kafka::send_with_retry(&producer, &topic, &key, &value, headers, &never);
+                    tokio::time::timeout(timeout, send).await.map_err(|_| {
+                        DeadLettersError::Unacknowledged {
+                            topic: topic.clone(),
+                            after: timeout,
                         }
-                    });
-                    let sent =
-                        kafka::send_with_retry(&producer, &topic, &key, &value, headers, &give_up)
-                            .await;
-                    timer.abort();
-                    sent?;
+                    })??;
                 }
                 match refused_again {
                     Some(reason) => *report.refused_again.entry(reason).or_default() += 1,
@@ -274,23 +273,10 @@ async fn target(
 
 /// The reason of a dead-letter record the bridge built (`unknown` if it does not decode).
 async fn reason_of(registry: &Registry, value: &[u8]) -> String {
-    let Ok((id, datum)) = codec::unframe(value) else {
-        return "unknown".into();
-    };
-    match registry.writer_schema(id).await {
-        Ok(w) => w
-            .decode::<DeadLetter>(datum)
-            .map(|d| d.reason)
-            .unwrap_or_else(|_| "unknown".into()),
-        Err(_) => "unknown".into(),
-    }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    decode(registry, Some(value))
+        .await
+        .map(|d| d.reason)
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// `--since`: epoch milliseconds, or an age (`90s`, `30m`, `6h`, `2d`) before `now_ms`.

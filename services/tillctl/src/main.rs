@@ -254,9 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let kafka = args.brokers.kafka_config();
             let registry = Registry::new(args.registry.read_only())?;
             let timeout = Duration::from_millis(args.timeout_ms);
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_millis() as i64;
+            let now = tillstream_runtime::clock::now_ms();
             let selection = dead_letters::Selection {
                 reason,
                 service: args.service,
@@ -288,7 +286,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(dry_run) => {
                     let revalidator = tillstream_store_bridge::redrive::Revalidator::new(
                         &bridge,
-                        Registry::new(bridge.registry.clone())?,
+                        registry.clone(),
                     )
                     .await?;
                     let report = dead_letters::redrive(
