@@ -2,7 +2,8 @@
 # Generates mosquitto's password and ACL files for docker-compose / k8s from the fleet registry
 # (/fleet/devices.csv: device_id,store_id), with the same rules as scripts/stack (gen_mqtt_auth):
 # an admin user, the bridge (reads store/+/# and fleet/+/#, writes store/+/catalog/# and
-# device/+/receipt), and one user per device writing only its own store's event topics, reading only
+# device/+/receipt), and one user per device writing only its own device level of its store's
+# topics (store/<store>/<device>/...), reading only
 # its store's catalog and its own sync receipt.
 set -eu
 die() { echo "gen-auth: $*" >&2; exit 1; }
@@ -28,7 +29,7 @@ tail -n +2 "$fleet" | while IFS=, read -r dev store _rest; do
   [ -n "$dev$store" ] || continue
   valid_id "$dev" || die "$fleet:$n: invalid device id '$dev' (letters, digits, . _ - only)"
   valid_id "$store" || die "$fleet:$n: invalid store id '$store' (letters, digits, . _ - only)"
-  case $dev in admin | bridge) die "$fleet:$n: device id '$dev' is a reserved user name" ;; esac
+  case $dev in admin | bridge | catalog) die "$fleet:$n: device id '$dev' is a reserved name" ;; esac
 done
 mkdir -p "$out"
 plain="$out/passwd"
@@ -59,7 +60,11 @@ mosquitto_passwd -U "$plain"
     [ -n "$dev" ] || continue
     echo
     echo "user ${dev}"
-    for t in pos inventory loyalty day; do echo "topic write store/${store}/${t}/#"; done
+    # Contract v2: its own device level only (the v1 store-level topics while tills migrate).
+    echo "topic write store/${store}/${dev}/#"
+    if [ "${MQTT_STORE_LEVEL_TOPICS:-0}" = 1 ]; then
+      for t in pos inventory loyalty day; do echo "topic write store/${store}/${t}/#"; done
+    fi
     echo "topic read store/${store}/catalog/#"
   done
 } >"$acl"

@@ -429,7 +429,7 @@ fn serve_onboards_a_till_while_it_runs_and_stops_on_ctrl_c() {
     let published = Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &job.mqtt.to_string(), "-q", "1"])
         .args(["-u", "s001-d07", "-P", "device-dev", "-i", "s001-d07"])
-        .args(["-t", "store/s001/pos/order.created"])
+        .args(["-t", "store/s001/s001-d07/pos/order.created"])
         .args(["-m", &order.to_json().to_string()])
         .output()
         .unwrap();

@@ -372,7 +372,7 @@ async fn heavy_fault_bridge_restarted_with_new_client_id_and_routes() {
     let routes = tillstream_store_bridge::config::default_routes();
     let mut changed: Vec<_> = routes.into_iter().rev().collect();
     changed.push(tillstream_store_bridge::config::RouteConfig {
-        topic: "store/{store}/pos/order.voided".into(),
+        topic: "store/{store}/{device}/pos/order.voided".into(),
         kind: "OrderRefunded".into(),
         kafka_topic: tillstream_store_bridge::config::RAW_TOPIC.into(),
     });
@@ -441,11 +441,12 @@ async fn heavy_fault_incompatible_schema_version() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn heavy_fault_spoofed_store_id() {
+async fn heavy_fault_spoofed_store_and_device_ids() {
     bad_input_passes_the_oracle(
         111,
         PoisonSpec {
             spoofed_store: 4,
+            spoofed_device: 3,
             ..Default::default()
         },
     )

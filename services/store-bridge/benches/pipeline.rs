@@ -557,7 +557,7 @@ async fn main() {
         .unwrap();
     let mut converter = Converter {
         classifier: Arc::new(tillstream_store_bridge::validate::Classifier {
-            routes: tillstream_store_bridge::routes::Routes::new(&base.routes).unwrap(),
+            routes: tillstream_store_bridge::routes::Routes::new(&base.effective_routes()).unwrap(),
             fleet: tillstream_store_bridge::fleet::Fleet::load(&base.fleet_file)
                 .unwrap()
                 .into(),

@@ -21,6 +21,8 @@ pub struct Config {
     pub fleet_file: PathBuf,
     /// MQTT topic pattern → event kind → Kafka topic. First match wins.
     pub routes: Vec<RouteConfig>,
+    /// Contract v2 device-level topics only, or also the v1 store-level ones while tills migrate.
+    pub topic_levels: TopicLevels,
     pub limits: LimitsConfig,
     pub outbox: OutboxConfig,
     pub dead_letter: DeadLetterConfig,
@@ -123,43 +125,75 @@ pub const RAW_TOPIC: &str = "tillstream.store-events.raw";
 /// Device health topic.
 pub const HEALTH_TOPIC: &str = "tillstream.device-health.raw";
 
-/// The routes of the semantic topics documented for POS vendors.
+/// Which topic shapes of the device contract (`schemas/json/README.md`) the bridge accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopicLevels {
+    /// Contract v2 only: `store/{store}/{device}/...`. The broker's ACL lets a device write only
+    /// under its own id, so the topic names the connection's device and the payload must agree.
+    #[default]
+    Device,
+    /// Migration: v2 and the v1 store-level topics (`store/{store}/pos/...`), which carry no
+    /// device level: their device identity rests on the payload alone. Every event taken on one is
+    /// counted (`tillstream_store_bridge_store_level_topic_events_total{store}`) so the operator
+    /// sees when the last till has moved and can switch back to `device`.
+    DeviceAndStore,
+}
+
+/// Kind and path below the identity levels of each store event route (the same in v1 and v2).
+const STORE_EVENT_ROUTES: [(&str, &str); 8] = [
+    ("pos/order.created", "OrderCreated"),
+    ("pos/order.refunded", "OrderRefunded"),
+    ("inventory/adjusted", "InventoryAdjusted"),
+    (
+        "inventory/reservation.requested",
+        "StockReservationRequested",
+    ),
+    ("inventory/reservation.granted", "StockReservationGranted"),
+    ("inventory/reservation.released", "StockReservationReleased"),
+    ("loyalty/redeemed", "LoyaltyRedeemed"),
+    ("day/closed", "StoreDayClosed"),
+];
+
+/// The routes of the semantic topics documented for POS vendors (contract v2: a device level
+/// under the store).
 pub fn default_routes() -> Vec<RouteConfig> {
-    vec![
-        RouteConfig::new("store/{store}/pos/order.created", "OrderCreated", RAW_TOPIC),
-        RouteConfig::new(
-            "store/{store}/pos/order.refunded",
-            "OrderRefunded",
-            RAW_TOPIC,
-        ),
-        RouteConfig::new(
-            "store/{store}/inventory/adjusted",
-            "InventoryAdjusted",
-            RAW_TOPIC,
-        ),
-        RouteConfig::new(
-            "store/{store}/inventory/reservation.requested",
-            "StockReservationRequested",
-            RAW_TOPIC,
-        ),
-        RouteConfig::new(
-            "store/{store}/inventory/reservation.granted",
-            "StockReservationGranted",
-            RAW_TOPIC,
-        ),
-        RouteConfig::new(
-            "store/{store}/inventory/reservation.released",
-            "StockReservationReleased",
-            RAW_TOPIC,
-        ),
-        RouteConfig::new(
-            "store/{store}/loyalty/redeemed",
-            "LoyaltyRedeemed",
-            RAW_TOPIC,
-        ),
-        RouteConfig::new("store/{store}/day/closed", "StoreDayClosed", RAW_TOPIC),
-        RouteConfig::new("fleet/{device}/health.status", "DeviceHealth", HEALTH_TOPIC),
-    ]
+    let mut routes: Vec<RouteConfig> = STORE_EVENT_ROUTES
+        .iter()
+        .map(|(path, kind)| {
+            RouteConfig::new(
+                &format!("store/{{store}}/{{device}}/{path}"),
+                kind,
+                RAW_TOPIC,
+            )
+        })
+        .collect();
+    routes.push(RouteConfig::new(
+        "fleet/{device}/health.status",
+        "DeviceHealth",
+        HEALTH_TOPIC,
+    ));
+    routes
+}
+
+/// The v1 store-level routes (`store/{store}/pos/order.created`, ...), accepted after the
+/// configured routes while [`TopicLevels::DeviceAndStore`] is set.
+pub fn store_level_routes() -> Vec<RouteConfig> {
+    STORE_EVENT_ROUTES
+        .iter()
+        .map(|(path, kind)| RouteConfig::new(&format!("store/{{store}}/{path}"), kind, RAW_TOPIC))
+        .collect()
+}
+
+impl Config {
+    /// The routes in force: the configured ones, then the v1 store-level ones during a migration.
+    pub fn effective_routes(&self) -> Vec<RouteConfig> {
+        let mut routes = self.routes.clone();
+        if self.topic_levels == TopicLevels::DeviceAndStore {
+            routes.extend(store_level_routes());
+        }
+        routes
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -312,6 +346,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             fleet_file: PathBuf::from("config/fleet/devices.csv"),
             routes: default_routes(),
+            topic_levels: TopicLevels::default(),
             limits: LimitsConfig::default(),
             outbox: OutboxConfig::default(),
             dead_letter: DeadLetterConfig::default(),

@@ -31,6 +31,10 @@ impl tillstream_runtime::Classify for FleetError {
     }
 }
 
+/// Ids no device may have: `catalog` is the level of the store's downlink documents beside the
+/// device level (`store/{store}/catalog/...` vs `store/{store}/{device}/...`).
+pub const RESERVED_DEVICE_IDS: [&str; 1] = ["catalog"];
+
 /// device id → registered store id.
 #[derive(Debug, Clone, Default)]
 pub struct Fleet {
@@ -73,6 +77,11 @@ impl Fleet {
             };
             if !ok(device) || !ok(store) {
                 return Err(err(format!("bad id in {line:?}")));
+            }
+            if RESERVED_DEVICE_IDS.contains(&device) {
+                return Err(err(format!(
+                    "device id {device:?} is reserved (a topic level of the contract)"
+                )));
             }
             if stores
                 .insert(device.to_string(), store.to_string())
@@ -223,6 +232,7 @@ mod tests {
         assert!(Fleet::parse("a,s\na,t\n").is_err());
         assert!(Fleet::parse("a s\n").is_err());
         assert!(Fleet::parse("a/b,s\n").is_err());
+        assert!(Fleet::parse("catalog,s\n").is_err());
     }
 
     #[test]

@@ -109,10 +109,11 @@ fn kinds(routes: &routes::Routes) -> Vec<EventKind> {
 /// Starts every component and returns once the ops endpoint listens.
 pub async fn start(config: Config, token: CancellationToken) -> Result<Running, BridgeError> {
     let fleet = fleet::SharedFleet::new(fleet::Fleet::load(&config.fleet_file)?);
-    let routes = routes::Routes::new(&config.routes)?;
+    let routes = routes::Routes::new(&config.effective_routes())?;
     tracing::info!(
         devices = fleet.current().len(),
-        routes = config.routes.len(),
+        routes = config.effective_routes().len(),
+        topic_levels = ?config.topic_levels,
         "store bridge starting"
     );
     // Every readiness check is declared before the ops endpoint answers: a component that

@@ -54,6 +54,10 @@ pub const DRAINER_RESETS_TOTAL: &str = "tillstream_store_bridge_drainer_resets_t
 pub const DOWNLINK_PUBLISHED_TOTAL: &str = "tillstream_store_bridge_downlink_published_total";
 /// Counter: downlink records that could not be delivered to a store (dead-lettered), by `reason`.
 pub const DOWNLINK_REJECTED_TOTAL: &str = "tillstream_store_bridge_downlink_rejected_total";
+/// Counter: store events taken on a v1 store-level topic (`topic_levels = "device_and_store"`,
+/// a migration), labelled `store`; flat once every till publishes on its device-level topics.
+pub const STORE_LEVEL_TOPIC_EVENTS_TOTAL: &str =
+    "tillstream_store_bridge_store_level_topic_events_total";
 /// Gauge: devices in the fleet file the bridge validates against.
 pub const FLEET_DEVICES: &str = "tillstream_store_bridge_fleet_devices";
 /// Counter: fleet file reloads, by `outcome` (`applied`; `refused`: the file did not parse, the
@@ -70,6 +74,11 @@ pub fn message_in(kind: &'static str, store: &str) {
 /// A bad input became a dead letter.
 pub fn dead_lettered(reason: &'static str) {
     metrics::counter!(DEAD_LETTERS_TOTAL, "reason" => reason).increment(1);
+}
+
+/// A store event came in on a v1 store-level topic (migration).
+pub fn store_level_topic_event(store: &str) {
+    metrics::counter!(STORE_LEVEL_TOPIC_EVENTS_TOTAL, "store" => store.to_string()).increment(1);
 }
 
 /// A store event was accepted: the store's and device's last sight, and its sync lag.

@@ -48,7 +48,7 @@ impl Revalidator {
             SERVICE,
             metrics::DEAD_LETTERS_TOTAL,
         );
-        let routes = Routes::new(&config.routes)?;
+        let routes = Routes::new(&config.effective_routes())?;
         registry.warm_up(&kinds(&routes)).await?;
         let fleet = SharedFleet::new(Fleet::load(&config.fleet_file)?);
         Ok(Revalidator {

@@ -47,6 +47,14 @@ pub struct Matched<'r, 't> {
     pub device: Option<&'t str>,
 }
 
+impl Matched<'_, '_> {
+    /// A store event on a v1 topic: a store level and no device level (see
+    /// [`TopicLevels`](crate::config::TopicLevels)).
+    pub fn is_store_level(&self) -> bool {
+        self.store.is_some() && self.device.is_none()
+    }
+}
+
 /// The route table. First match wins.
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
@@ -161,21 +169,40 @@ mod tests {
     #[test]
     fn default_routes_match_their_topics() {
         let r = Routes::new(&default_routes()).unwrap();
-        let m = r.matches("store/s001/pos/order.created").unwrap();
+        let m = r.matches("store/s001/s001-d01/pos/order.created").unwrap();
         assert_eq!(m.kind, EventKind::OrderCreated);
-        assert_eq!(m.store, Some("s001"));
+        assert_eq!((m.store, m.device), (Some("s001"), Some("s001-d01")));
+        assert!(!m.is_store_level());
         assert_eq!(&**m.kafka_topic, "tillstream.store-events.raw");
         let m = r.matches("fleet/s001-d01/health.status").unwrap();
         assert_eq!(m.kind, EventKind::DeviceHealth);
         assert_eq!((m.store, m.device), (None, Some("s001-d01")));
         let m = r
-            .matches("store/s9/inventory/reservation.released")
+            .matches("store/s9/s9-d2/inventory/reservation.released")
             .unwrap();
         assert_eq!(m.kind, EventKind::StockReservationReleased);
-        assert!(r.matches("store/s001/pos/order.created/x").is_none());
-        assert!(r.matches("store/s001/pos").is_none());
-        assert!(r.matches("store//pos/order.created").is_none());
-        assert!(r.matches("store/s001/pos/order.deleted").is_none());
+        assert!(r.matches("store/s001/d/pos/order.created/x").is_none());
+        assert!(r.matches("store/s001/d/pos").is_none());
+        assert!(r.matches("store/s001//pos/order.created").is_none());
+        assert!(r.matches("store/s001/d/pos/order.deleted").is_none());
+        // v1 store-level topics are not part of the v2 contract.
+        assert!(r.matches("store/s001/pos/order.created").is_none());
+    }
+
+    #[test]
+    fn store_level_routes_are_taken_only_during_a_migration() {
+        let mut both = default_routes();
+        both.extend(crate::config::store_level_routes());
+        let r = Routes::new(&both).unwrap();
+        let m = r.matches("store/s001/pos/order.created").unwrap();
+        assert_eq!((m.store, m.device), (Some("s001"), None));
+        assert!(m.is_store_level());
+        let m = r.matches("store/s001/s001-d01/day/closed").unwrap();
+        assert_eq!(m.kind, EventKind::StoreDayClosed);
+        assert!(!m.is_store_level());
+        let m = r.matches("store/s001/day/closed").unwrap();
+        assert_eq!(m.kind, EventKind::StoreDayClosed);
+        assert!(m.is_store_level());
     }
 
     #[test]

@@ -106,7 +106,11 @@ impl Converter {
                 kind,
                 kafka_topic,
                 event,
+                store_level_topic,
             } => {
+                if store_level_topic {
+                    m::store_level_topic_event(event.store_id());
+                }
                 observe(&event, kind, received_at_ms);
                 let rec = self.event_record(kind, &kafka_topic, &event, received_at_ms);
                 match rec {

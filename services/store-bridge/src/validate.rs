@@ -104,6 +104,8 @@ pub enum Verdict {
         kind: EventKind,
         kafka_topic: std::sync::Arc<str>,
         event: Box<DeviceEvent>,
+        /// Taken on a v1 store-level topic (no device level; migration only).
+        store_level_topic: bool,
     },
     Reject(Box<Rejection>),
     /// Not input (matches an ignore filter): ack and skip.
@@ -128,10 +130,11 @@ impl Classifier {
             return Verdict::Ignore;
         }
         match self.check(topic, payload) {
-            Ok((kind, kafka_topic, event)) => Verdict::Forward {
+            Ok((kind, kafka_topic, event, store_level_topic)) => Verdict::Forward {
                 kind,
                 kafka_topic,
                 event: Box::new(event),
+                store_level_topic,
             },
             Err(r) => Verdict::Reject(Box::new(r)),
         }
@@ -141,7 +144,7 @@ impl Classifier {
         &self,
         topic: &str,
         payload: &[u8],
-    ) -> Result<(EventKind, std::sync::Arc<str>, DeviceEvent), Rejection> {
+    ) -> Result<(EventKind, std::sync::Arc<str>, DeviceEvent, bool), Rejection> {
         let route = self.routes.matches(topic);
         let (t_store, t_device) = route
             .as_ref()
@@ -223,7 +226,7 @@ impl Classifier {
         if let Err(detail) = validate_values(&event) {
             return Err(about(Rejection::new(Reason::InvalidValue, detail)));
         }
-        Ok((m.kind, m.kafka_topic.clone(), event))
+        Ok((m.kind, m.kafka_topic.clone(), event, m.is_store_level()))
     }
 }
 
@@ -515,7 +518,9 @@ mod tests {
                     kind: k,
                     kafka_topic,
                     event,
+                    store_level_topic,
                 } => {
+                    assert!(!store_level_topic);
                     assert_eq!(k, kind);
                     assert_eq!(&*kafka_topic, r.kafka_topic);
                     assert_eq!(*event, e);
@@ -528,7 +533,7 @@ mod tests {
     #[test]
     fn v1_and_v2_orders_are_both_accepted_and_v3_is_not() {
         let c = classifier();
-        let t = "store/s001/pos/order.created";
+        let t = "store/s001/s001-d01/pos/order.created";
         let mut o = samples::order("s001", "s001-d01", 3, 2);
         assert!(matches!(
             c.classify(t, &json(&o.clone().into())),
@@ -555,7 +560,7 @@ mod tests {
     #[test]
     fn bad_inputs_get_their_reason() {
         let c = classifier();
-        let t = "store/s001/pos/order.created";
+        let t = "store/s001/s001-d01/pos/order.created";
         let good = samples::order("s001", "s001-d01", 3, 2);
         let mut v = serde_json::to_value(&good).unwrap();
         assert_eq!(
@@ -567,7 +572,7 @@ mod tests {
         assert_eq!(reason(c.classify(t, b"")), Reason::BadJson);
         assert_eq!(reason(c.classify(t, b"[1,2]")), Reason::WrongType);
         assert_eq!(
-            reason(c.classify("store/s001/pos/order.voided", b"{}")),
+            reason(c.classify("store/s001/s001-d01/pos/order.voided", b"{}")),
             Reason::UnknownTopic
         );
         v.as_object_mut().unwrap().remove("order_id");
@@ -612,7 +617,7 @@ mod tests {
             Ok(()),
             "the values alone are consistent"
         );
-        match c.classify("store/s001/pos/order.created", &json(&e)) {
+        match c.classify("store/s001/s001-d01/pos/order.created", &json(&e)) {
             Verdict::Reject(r) => {
                 assert_eq!(r.reason, Reason::OutOfBounds);
                 assert!(r.detail.contains("max_amount_minor"), "{}", r.detail);
@@ -627,7 +632,7 @@ mod tests {
             dc.tax.amount_minor = i64::MAX;
         }
         assert_eq!(
-            reason(c.classify("store/s001/day/closed", &json(&d))),
+            reason(c.classify("store/s001/s001-d01/day/closed", &json(&d))),
             Reason::OutOfBounds
         );
     }
@@ -637,11 +642,21 @@ mod tests {
         let c = classifier();
         let e: DeviceEvent = samples::order("s001", "s001-d01", 3, 2).into();
         // Topic says s002, payload says s001.
-        let r = c.classify("store/s002/pos/order.created", &json(&e));
+        let r = c.classify("store/s002/s001-d01/pos/order.created", &json(&e));
         assert_eq!(reason(r), Reason::StoreMismatch);
+        // The topic (the connection's device, bound by the broker's ACL) names s002-d01 and the
+        // payload speaks for s001-d01: a device publishing in another device's name.
+        let r = c.classify("store/s001/s002-d01/pos/order.created", &json(&e));
+        match r {
+            Verdict::Reject(r) => {
+                assert_eq!(r.reason, Reason::DeviceMismatch);
+                assert!(r.detail.contains("s002-d01"), "{}", r.detail);
+            }
+            other => panic!("{other:?}"),
+        }
         // Topic and payload agree on s002, but the device is registered to s001.
         let e2: DeviceEvent = samples::order("s002", "s001-d01", 3, 2).into();
-        let r = c.classify("store/s002/pos/order.created", &json(&e2));
+        let r = c.classify("store/s002/s001-d01/pos/order.created", &json(&e2));
         match r {
             Verdict::Reject(r) => {
                 assert_eq!(r.reason, Reason::StoreMismatch);
@@ -652,7 +667,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let e3: DeviceEvent = samples::order("s001", "s001-d99", 3, 2).into();
-        let r = c.classify("store/s001/pos/order.created", &json(&e3));
+        let r = c.classify("store/s001/s001-d99/pos/order.created", &json(&e3));
         assert_eq!(reason(r), Reason::UnknownDevice);
         // Health: the topic names the device.
         let h = samples::sample(EventKind::DeviceHealth, "s001", "s001-d01", 2).unwrap();
@@ -686,6 +701,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn store_level_topics_are_unknown_unless_a_migration_accepts_them() {
+        let e: DeviceEvent = samples::order("s001", "s001-d01", 3, 2).into();
+        let v1 = "store/s001/pos/order.created";
+        assert_eq!(
+            reason(classifier().classify(v1, &json(&e))),
+            Reason::UnknownTopic
+        );
+        let mut c = classifier();
+        let mut routes = default_routes();
+        routes.extend(crate::config::store_level_routes());
+        c.routes = Routes::new(&routes).unwrap();
+        match c.classify(v1, &json(&e)) {
+            Verdict::Forward {
+                store_level_topic, ..
+            } => assert!(store_level_topic),
+            other => panic!("{other:?}"),
+        }
+        match c.classify("store/s001/s001-d01/pos/order.created", &json(&e)) {
+            Verdict::Forward {
+                store_level_topic, ..
+            } => assert!(!store_level_topic),
+            other => panic!("{other:?}"),
+        }
+        // The payload's identity is still checked on a v1 topic.
+        let e3: DeviceEvent = samples::order("s001", "s001-d99", 3, 2).into();
+        assert_eq!(reason(c.classify(v1, &json(&e3))), Reason::UnknownDevice);
     }
 
     #[test]

@@ -29,7 +29,7 @@ async fn each_bad_input_is_dead_lettered_once_with_its_reason_and_the_good_event
     wait_ready(&ops, Duration::from_secs(60)).await;
 
     let dev = Device::device(env.stack.mqtt_port(), "s001-d01").await;
-    let t = "store/s001/pos/order.created";
+    let t = "store/s001/s001-d01/pos/order.created";
     let good = |seq| order_json("s001", "s001-d01", seq);
     let with = |seq, f: &dyn Fn(&mut serde_json::Value)| {
         let mut v: serde_json::Value = serde_json::from_slice(&good(seq)).unwrap();
@@ -62,7 +62,7 @@ async fn each_bad_input_is_dead_lettered_once_with_its_reason_and_the_good_event
             Some("wrong_type"),
         ),
         (
-            "store/s001/pos/order.voided",
+            "store/s001/s001-d01/pos/order.voided",
             good(12),
             Some("unknown_topic"),
         ),
@@ -85,8 +85,10 @@ async fn each_bad_input_is_dead_lettered_once_with_its_reason_and_the_good_event
         ),
         (
             t,
+            // In another device's name on its own device level (the broker would refuse the
+            // other device's topic; `unknown_device` is covered by the fleet reload test).
             order_json("s001", "s001-d99", 16),
-            Some("unknown_device"),
+            Some("device_mismatch"),
         ),
         (t, good(3), None),
         (
@@ -167,7 +169,7 @@ async fn each_bad_input_is_dead_lettered_once_with_its_reason_and_the_good_event
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_device_cannot_publish_into_another_store_and_a_payload_claiming_another_store_is_dead_lettered()
+async fn a_device_cannot_publish_in_another_device_or_store_name_and_a_payload_claiming_one_is_dead_lettered()
  {
     let env = Env::start().await;
     let mut cfg = env.config();
@@ -182,48 +184,55 @@ async fn a_device_cannot_publish_into_another_store_and_a_payload_claiming_anoth
 
     let port = env.stack.mqtt_port();
     let intruder = Device::device(port, "s001-d01").await;
-    // Into s002's topic, with a payload that is s002's in every respect: the broker refuses it.
-    intruder
-        .publish(
-            "store/s002/pos/order.created",
+    // The broker refuses every topic that is not the connection's own device level: another
+    // store's device, another device of its own store, another device's heartbeat, and the v1
+    // store-level topic (no device level at all), each with a payload that is the victim's in
+    // every respect.
+    let refused_topics = [
+        (
+            "store/s002/s002-d01/pos/order.created",
             order_json("s002", "s002-d01", 1),
-        )
-        .await;
-    intruder.wait_acked(1, Duration::from_secs(10)).await;
+        ),
+        (
+            "store/s001/s001-d02/pos/order.created",
+            order_json("s001", "s001-d02", 1),
+        ),
+        (
+            "store/s001/pos/order.created",
+            order_json("s001", "s001-d02", 2),
+        ),
+    ];
     let health = samples::sample(EventKind::DeviceHealth, "s002", "s002-d01", 1).unwrap();
-    intruder
-        .publish(
-            "fleet/s002-d01/health.status",
-            serde_json::to_vec(&health.to_json()).unwrap(),
-        )
-        .await;
-    intruder.wait_acked(2, Duration::from_secs(10)).await;
+    let health = serde_json::to_vec(&health.to_json()).unwrap();
+    // One at a time: rumqttc drops the connection's other in-flight publishes when one is refused.
+    for (n, (topic, payload)) in refused_topics
+        .into_iter()
+        .chain([("fleet/s002-d01/health.status", health)])
+        .enumerate()
+    {
+        intruder.publish(topic, payload).await;
+        intruder
+            .wait_acked(n as u64 + 1, Duration::from_secs(10))
+            .await;
+    }
     assert_eq!(
         *intruder.refused.lock().unwrap(),
-        vec![PubAckReason::NotAuthorized, PubAckReason::NotAuthorized]
+        vec![PubAckReason::NotAuthorized; 4]
     );
-    // On its own store's topic, claiming to be s002 (payload store and device): dead-lettered.
+    // On its own topic, a payload claiming to be s002's device: dead-lettered (store first).
+    let own = "store/s001/s001-d01/pos/order.created";
     intruder
-        .publish(
-            "store/s001/pos/order.created",
-            order_json("s002", "s002-d01", 2),
-        )
+        .publish(own, order_json("s002", "s002-d01", 2))
         .await;
-    // Own store in topic and payload, but a device registered to s002 named in the payload.
+    // On its own topic, a payload in the name of another device of its store.
     intruder
-        .publish(
-            "store/s001/pos/order.created",
-            order_json("s001", "s002-d01", 3),
-        )
+        .publish(own, order_json("s001", "s001-d02", 3))
         .await;
     // And a legitimate one afterwards.
     intruder
-        .publish(
-            "store/s001/pos/order.created",
-            order_json("s001", "s001-d01", 4),
-        )
+        .publish(own, order_json("s001", "s001-d01", 4))
         .await;
-    intruder.wait_acked(5, Duration::from_secs(10)).await;
+    intruder.wait_acked(7, Duration::from_secs(10)).await;
 
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -238,7 +247,11 @@ async fn a_device_cannot_publish_into_another_store_and_a_payload_claiming_anoth
     let dls = dead_letters(&env).await;
     assert_eq!(
         by_reason(&dls),
-        [("store_mismatch".to_string(), 2)].into(),
+        [
+            ("device_mismatch".to_string(), 1),
+            ("store_mismatch".to_string(), 1)
+        ]
+        .into(),
         "{dls:?}"
     );
     let raw = env.read(RAW);
@@ -505,8 +518,8 @@ async fn a_device_added_to_the_fleet_file_is_accepted_live_and_its_dead_letters_
         .unwrap();
     wait_ready(&ops, Duration::from_secs(60)).await;
 
-    let t3 = "store/s003/pos/order.created";
-    let t4 = "store/s004/pos/order.created";
+    let t3 = "store/s003/s003-d02/pos/order.created";
+    let t4 = "store/s004/s004-d02/pos/order.created";
     let added = Device::device(env.stack.mqtt_port(), "s003-d02").await;
     let never = Device::device(env.stack.mqtt_port(), "s004-d02").await;
     added.publish(t3, order_json("s003", "s003-d02", 1)).await;

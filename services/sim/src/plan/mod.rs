@@ -66,6 +66,8 @@ pub struct PoisonSpec {
     pub wrong_type: u32,
     pub oversize: u32,
     pub spoofed_store: u32,
+    /// Payloads naming another device than the one publishing (the topic's device level).
+    pub spoofed_device: u32,
     pub unknown_schema_version: u32,
 }
 
@@ -76,6 +78,7 @@ impl PoisonSpec {
             + self.wrong_type
             + self.oversize
             + self.spoofed_store
+            + self.spoofed_device
             + self.unknown_schema_version
     }
 }
@@ -279,27 +282,22 @@ impl Plan {
     }
 }
 
-/// The MQTT topic a device publishes `event` on.
+/// The MQTT topic a device publishes `event` on (device contract v2: `store/{store}/{device}/...`).
 pub fn mqtt_topic(event: &DeviceEvent) -> String {
-    let s = event.store_id();
-    match event {
-        DeviceEvent::OrderCreated(_) => format!("store/{s}/pos/order.created"),
-        DeviceEvent::OrderRefunded(_) => format!("store/{s}/pos/order.refunded"),
-        DeviceEvent::InventoryAdjusted(_) => format!("store/{s}/inventory/adjusted"),
-        DeviceEvent::StockReservationRequested(_) => {
-            format!("store/{s}/inventory/reservation.requested")
-        }
-        DeviceEvent::StockReservationGranted(_) => {
-            format!("store/{s}/inventory/reservation.granted")
-        }
-        DeviceEvent::StockReservationReleased(_) => {
-            format!("store/{s}/inventory/reservation.released")
-        }
-        DeviceEvent::LoyaltyRedeemed(_) => format!("store/{s}/loyalty/redeemed"),
-        DeviceEvent::StoreDayClosed(_) => format!("store/{s}/day/closed"),
-        DeviceEvent::DeviceHealth(_) => format!("fleet/{}/health.status", event.device_id()),
-        DeviceEvent::PriceListApproved(_) => format!("store/{s}/catalog/price-list"),
-    }
+    let (s, d) = (event.store_id(), event.device_id());
+    let path = match event {
+        DeviceEvent::OrderCreated(_) => "pos/order.created",
+        DeviceEvent::OrderRefunded(_) => "pos/order.refunded",
+        DeviceEvent::InventoryAdjusted(_) => "inventory/adjusted",
+        DeviceEvent::StockReservationRequested(_) => "inventory/reservation.requested",
+        DeviceEvent::StockReservationGranted(_) => "inventory/reservation.granted",
+        DeviceEvent::StockReservationReleased(_) => "inventory/reservation.released",
+        DeviceEvent::LoyaltyRedeemed(_) => "loyalty/redeemed",
+        DeviceEvent::StoreDayClosed(_) => "day/closed",
+        DeviceEvent::DeviceHealth(_) => return format!("fleet/{d}/health.status"),
+        DeviceEvent::PriceListApproved(_) => return format!("store/{s}/catalog/price-list"),
+    };
+    format!("store/{s}/{d}/{path}")
 }
 
 /// Builds the plan for `spec` (deterministic in `spec.seed`).

@@ -1,6 +1,6 @@
 //! Poison publishes: payloads the bridge must refuse, each ending up as exactly one dead letter
 //! with its reason — broken JSON, a missing field, a wrong type, an oversize payload, a spoofed
-//! store, an unknown schema version — inserted at random points of random devices' steps. Pure.
+//! store or device, an unknown schema version — inserted at random points of random devices' steps. Pure.
 
 use rand::Rng;
 use serde_json::Value;
@@ -21,6 +21,7 @@ impl FleetGenerator {
             (spec.wrong_type, "wrong_type"),
             (spec.oversize, "payload_too_large"),
             (spec.spoofed_store, "store_mismatch"),
+            (spec.spoofed_device, "device_mismatch"),
             (spec.unknown_schema_version, "unknown_schema_version"),
         ] {
             reasons.extend(std::iter::repeat_n(r, n as usize));
@@ -43,7 +44,7 @@ impl FleetGenerator {
             plans[d].steps.insert(
                 at,
                 Step::Publish(Publish {
-                    topic: format!("store/{store}/pos/order.created"),
+                    topic: format!("store/{store}/{device}/pos/order.created"),
                     payload,
                     purpose: Purpose::Poison(reason.to_string()),
                 }),
@@ -63,6 +64,11 @@ impl FleetGenerator {
                 json["order_id"] = Value::String("x".repeat(self.spec.oversize_bytes));
             }
             "store_mismatch" => json["store_id"] = Value::String("s999".into()),
+            // Published on its own device level, in another device's name.
+            "device_mismatch" => {
+                let own = json["device_id"].as_str().unwrap_or_default().to_string();
+                json["device_id"] = Value::String(format!("{own}-spoofed"));
+            }
             _ => json["schema_version"] = serde_json::json!(99),
         }
         serde_json::to_vec(&json).unwrap_or_default()

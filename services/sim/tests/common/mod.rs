@@ -46,6 +46,7 @@ pub fn with_poison(mut spec: FleetSpec) -> FleetSpec {
         wrong_type: 1,
         oversize: 1,
         spoofed_store: 2,
+        spoofed_device: 2,
         unknown_schema_version: 2,
     };
     spec

@@ -233,7 +233,7 @@ pub fn load_event(store: &str, device: &str, seq: i64) -> (String, Vec<u8>) {
         o.loyalty_member_id = None;
     }
     (
-        format!("store/{store}/{suffix}"),
+        format!("store/{store}/{device}/{suffix}"),
         serde_json::to_vec(&e.to_json()).unwrap(),
     )
 }
