@@ -70,6 +70,41 @@ pub fn free_port() -> u16 {
     panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
+/// mosquitto's port and, with TLS, the stack's PKI folder.
+#[derive(Debug, Clone)]
+pub struct MqttEndpoint {
+    pub port: u16,
+    pub tls_dir: Option<PathBuf>,
+}
+
+impl MqttEndpoint {
+    /// How a test client logs in as `user` (a device id, `bridge`, `admin`): TLS with that
+    /// identity's certificate, or plaintext; and the password plaintext needs.
+    pub fn login(&self, user: &str) -> (rumqttc::Transport, String) {
+        let password = match user {
+            "admin" => "admin-dev",
+            "bridge" => "bridge-dev",
+            _ => "device-dev",
+        };
+        let transport = match &self.tls_dir {
+            Some(dir) => tillstream_runtime::mqtt::TlsFiles::in_pki_dir(dir, user)
+                .transport()
+                .expect("the stack's certificate for a test client"),
+            None => rumqttc::Transport::Tcp,
+        };
+        (transport, password.to_string())
+    }
+}
+
+/// How mosquitto authenticates its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MqttSecurity {
+    /// TLS only; each client presents its own certificate, whose CN is its user name.
+    Tls,
+    /// Plaintext with passwords (benches comparing the two).
+    Plaintext,
+}
+
 /// Services of the local stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Svc {
@@ -103,8 +138,19 @@ impl std::fmt::Debug for Stack {
 
 impl Stack {
     /// Starts `services` on fresh ports in a fresh folder. `fleet` is the device CSV for mosquitto
-    /// (default: `config/fleet/devices.csv`).
+    /// (default: `config/fleet/devices.csv`). mosquitto serves TLS only, every client with its
+    /// own certificate (`scripts/stack`'s default).
     pub fn start(services: &[Svc], fleet: Option<&Path>) -> anyhow::Result<Stack> {
+        Stack::start_with(services, fleet, MqttSecurity::Tls)
+    }
+
+    /// As [`start`](Self::start), with mosquitto's security chosen (plaintext only for benches
+    /// that compare the two).
+    pub fn start_with(
+        services: &[Svc],
+        fleet: Option<&Path>,
+        mqtt: MqttSecurity,
+    ) -> anyhow::Result<Stack> {
         let dir = tempfile::Builder::new()
             .prefix("tillstream-it-")
             .tempdir()?;
@@ -115,6 +161,10 @@ impl Stack {
         env.insert("TILLSTREAM_PG_PORT", free_port().to_string());
         env.insert("TILLSTREAM_REGISTRY_PORT", free_port().to_string());
         env.insert("TILLSTREAM_STACK_NO_BUILD", "1".into());
+        env.insert(
+            "TILLSTREAM_MQTT_TLS",
+            if mqtt == MqttSecurity::Tls { "1" } else { "0" }.into(),
+        );
         let mut stack = Stack {
             dir,
             env,
@@ -167,6 +217,61 @@ impl Stack {
 
     pub fn mqtt_port(&self) -> u16 {
         self.env["TILLSTREAM_MQTT_PORT"].parse().unwrap_or(0)
+    }
+
+    /// Whether mosquitto serves TLS with client certificates (the default) or plaintext.
+    pub fn mqtt_security(&self) -> MqttSecurity {
+        if self.env["TILLSTREAM_MQTT_TLS"] == "1" {
+            MqttSecurity::Tls
+        } else {
+            MqttSecurity::Plaintext
+        }
+    }
+
+    /// The broker's URL as a service's `mqtt.url` takes it.
+    pub fn mqtt_url(&self) -> String {
+        match self.mqtt_security() {
+            MqttSecurity::Tls => format!("mqtts://127.0.0.1:{}", self.mqtt_port()),
+            MqttSecurity::Plaintext => format!("mqtt://127.0.0.1:{}", self.mqtt_port()),
+        }
+    }
+
+    /// The stack's PKI folder (`tillctl fleet`: CA, broker, and a kept certificate per service and
+    /// fleet device) when mosquitto serves TLS.
+    pub fn mqtt_tls_dir(&self) -> Option<PathBuf> {
+        (self.mqtt_security() == MqttSecurity::Tls).then(|| self.dir().join("pki"))
+    }
+
+    /// Where test clients reach mosquitto (cheap to clone into tasks).
+    pub fn mqtt_endpoint(&self) -> MqttEndpoint {
+        MqttEndpoint {
+            port: self.mqtt_port(),
+            tls_dir: self.mqtt_tls_dir(),
+        }
+    }
+
+    /// How a test client logs in as `user`; see [`MqttEndpoint::login`].
+    pub fn mqtt_login(&self, user: &str) -> (rumqttc::Transport, String) {
+        self.mqtt_endpoint().login(user)
+    }
+
+    /// Runs `tillctl` with this stack's PKI folder, broker pid file and `fleet` file, returning its
+    /// output (for tests of device onboarding, rotation and revocation).
+    pub fn tillctl(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        let bin = std::env::var_os("TILLSTREAM_BIN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo().join("target/debug"))
+            .join("tillctl");
+        Command::new(&bin)
+            .args(args)
+            .env("TILLSTREAM_PKI_DIR", self.dir().join("pki"))
+            .env(
+                "TILLSTREAM_MQTT_PID_FILE",
+                self.dir().join("mosquitto/mosquitto.pid"),
+            )
+            .env("TILLSTREAM_MQTT_ACL_FILE", self.dir().join("mosquitto/acl"))
+            .output()
+            .with_context(|| format!("running {}", bin.display()))
     }
 
     pub fn pg_url(&self) -> String {

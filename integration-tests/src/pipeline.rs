@@ -273,9 +273,13 @@ impl Pipeline {
                 "TILLSTREAM_REGISTRY_URL".to_string(),
                 opts.registry_url.clone(),
             ),
+            ("TILLSTREAM_MQTT_URL".to_string(), stack.mqtt_url()),
             (
-                "TILLSTREAM_MQTT_URL".to_string(),
-                format!("mqtt://127.0.0.1:{}", stack.mqtt_port()),
+                "TILLSTREAM_MQTT_TLS_DIR".to_string(),
+                stack
+                    .mqtt_tls_dir()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
             ),
         ];
         let mut p = Pipeline {

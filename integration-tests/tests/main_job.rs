@@ -377,24 +377,41 @@ fn serve_onboards_a_till_while_it_runs_and_stops_on_ctrl_c() {
         "--serve runs no simulator:\n{running}"
     );
 
-    // Onboard s001-d07, a new till of store s001: its line in the fleet file, then mosquitto's
-    // users and ACL (a new store would also need its line in the stores file for the finance export).
+    // Onboard s001-d07, a new till of store s001, as the status line says: `tillctl fleet add`
+    // puts its line in the fleet file and writes its certificate and key once (a new store would
+    // also need its line in the stores file for the finance export).
     let fleet_file = job.stack_dir.join("fleet/devices.csv");
-    let mut fleet = fs::read_to_string(&fleet_file).unwrap();
-    assert!(!fleet.contains("s001-d07"));
-    fleet.push_str("s001-d07,s001\n");
-    fs::write(&fleet_file, fleet).unwrap();
-    let devices = Command::new(repo().join("scripts/stack"))
-        .arg("devices")
+    assert!(
+        !fs::read_to_string(&fleet_file)
+            .unwrap()
+            .contains("s001-d07")
+    );
+    let till = job.stack_dir.join("till-s001-d07");
+    let added = Command::new(binary_path("tillctl"))
+        .args(["fleet", "add", "s001-d07", "s001", "--fleet"])
         .arg(&fleet_file)
-        .env("TILLSTREAM_STACK_DIR", &job.stack_dir)
-        .env("TILLSTREAM_MQTT_PORT", job.mqtt.to_string())
+        .arg("--out")
+        .arg(&till)
+        .env("TILLSTREAM_PKI_DIR", job.stack_dir.join("pki"))
+        .env(
+            "TILLSTREAM_MQTT_ACL_FILE",
+            job.stack_dir.join("mosquitto/acl"),
+        )
+        .env(
+            "TILLSTREAM_MQTT_PID_FILE",
+            job.stack_dir.join("mosquitto/mosquitto.pid"),
+        )
         .output()
         .unwrap();
     assert!(
-        devices.status.success(),
+        added.status.success(),
         "{}",
-        String::from_utf8_lossy(&devices.stderr)
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert!(
+        fs::read_to_string(&fleet_file)
+            .unwrap()
+            .contains("s001-d07,s001")
     );
 
     // Its first order, once the bridge has reloaded the fleet file (its gauge counts the device).
@@ -428,7 +445,13 @@ fn serve_onboards_a_till_while_it_runs_and_stops_on_ctrl_c() {
         tillstream_contracts::samples::order("s001", "s001-d07", 1, 2).into();
     let published = Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &job.mqtt.to_string(), "-q", "1"])
-        .args(["-u", "s001-d07", "-P", "device-dev", "-i", "s001-d07"])
+        .arg("--cafile")
+        .arg(till.join("ca.crt"))
+        .arg("--cert")
+        .arg(till.join("s001-d07.crt"))
+        .arg("--key")
+        .arg(till.join("s001-d07.key"))
+        .args(["-i", "s001-d07"])
         .args(["-t", "store/s001/s001-d07/pos/order.created"])
         .args(["-m", &order.to_json().to_string()])
         .output()

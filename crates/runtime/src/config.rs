@@ -5,7 +5,7 @@
 //! 1. the service's `Default` impl,
 //! 2. the TOML file given with `--config`,
 //! 3. stack-wide shortcuts (`TILLSTREAM_KAFKA_BROKERS`, `TILLSTREAM_REGISTRY_URL`, `TILLSTREAM_PG_URL`,
-//!    `TILLSTREAM_MQTT_URL`) written by `scripts/stack env`,
+//!    `TILLSTREAM_MQTT_URL`, `TILLSTREAM_MQTT_TLS_DIR`) written by `scripts/stack env`,
 //! 4. service-scoped variables `TILLSTREAM_<SERVICE>__<SECTION>__<KEY>` (double underscore nests),
 //!    e.g. `TILLSTREAM_DEDUP__KAFKA__BROKERS`.
 
@@ -24,6 +24,7 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("TILLSTREAM_REGISTRY_URL", "registry.url"),
     ("TILLSTREAM_PG_URL", "database.url"),
     ("TILLSTREAM_MQTT_URL", "mqtt.url"),
+    ("TILLSTREAM_MQTT_TLS_DIR", "mqtt.tls.dir"),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,7 @@
 //! - `retry`: the one back-off every retry loop uses; running blocking work from async code.
 //! - `framed`: a framed Kafka value up to its writer schema, with the dead-letter reasons every
 //!   consumer shares for what can go wrong there.
+//! - `mqtt`: an MQTT client's address and transport (plaintext, or TLS with its own certificate).
 //! - `kafka`: consumer (group or static assignment), offsets, producer, dead letters, reads.
 //! - `sql` (feature `sql`): the database side of services with SQL state: `[database]` config,
 //!   connecting (PostgreSQL or SQLite), error classes, waiting out an outage, migrations in a
@@ -31,6 +32,7 @@ pub mod error;
 pub mod framed;
 pub mod ids;
 pub mod kafka;
+pub mod mqtt;
 pub mod ops;
 pub mod retry;
 pub mod service;

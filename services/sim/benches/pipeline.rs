@@ -105,6 +105,7 @@ async fn env(plan: Plan, with_pipeline: bool) -> Env {
 fn publish_cfg(stack: &Stack, rate: u64, record: bool) -> PublishConfig {
     PublishConfig {
         port: stack.mqtt_port(),
+        tls_dir: stack.mqtt_tls_dir(),
         rate,
         offline_for: Duration::from_millis(100),
         timeout: Duration::from_secs(600),
@@ -139,7 +140,9 @@ async fn mosquitto_rate(events: u64) -> f64 {
     let plan = generate(&fleet(7, events, false));
     let e = env(plan, false).await;
     let mut opts = MqttOptions::new("bench-sub", "127.0.0.1", e.stack.mqtt_port());
-    opts.set_credentials("admin", "admin-dev")
+    let (transport, password) = e.stack.mqtt_login("admin");
+    opts.set_transport(transport)
+        .set_credentials("admin", password)
         .set_clean_session(true)
         .set_inflight(1000)
         .set_max_packet_size(16 << 20, 16 << 20);

@@ -68,6 +68,9 @@ enum Command {
             default_value = "device-dev"
         )]
         device_password: String,
+        /// The stack's PKI folder: TLS, each device with its own certificate (empty: plaintext).
+        #[arg(long, env = "TILLSTREAM_MQTT_TLS_DIR")]
+        mqtt_tls_dir: Option<PathBuf>,
         /// Fleet-wide publish rate (events/s); 0 = as fast as possible.
         #[arg(long, default_value_t = 0)]
         rate: u64,
@@ -184,6 +187,14 @@ struct MqttArgs {
         default_value = "admin-dev"
     )]
     password: String,
+    /// The stack's PKI folder: TLS with `clients/<user>.crt|key` (empty: plaintext).
+    #[arg(long = "mqtt-tls-dir", env = "TILLSTREAM_MQTT_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
+}
+
+/// An empty `TILLSTREAM_MQTT_TLS_DIR` (`scripts/stack env` without TLS) means none.
+fn non_empty(p: Option<PathBuf>) -> Option<PathBuf> {
+    p.filter(|p| !p.as_os_str().is_empty())
 }
 
 fn load_spec(a: &SpecArgs) -> anyhow::Result<FleetSpec> {
@@ -276,6 +287,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mqtt_host,
             mqtt_port,
             device_password,
+            mqtt_tls_dir,
             rate,
             offline_ms,
             cloud,
@@ -328,6 +340,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = publish::PublishConfig {
                 host: mqtt_host,
                 port: mqtt_port,
+                tls_dir: non_empty(mqtt_tls_dir),
                 device_password,
                 rate,
                 offline_for: Duration::from_millis(offline_ms),
@@ -459,6 +472,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     port: mqtt.port,
                     user: mqtt.user,
                     password: mqtt.password,
+                    tls_dir: non_empty(mqtt.tls_dir),
                 };
                 let wait = Duration::from_secs(wait_secs.clamp(10, 120));
                 Some(oracle::observe_catalog(&access, &truth.price_lists, wait).await?)

@@ -26,6 +26,9 @@ use crate::plan::{DevicePlan, Plan, Purpose, Step};
 pub struct PublishConfig {
     pub host: String,
     pub port: u16,
+    /// TLS: the stack's PKI folder (`tillctl fleet`); each device logs in with its own
+    /// `clients/<device>.crt|key`, which makes it that device. `None`: plaintext with the password.
+    pub tls_dir: Option<std::path::PathBuf>,
     pub device_password: String,
     /// Fleet-wide publish rate limit (events/s); 0 = as fast as the broker takes them.
     pub rate: u64,
@@ -81,6 +84,7 @@ impl Default for PublishConfig {
         PublishConfig {
             host: "127.0.0.1".into(),
             port: 11883,
+            tls_dir: None,
             device_password: "device-dev".into(),
             rate: 0,
             offline_for: Duration::from_millis(500),
@@ -392,6 +396,10 @@ impl Connection<'_> {
             cfg.host.clone(),
             cfg.port,
         );
+        if let Some(dir) = &cfg.tls_dir {
+            let files = tillstream_runtime::mqtt::TlsFiles::in_pki_dir(dir, self.device_id);
+            opts.set_transport(files.transport().map_err(|e| err(e.to_string()))?);
+        }
         opts.set_credentials(self.device_id.to_string(), cfg.device_password.clone())
             .set_keep_alive(Duration::from_secs(15))
             .set_clean_session(true)

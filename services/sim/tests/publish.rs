@@ -29,7 +29,9 @@ async fn every_planned_publish_reaches_the_broker_in_device_order() {
 
     // An observer subscribed to everything before the fleet starts.
     let mut opts = MqttOptions::new("observer", "127.0.0.1", stack.mqtt_port());
-    opts.set_credentials("admin", "admin-dev")
+    let (transport, password) = stack.mqtt_login("admin");
+    opts.set_transport(transport)
+        .set_credentials("admin", password)
         .set_max_packet_size(16 << 20, 16 << 20)
         .set_keep_alive(Duration::from_secs(30));
     let (client, mut events) = AsyncClient::new(opts, 1024);
@@ -64,6 +66,7 @@ async fn every_planned_publish_reaches_the_broker_in_device_order() {
 
     let cfg = PublishConfig {
         port: stack.mqtt_port(),
+        tls_dir: stack.mqtt_tls_dir(),
         offline_for: Duration::from_millis(50),
         timeout: Duration::from_secs(120),
         // A broker alone: nothing issues receipts.

@@ -31,7 +31,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tillstream_integration_tests::bench::{TansuMemory, cpu_seconds, machine_busy_seconds};
-use tillstream_integration_tests::{Svc, TestRegistry, free_port};
+use tillstream_integration_tests::{MqttEndpoint, MqttSecurity, Svc, TestRegistry, free_port};
 use tillstream_runtime::kafka::{self, KafkaConfig, make_headers};
 use tillstream_store_bridge::Config;
 use tillstream_store_bridge::outbox::{self, WriterMsg};
@@ -84,7 +84,7 @@ fn backlog(n: usize) -> Vec<(String, String, Vec<u8>)> {
 }
 
 /// Publishes the backlog (QoS 1, one connection per device) and waits for every PUBACK.
-async fn publish_backlog(port: u16, events: &[(String, String, Vec<u8>)]) -> Duration {
+async fn publish_backlog(mqtt: &MqttEndpoint, events: &[(String, String, Vec<u8>)]) -> Duration {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (device, _) in devices() {
@@ -93,8 +93,9 @@ async fn publish_backlog(port: u16, events: &[(String, String, Vec<u8>)]) -> Dur
             .filter(|e| e.0 == device)
             .map(|e| (e.1.clone(), e.2.clone()))
             .collect();
+        let mqtt = mqtt.clone();
         tasks.push(tokio::spawn(async move {
-            let d = Device::connect(port, &device, "device-dev", &format!("bench-{device}")).await;
+            let d = Device::connect(&mqtt, &device, &format!("bench-{device}")).await;
             let n = mine.len() as u64;
             for (topic, payload) in mine {
                 d.publish(&topic, payload).await;
@@ -110,12 +111,14 @@ async fn publish_backlog(port: u16, events: &[(String, String, Vec<u8>)]) -> Dur
 
 /// A persistent v5 session for `client_id` subscribed to the store topics (so the broker queues).
 async fn create_session(
-    port: u16,
+    mqtt: &MqttEndpoint,
     client_id: &str,
     receive_max: u16,
 ) -> (AsyncClient, rumqttc::v5::EventLoop) {
-    let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
-    o.set_credentials("bridge", "bridge-dev")
+    let (transport, password) = mqtt.login("bridge");
+    let mut o = MqttOptions::new(client_id, "127.0.0.1", mqtt.port);
+    o.set_transport(transport)
+        .set_credentials("bridge", password)
         .set_clean_start(false)
         .set_session_expiry_interval(Some(3600))
         .set_receive_maximum(Some(receive_max))
@@ -128,12 +131,12 @@ async fn create_session(
 /// Creates the persistent session `client_id` subscribed to the store topics, leaves, and publishes
 /// the backlog: mosquitto queues all of it for the session's next connection.
 async fn queue_backlog_for(
-    port: u16,
+    mqtt: &MqttEndpoint,
     client_id: &str,
     receive_max: u16,
     events: &[(String, String, Vec<u8>)],
 ) {
-    let (client, mut el) = create_session(port, client_id, receive_max).await;
+    let (client, mut el) = create_session(mqtt, client_id, receive_max).await;
     client
         .subscribe_many(vec![Filter::new("store/+/#", QoS::AtLeastOnce)])
         .await
@@ -145,14 +148,14 @@ async fn queue_backlog_for(
     }
     client.disconnect().await.unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(1), el.poll()).await;
-    publish_backlog(port, events).await;
+    publish_backlog(mqtt, events).await;
 }
 
 /// mosquitto alone: how fast it drains `n` queued messages to a subscriber that only acks.
-async fn mosquitto_drain(port: u16, events: &[(String, String, Vec<u8>)]) -> f64 {
+async fn mosquitto_drain(mqtt: &MqttEndpoint, events: &[(String, String, Vec<u8>)]) -> f64 {
     let id = "bench-ack-only";
-    queue_backlog_for(port, id, 10_000, events).await;
-    let (client, mut el) = create_session(port, id, 10_000).await;
+    queue_backlog_for(mqtt, id, 10_000, events).await;
+    let (client, mut el) = create_session(mqtt, id, 10_000).await;
     let n = events.len();
     let mut got = 0usize;
     let mut t0 = None;
@@ -343,7 +346,16 @@ async fn naive_peer_drain(
     receive_max: u16,
 ) -> Result<f64, String> {
     let id = format!("bench-naive-{name}");
-    queue_backlog_for(port, &id, receive_max, events).await;
+    queue_backlog_for(
+        &MqttEndpoint {
+            port,
+            tls_dir: None,
+        },
+        &id,
+        receive_max,
+        events,
+    )
+    .await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/naive_bridge.py");
     let mut cmd = tokio::process::Command::new(python);
     cmd.arg(script)
@@ -421,6 +433,7 @@ struct BridgeRun {
 
 /// The bridge binary draining the backlog into `kafka`.
 async fn bridge_drain(
+    mqtt: &MqttEndpoint,
     base: &Config,
     kafka: &KafkaConfig,
     name: &str,
@@ -466,7 +479,7 @@ async fn bridge_drain(
         .status()
         .unwrap();
     child.wait().unwrap();
-    publish_backlog(base.mqtt.host_port().unwrap().1, events).await;
+    publish_backlog(mqtt, events).await;
     // Second run: drains the backlog.
     let mut child = spawn(&cfg);
     let pid = child.id();
@@ -527,7 +540,8 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` lists benches; nothing to list here
     }
-    let env = Env::start().await;
+    // Plaintext MQTT, as the naive peer speaks it; the TLS phase at the end compares the two.
+    let env = Env::start_with(MqttSecurity::Plaintext).await;
     let fast = FastSink::start();
     let registry = TestRegistry::start().await.unwrap();
     let base = {
@@ -613,7 +627,8 @@ async fn main() {
 
     // Baselines and the bridge, SQLite tansu first (the durable stack), then memory tansu.
     let port = env.stack.mqtt_port();
-    let mosq = mosquitto_drain(port, &events).await;
+    let mqtt = env.stack.mqtt_endpoint();
+    let mosq = mosquitto_drain(&mqtt, &events).await;
     let linger = base.outbox.producer_linger_ms;
     let mut rows = Vec::new();
     let tansu_memory = TansuMemory::start()
@@ -658,6 +673,7 @@ async fn main() {
             Err(e) => Err(format!("no Python for the naive peer: {e}")),
         };
         let run = bridge_drain(
+            &mqtt,
             &base,
             &kafka_cfg,
             name,
@@ -720,4 +736,47 @@ async fn main() {
             run.others.show(run.secs)
         );
     }
+
+    // TLS: the same backlog through mosquitto's TLS listener (every client with its own
+    // certificate) and through the plaintext one, back to back into the in-memory sink, so the
+    // MQTT side is what differs.
+    let env_tls = Env::start_with(MqttSecurity::Tls).await;
+    let base_tls = {
+        let mut c = env_tls.config();
+        c.registry = registry.config();
+        c
+    };
+    let mqtt_tls = env_tls.stack.mqtt_endpoint();
+    let mosq_tls = mosquitto_drain(&mqtt_tls, &events).await;
+    let plain = bridge_drain(
+        &mqtt,
+        &base,
+        &fast.kafka(),
+        "plaintext-again",
+        env.dir.path(),
+        &events,
+        (None, mosquitto_pid),
+    )
+    .await;
+    let tls = bridge_drain(
+        &mqtt_tls,
+        &base_tls,
+        &fast.kafka(),
+        "tls",
+        env_tls.dir.path(),
+        &events,
+        (None, env_tls.stack.pid(Svc::Mosquitto)),
+    )
+    .await;
+    println!(
+        "TLS vs plaintext MQTT (mock-memory sink, same run): mosquitto drain {mosq_tls:.0} vs {mosq:.0} events/s ({:.2}) | bridge {:.0} vs {:.0} events/s ({:.2}) | bridge CPU {:.2} vs {:.2} s ({:.0} vs {:.0} events/s per core)",
+        mosq_tls / mosq.max(1.0),
+        tls.rate.whole,
+        plain.rate.whole,
+        tls.rate.whole / plain.rate.whole.max(1.0),
+        tls.cpu,
+        plain.cpu,
+        n as f64 / tls.cpu.max(0.01),
+        n as f64 / plain.cpu.max(0.01),
+    );
 }

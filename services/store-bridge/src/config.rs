@@ -34,8 +34,12 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MqttConfig {
-    /// `mqtt://host:port` (the `TILLSTREAM_MQTT_URL` shortcut sets it).
+    /// `mqtt://host:port`, or `mqtts://host:port` for TLS with the bridge's own certificate (the
+    /// `TILLSTREAM_MQTT_URL` shortcut sets it).
     pub url: String,
+    /// CA, certificate and key for `mqtts://` (`TILLSTREAM_MQTT_TLS_DIR` sets `tls.dir`, a PKI
+    /// folder of `tillctl fleet`; the certificate is the one of `username`).
+    pub tls: tillstream_runtime::mqtt::MqttTlsConfig,
     /// Client id of the uplink session. Must be stable across restarts: the broker keeps the
     /// session (subscriptions + queued messages) under this id.
     pub client_id: String,
@@ -65,7 +69,12 @@ pub struct MqttConfig {
 impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
-            url: "mqtt://127.0.0.1:11883".into(),
+            url: "mqtts://127.0.0.1:11883".into(),
+            // The local stack's PKI (`scripts/stack`), relative to the checkout like `fleet_file`.
+            tls: tillstream_runtime::mqtt::MqttTlsConfig {
+                dir: ".stack/pki".into(),
+                ..Default::default()
+            },
             client_id: "tillstream-store-bridge".into(),
             username: "bridge".into(),
             password: "bridge-dev".into(),
@@ -81,21 +90,25 @@ impl Default for MqttConfig {
 }
 
 impl MqttConfig {
-    /// (host, port) from `url` (`mqtt://host:port`, `tcp://host:port` or `host:port`).
+    /// (host, port) from `url` (`mqtt://`, `tcp://`, `mqtts://`, `ssl://` or none).
     pub fn host_port(&self) -> Result<(String, u16), String> {
-        let rest = self
-            .url
-            .split_once("://")
-            .map(|(_, r)| r)
-            .unwrap_or(&self.url);
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = rest
-            .rsplit_once(':')
-            .ok_or_else(|| format!("mqtt url {:?} has no port", self.url))?;
-        let port = port
-            .parse()
-            .map_err(|_| format!("mqtt url {:?} has a bad port", self.url))?;
-        Ok((host.to_string(), port))
+        let a =
+            tillstream_runtime::mqtt::BrokerAddress::parse(&self.url).map_err(|e| e.to_string())?;
+        Ok((a.host, a.port))
+    }
+
+    /// Options of one MQTT connection of the bridge (`client_id`: the uplink's or the downlink's
+    /// session): address, TLS with the bridge's certificate for `mqtts://`, credentials.
+    pub fn connection_options(&self, client_id: &str) -> Result<rumqttc::v5::MqttOptions, String> {
+        use tillstream_runtime::mqtt::BrokerAddress;
+        let a = BrokerAddress::parse(&self.url).map_err(|e| e.to_string())?;
+        let transport = a
+            .transport(&self.url, &self.tls, &self.username)
+            .map_err(|e| e.to_string())?;
+        let mut o = rumqttc::v5::MqttOptions::new(client_id, a.host, a.port);
+        o.set_transport(transport)
+            .set_credentials(self.username.clone(), self.password.expose());
+        Ok(o)
     }
 }
 

@@ -26,7 +26,7 @@ use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5::{AsyncClient, Event};
 use tillstream_contracts::{DeviceEvent, DeviceReceipt, Registry, codec};
 use tillstream_runtime::Health;
 use tillstream_runtime::clock::now_ms;
@@ -109,10 +109,10 @@ pub async fn run(
     health: Health,
     token: CancellationToken,
 ) -> Result<(), DownlinkError> {
-    let (host, port) = mqtt.host_port().map_err(DownlinkError::Config)?;
-    let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
-    o.set_credentials(mqtt.username.clone(), mqtt.password.expose())
-        .set_keep_alive(Duration::from_secs(mqtt.keep_alive_s.max(5)))
+    let mut o = mqtt
+        .connection_options(&cfg.client_id)
+        .map_err(DownlinkError::Config)?;
+    o.set_keep_alive(Duration::from_secs(mqtt.keep_alive_s.max(5)))
         // Persistent, so publishes unacked at a disconnect are re-sent on the resumed session.
         .set_clean_start(false)
         .set_session_expiry_interval(Some(24 * 3600))

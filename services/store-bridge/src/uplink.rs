@@ -267,10 +267,10 @@ fn observe(event: &DeviceEvent, kind: EventKind, received_at_ms: i64) {
 
 /// MQTT options of the uplink session.
 pub fn mqtt_options(cfg: &MqttConfig) -> Result<MqttOptions, UplinkError> {
-    let (host, port) = cfg.host_port().map_err(UplinkError::Config)?;
-    let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
-    o.set_credentials(cfg.username.clone(), cfg.password.expose())
-        .set_keep_alive(Duration::from_secs(cfg.keep_alive_s.max(5)))
+    let mut o = cfg
+        .connection_options(&cfg.client_id)
+        .map_err(UplinkError::Config)?;
+    o.set_keep_alive(Duration::from_secs(cfg.keep_alive_s.max(5)))
         .set_clean_start(false)
         .set_session_expiry_interval(Some(cfg.session_expiry_s))
         .set_receive_maximum(Some(cfg.receive_maximum.max(1)))

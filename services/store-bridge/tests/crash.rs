@@ -25,10 +25,10 @@ async fn kill_minus_nine_twice_during_a_publish_loses_nothing() {
     let mut bridge = BridgeProcess::spawn(&cfg, env.dir.path());
     wait_ready(&bridge.ops, Duration::from_secs(60)).await;
 
-    let port = env.stack.mqtt_port();
+    let mqtt = env.stack.mqtt_endpoint();
     // Paced so that the publish spans both crashes (~5 s at 8 devices).
     let rate = (per_device as u32 / 5).max(1);
-    let publisher = tokio::spawn(publish_load(port, per_device, Some(rate)));
+    let publisher = tokio::spawn(publish_load(mqtt.clone(), per_device, Some(rate)));
     let kills: u32 = std::env::var("STORE_BRIDGE_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())

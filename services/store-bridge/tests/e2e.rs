@@ -28,7 +28,7 @@ async fn each_bad_input_is_dead_lettered_once_with_its_reason_and_the_good_event
         .unwrap();
     wait_ready(&ops, Duration::from_secs(60)).await;
 
-    let dev = Device::device(env.stack.mqtt_port(), "s001-d01").await;
+    let dev = Device::device(&env.stack.mqtt_endpoint(), "s001-d01").await;
     let t = "store/s001/s001-d01/pos/order.created";
     let good = |seq| order_json("s001", "s001-d01", seq);
     let with = |seq, f: &dyn Fn(&mut serde_json::Value)| {
@@ -182,8 +182,8 @@ async fn a_device_cannot_publish_in_another_device_or_store_name_and_a_payload_c
         .unwrap();
     wait_ready(&ops, Duration::from_secs(60)).await;
 
-    let port = env.stack.mqtt_port();
-    let intruder = Device::device(port, "s001-d01").await;
+    let mqtt = env.stack.mqtt_endpoint();
+    let intruder = Device::device(&mqtt, "s001-d01").await;
     // The broker refuses every topic that is not the connection's own device level: another
     // store's device, another device of its own store, another device's heartbeat, and the v1
     // store-level topic (no device level at all), each with a payload that is the victim's in
@@ -327,9 +327,9 @@ async fn the_downlink_delivers_each_stores_catalog_retained_on_its_own_topic_onl
     send("s003/prices".into(), &doc("s004")).await;
 
     // Subscribing late is fine: the documents are retained.
-    let port = env.stack.mqtt_port();
+    let mqtt = env.stack.mqtt_endpoint();
     let deadline = Instant::now() + Duration::from_secs(90);
-    let admin = Device::connect(port, "admin", "admin-dev", "it-admin").await;
+    let admin = Device::connect(&mqtt, "admin", "it-admin").await;
     admin
         .client
         .subscribe("store/+/catalog/#", QoS::AtLeastOnce)
@@ -339,7 +339,7 @@ async fn the_downlink_delivers_each_stores_catalog_retained_on_its_own_topic_onl
         assert!(Instant::now() < deadline, "catalog documents not delivered");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let pos = Device::device(port, "s001-d01").await;
+    let pos = Device::device(&mqtt, "s001-d01").await;
     pos.client
         .subscribe("store/s001/catalog/#", QoS::AtLeastOnce)
         .await
@@ -470,7 +470,7 @@ async fn sigterm_stores_and_acks_what_it_took_and_exits_cleanly() {
     let mut bridge = BridgeProcess::spawn(&cfg, env.dir.path());
     wait_ready(&bridge.ops, Duration::from_secs(60)).await;
     let per_device = 500;
-    publish_load(env.stack.mqtt_port(), per_device, None).await;
+    publish_load(env.stack.mqtt_endpoint(), per_device, None).await;
     let status = bridge.sigterm();
     assert!(status.success(), "exit status {status:?}");
     // Whatever it did not deliver before exiting is in its outbox or still with the broker:
@@ -520,8 +520,8 @@ async fn a_device_added_to_the_fleet_file_is_accepted_live_and_its_dead_letters_
 
     let t3 = "store/s003/s003-d02/pos/order.created";
     let t4 = "store/s004/s004-d02/pos/order.created";
-    let added = Device::device(env.stack.mqtt_port(), "s003-d02").await;
-    let never = Device::device(env.stack.mqtt_port(), "s004-d02").await;
+    let added = Device::device(&env.stack.mqtt_endpoint(), "s003-d02").await;
+    let never = Device::device(&env.stack.mqtt_endpoint(), "s004-d02").await;
     added.publish(t3, order_json("s003", "s003-d02", 1)).await;
     never.publish(t4, order_json("s004", "s004-d02", 1)).await;
     added.wait_acked(1, Duration::from_secs(30)).await;

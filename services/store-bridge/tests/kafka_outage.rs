@@ -30,7 +30,11 @@ async fn kafka_down_for_sixty_seconds_fills_the_outbox_which_drains_in_order() {
     // 8 devices x 20 events/s for outage + 10 s.
     let rate = 20u32;
     let per_device = (rate as u64 * (outage.as_secs() + 10)) as i64;
-    let publisher = tokio::spawn(publish_load(env.stack.mqtt_port(), per_device, Some(rate)));
+    let publisher = tokio::spawn(publish_load(
+        env.stack.mqtt_endpoint(),
+        per_device,
+        Some(rate),
+    ));
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     env.stack.stop(Svc::Tansu).unwrap();

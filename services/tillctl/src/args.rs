@@ -60,6 +60,109 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: DeadLettersCmd,
     },
+    /// Who may connect to the stores' MQTT broker: the fleet's CA, each device's certificate
+    /// (add, rotate with a grace period, revoke) and the fleet file.
+    Fleet(FleetArgs),
+}
+
+#[derive(clap::Args)]
+pub(crate) struct FleetArgs {
+    /// The PKI folder: CA, register of issued certificates, revocation list.
+    #[arg(
+        long,
+        env = "TILLSTREAM_PKI_DIR",
+        default_value = ".stack/pki",
+        global = true
+    )]
+    pub(crate) pki: PathBuf,
+    /// The broker's pid file: it is sent SIGHUP when the revocation list changes, so it refuses
+    /// a revoked certificate from its next connection on.
+    #[arg(long, env = "TILLSTREAM_MQTT_PID_FILE", global = true)]
+    pub(crate) broker_pid_file: Option<PathBuf>,
+    /// The broker's ACL file: its devices' part is rewritten from the fleet file after `sync`,
+    /// `add` and `revoke` (each device writes only its own device level, reads its store's catalog).
+    #[arg(long, env = "TILLSTREAM_MQTT_ACL_FILE", global = true)]
+    pub(crate) broker_acl: Option<PathBuf>,
+    /// Validity of the certificates issued, in days.
+    #[arg(long, default_value_t = 730, global = true)]
+    pub(crate) days: u32,
+    #[command(subcommand)]
+    pub(crate) command: FleetCmd,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum FleetCmd {
+    /// Create the CA, the broker's certificate and an empty revocation list where missing
+    /// (an existing CA is kept).
+    Init {
+        /// The broker's DNS names and IP addresses (its certificate's subject alternative names).
+        #[arg(long = "broker-name", default_values_t = ["127.0.0.1".to_string(), "localhost".to_string()])]
+        broker_names: Vec<String>,
+    },
+    /// Issue kept certificates (key in <pki>/clients/) for every device of a fleet file and every
+    /// service named that has none: for the local stack and the simulator, which play every
+    /// device. Real tills get theirs from `add`.
+    Sync {
+        /// Also issue kept certificates for this fleet file's devices (the simulator's).
+        #[arg(long)]
+        fleet: Option<PathBuf>,
+        /// A service's user name (`bridge`, `admin`); repeatable.
+        #[arg(long = "service")]
+        services: Vec<String>,
+    },
+    /// Register a new device to its store in the fleet file and issue its certificate; the key is
+    /// printed (or written with --out) once and stored nowhere else.
+    Add {
+        device: String,
+        store: String,
+        #[command(flatten)]
+        fleet: FleetFileArg,
+        /// Write <device>.crt, <device>.key (0600) and ca.crt here instead of printing them.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// A new certificate for a device; its current ones stay valid for the grace period, then the
+    /// next fleet command (or `retire`) revokes them.
+    Rotate {
+        device: String,
+        /// How long the old certificates stay valid (`90s`, `30m`, `24h`, `7d`).
+        #[arg(long, default_value = "24h")]
+        grace: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Revoke a device's certificates (or one --serial) and, for all of them, remove it from the
+    /// fleet file.
+    Revoke {
+        device: String,
+        /// Only this certificate (hex serial, see `list`).
+        #[arg(long)]
+        serial: Option<String>,
+        #[command(flatten)]
+        fleet: FleetFileArg,
+    },
+    /// Revoke the certificates whose grace period has ended (run it from a timer; every other
+    /// fleet command does it first too).
+    Retire,
+    /// Every certificate issued: serial, name, role, validity, state.
+    List,
+    /// Rewrite the devices' part of the broker's ACL (--broker-acl) from the fleet file and reload
+    /// the broker; needs no PKI (also for a plaintext broker with passwords).
+    Acl {
+        #[command(flatten)]
+        fleet: FleetFileArg,
+    },
+}
+
+#[derive(clap::Args)]
+pub(crate) struct FleetFileArg {
+    /// The fleet file (`device_id,store_id`) the store bridge reads.
+    #[arg(
+        long = "fleet",
+        env = "TILLSTREAM_FLEET_FILE",
+        default_value = "config/fleet/devices.csv"
+    )]
+    pub(crate) path: PathBuf,
 }
 
 #[derive(Subcommand)]

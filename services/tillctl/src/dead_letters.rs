@@ -285,18 +285,28 @@ pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
     if let Ok(ms) = text.parse::<i64>() {
         return Ok(ms);
     }
+    parse_age_ms(text)
+        .map(|age| now_ms - age)
+        .map_err(|e| format!("--since {text:?}: epoch ms or {e}"))
+}
+
+/// An age or a period: a number and its unit (`90s`, `30m`, `6h`, `2d`), in milliseconds.
+pub fn parse_age_ms(text: &str) -> Result<i64, String> {
+    let text = text.trim();
     let (number, unit) = text.split_at(text.len().saturating_sub(1));
     let n: i64 = number
         .parse()
-        .map_err(|_| format!("--since {text:?}: epoch ms or an age like 30m, 6h, 2d"))?;
+        .map_err(|_| "an age like 30m, 6h, 2d".to_string())?;
     let unit_ms = match unit {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("--since {text:?}: the unit is s, m, h or d")),
+        _ => return Err("an age whose unit is s, m, h or d".to_string()),
     };
-    Ok(now_ms - n * unit_ms)
+    n.checked_mul(unit_ms)
+        .filter(|ms| *ms >= 0)
+        .ok_or_else(|| "an age that is not negative and not absurdly long".to_string())
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use tillctl::{
-    conflicts, dead_letters, finance, inspect, outbox, prices, schemas, strimzi, top, topology,
+    conflicts, dead_letters, finance, fleet, inspect, outbox, prices, schemas, strimzi, top,
+    topology,
 };
 use tillstream_contracts::{Registry, RegistryConfig};
 
@@ -35,6 +36,152 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `tillctl fleet ...`: every command first revokes what is due, and the broker is reloaded when
+/// the revocation list changed.
+fn run_fleet(args: FleetArgs) -> anyhow::Result<ExitCode> {
+    use fleet::{Pki, Validity};
+    let validity = Validity {
+        cert_days: args.days,
+        ..Validity::default()
+    };
+    let print_issued = |name: &str, issued: &fleet::ca::Issued, out: Option<&std::path::Path>| {
+        match out {
+            Some(dir) => {
+                fleet::write_credentials(&args.pki, dir, name, issued)?;
+                println!(
+                    "{name}: certificate {} (valid until {}) and key written to {}",
+                    issued.serial,
+                    issued.not_after,
+                    dir.display()
+                );
+            }
+            None => {
+                // The one time this key is shown: it is stored nowhere.
+                println!("# {name}: certificate serial {}", issued.serial);
+                print!("{}{}", issued.cert_pem, issued.key_pem);
+            }
+        }
+        anyhow::Ok(())
+    };
+    if let FleetCmd::Acl { fleet } = &args.command {
+        let acl_file = args.broker_acl.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("fleet acl needs --broker-acl (TILLSTREAM_MQTT_ACL_FILE)")
+        })?;
+        if fleet::write_acl(acl_file, &fleet.path)? {
+            match &args.broker_pid_file {
+                Some(pid_file) if pid_file.exists() => {
+                    fleet::reload_broker(pid_file)?;
+                }
+                _ => {}
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut pki = match &args.command {
+        FleetCmd::Init { broker_names } => Pki::init(&args.pki, broker_names, validity)?,
+        _ => Pki::open(&args.pki)?,
+    };
+    let due = pki.retire_due();
+    if due > 0 {
+        eprintln!("revoked {due} certificate(s) whose grace period ended");
+    }
+    // The fleet file the broker's ACL follows, when this command changed it (or syncs it).
+    let mut acl_from: Option<std::path::PathBuf> = None;
+    match &args.command {
+        FleetCmd::Init { .. } => println!("PKI ready in {}", args.pki.display()),
+        FleetCmd::Sync { fleet, services } => {
+            let issued = pki.sync_kept(fleet.as_deref(), services, validity)?;
+            println!(
+                "issued {} certificate(s) kept in {}/clients",
+                issued.len(),
+                args.pki.display()
+            );
+        }
+        FleetCmd::Add {
+            device,
+            store,
+            fleet,
+            out,
+        } => {
+            let issued = fleet::add(&mut pki, &fleet.path, device, store, validity.cert_days)?;
+            acl_from = Some(fleet.path.clone());
+            eprintln!("{device} added to {} (store {store})", fleet.path.display());
+            print_issued(device, &issued, out.as_deref())?;
+        }
+        FleetCmd::Rotate { device, grace, out } => {
+            let grace_s = dead_letters::parse_age_ms(grace)
+                .map_err(|e| anyhow::anyhow!("--grace {grace:?}: {e}"))?
+                / 1000;
+            let issued = fleet::rotate(&mut pki, device, grace_s, validity.cert_days)?;
+            eprintln!("{device}: the previous certificate(s) stay valid for {grace}");
+            print_issued(device, &issued, out.as_deref())?;
+        }
+        FleetCmd::Revoke {
+            device,
+            serial,
+            fleet,
+        } => {
+            let serial = serial
+                .as_deref()
+                .map(|s| {
+                    fleet::ca::Serial::parse(s)
+                        .ok_or_else(|| anyhow::anyhow!("--serial {s:?}: hex"))
+                })
+                .transpose()?;
+            let r = fleet::revoke(&mut pki, Some(&fleet.path), device, serial)?;
+            acl_from = Some(fleet.path.clone());
+            println!(
+                "{device}: {} certificate(s) revoked{}",
+                r.certificates,
+                if r.removed_from_fleet {
+                    ", removed from the fleet file"
+                } else {
+                    ""
+                }
+            );
+        }
+        FleetCmd::Retire => println!("{due} certificate(s) revoked"),
+        FleetCmd::Acl { .. } => unreachable!("handled before the PKI is opened"),
+        FleetCmd::List => {
+            println!(
+                "{:<16} {:<24} {:<8} {:>12} {:>12}  STATE",
+                "SERIAL", "NAME", "ROLE", "ISSUED", "NOT_AFTER"
+            );
+            for e in &pki.register().entries {
+                println!(
+                    "{:<16} {:<24} {:<8} {:>12} {:>12}  {:?}",
+                    e.serial.to_string(),
+                    e.name,
+                    format!("{:?}", e.role).to_lowercase(),
+                    e.issued_at,
+                    e.not_after,
+                    e.state
+                );
+            }
+        }
+    }
+    let mut changed = Vec::new();
+    if pki.save()? {
+        changed.push("revocation list");
+    }
+    if let (Some(acl_file), Some(fleet_file)) = (&args.broker_acl, &acl_from)
+        && fleet::write_acl(acl_file, fleet_file)?
+    {
+        changed.push("ACL");
+    }
+    if !changed.is_empty() {
+        let what = changed.join(" and ");
+        match &args.broker_pid_file {
+            Some(pid_file) if pid_file.exists() => {
+                let pid = fleet::reload_broker(pid_file)?;
+                eprintln!("{what} updated; broker (pid {pid}) reloaded");
+            }
+            _ => eprintln!("{what} updated: reload the broker (SIGHUP) or pass --broker-pid-file"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -304,6 +451,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Fleet(args) => run_fleet(args),
         Command::Finance(args) => {
             let src = finance::Source {
                 config: args.config,

@@ -22,6 +22,8 @@ pub struct MqttAccess {
     pub port: u16,
     pub user: String,
     pub password: String,
+    /// TLS: the PKI folder holding `clients/<user>.crt|key`; `None`: plaintext with the password.
+    pub tls_dir: Option<std::path::PathBuf>,
 }
 
 /// Subscribes to every store's price-list topic and collects the retained documents (and any that
@@ -37,6 +39,14 @@ pub async fn observe_catalog(
         mqtt.host.clone(),
         mqtt.port,
     );
+    if let Some(dir) = &mqtt.tls_dir {
+        let files = tillstream_runtime::mqtt::TlsFiles::in_pki_dir(dir, &mqtt.user);
+        opts.set_transport(
+            files
+                .transport()
+                .map_err(|e| OracleError::Mqtt(e.to_string()))?,
+        );
+    }
     opts.set_credentials(mqtt.user.clone(), mqtt.password.clone())
         .set_clean_session(true)
         .set_keep_alive(Duration::from_secs(15));

@@ -131,6 +131,7 @@ impl E2e {
     pub fn publish_config(&self) -> PublishConfig {
         PublishConfig {
             port: self.stack.mqtt_port(),
+            tls_dir: self.stack.mqtt_tls_dir(),
             offline_for: Duration::from_millis(200),
             timeout: Duration::from_secs(600),
             acked_progress: self.acked.clone(),
@@ -319,6 +320,7 @@ impl E2e {
             port: self.stack.mqtt_port(),
             user: "admin".into(),
             password: "admin-dev".into(),
+            tls_dir: self.stack.mqtt_tls_dir(),
         };
         let c = oracle::observe_catalog(
             &access,

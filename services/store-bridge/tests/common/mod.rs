@@ -16,7 +16,9 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tillstream_contracts::{DeviceEvent, EventKind, samples};
-use tillstream_integration_tests::{Record, Stack, Svc, TestRegistry, apply_topology, free_port};
+use tillstream_integration_tests::{
+    MqttEndpoint, MqttSecurity, Record, Stack, Svc, TestRegistry, apply_topology, free_port,
+};
 use tillstream_store_bridge::Config;
 
 pub const RAW: &str = "tillstream.store-events.raw";
@@ -66,7 +68,13 @@ impl Drop for Env {
 
 impl Env {
     pub async fn start() -> Env {
-        let stack = Stack::start(&[Svc::Tansu, Svc::Mosquitto], Some(&fleet_csv())).unwrap();
+        Env::start_with(MqttSecurity::Tls).await
+    }
+
+    /// With mosquitto's security chosen (plaintext only for the bench that compares the two).
+    pub async fn start_with(mqtt: MqttSecurity) -> Env {
+        let stack =
+            Stack::start_with(&[Svc::Tansu, Svc::Mosquitto], Some(&fleet_csv()), mqtt).unwrap();
         apply_topology(&stack.kafka()).await.unwrap();
         let registry = TestRegistry::start().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -79,7 +87,8 @@ impl Env {
 
     pub fn config(&self) -> Config {
         let mut c = Config::default();
-        c.mqtt.url = format!("mqtt://127.0.0.1:{}", self.stack.mqtt_port());
+        c.mqtt.url = self.stack.mqtt_url();
+        c.mqtt.tls.dir = self.stack.mqtt_tls_dir().unwrap_or_default();
         c.mqtt.client_id = "it-store-bridge".into();
         c.mqtt.reconnect_delay_ms = 200;
         c.kafka = self.stack.kafka();
@@ -251,9 +260,12 @@ pub struct Device {
 }
 
 impl Device {
-    pub async fn connect(port: u16, user: &str, password: &str, client_id: &str) -> Device {
-        let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
-        o.set_credentials(user, password)
+    /// Logs in as `user` (with its certificate from the stack's PKI under TLS).
+    pub async fn connect(mqtt: &MqttEndpoint, user: &str, client_id: &str) -> Device {
+        let (transport, password) = mqtt.login(user);
+        let mut o = MqttOptions::new(client_id, "127.0.0.1", mqtt.port);
+        o.set_transport(transport)
+            .set_credentials(user, password)
             .set_keep_alive(Duration::from_secs(30))
             .set_clean_start(true)
             .set_outgoing_inflight_upper_limit(500)
@@ -309,8 +321,8 @@ impl Device {
         }
     }
 
-    pub async fn device(port: u16, device: &str) -> Device {
-        Device::connect(port, device, "device-dev", &format!("it-{device}")).await
+    pub async fn device(mqtt: &MqttEndpoint, device: &str) -> Device {
+        Device::connect(mqtt, device, &format!("it-{device}")).await
     }
 
     pub async fn publish(&self, topic: &str, payload: Vec<u8>) {
@@ -342,11 +354,12 @@ impl Drop for Device {
 
 /// Publishes `per_device` load events from every device of the dev fleet, `rate` events/s per
 /// device at most (None = as fast as the broker acks). Returns once the broker acked all.
-pub async fn publish_load(port: u16, per_device: i64, rate: Option<u32>) {
+pub async fn publish_load(mqtt: MqttEndpoint, per_device: i64, rate: Option<u32>) {
     let mut tasks = Vec::new();
     for (device, store) in devices() {
+        let mqtt = mqtt.clone();
         tasks.push(tokio::spawn(async move {
-            let d = Device::device(port, &device).await;
+            let d = Device::device(&mqtt, &device).await;
             let started = Instant::now();
             for seq in 1..=per_device {
                 let (topic, payload) = load_event(&store, &device, seq);
