@@ -163,7 +163,8 @@ fn run_fleet(args: FleetArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let mut changed = Vec::new();
-    if pki.save()? {
+    pki.save()?;
+    if pki.crl_changed() {
         changed.push("revocation list");
     }
     if let (Some(acl_file), Some(fleet_file)) = (&args.broker_acl, &acl_from)

@@ -103,9 +103,10 @@ pub struct Pki {
     dir: PathBuf,
     ca: Ca,
     register: Register,
-    /// The revocation list as it was when opened: it is rewritten (and the broker reloaded) only
-    /// when what it lists changes.
-    revoked_at_open: Vec<(Serial, i64)>,
+    /// What the revocation list on disk lists: it is rewritten only when that changes.
+    revoked_written: Vec<(Serial, i64)>,
+    /// Whether this command rewrote the revocation list (the broker must then reload).
+    crl_changed: bool,
 }
 
 impl Pki {
@@ -145,12 +146,13 @@ impl Pki {
     pub fn open(dir: &Path) -> Result<Pki> {
         let ca = Ca::from_pem(&read(&dir.join("ca.crt"))?, &read(&dir.join("ca.key"))?)?;
         let register = Register::parse(&read(&dir.join("issued.csv"))?)?;
-        let revoked_at_open = register.revoked(now_s());
+        let revoked_written = register.revoked(now_s());
         Ok(Pki {
             dir: dir.to_path_buf(),
             ca,
             register,
-            revoked_at_open,
+            revoked_written,
+            crl_changed: false,
         })
     }
 
@@ -193,9 +195,8 @@ impl Pki {
         write_atomic(&number_file, format!("{number}\n").as_bytes(), 0o644)
     }
 
-    /// Writes the register, and the revocation list when what it lists changed. Returns whether it
-    /// did (the broker must then reload).
-    pub fn save(&mut self) -> Result<bool> {
+    /// Writes the register, and the revocation list when what it lists changed.
+    pub fn save(&mut self) -> Result<()> {
         let now = now_s();
         write_atomic(
             &self.dir.join("issued.csv"),
@@ -203,12 +204,17 @@ impl Pki {
             0o644,
         )?;
         let revoked = self.register.revoked(now);
-        if revoked == self.revoked_at_open {
-            return Ok(false);
+        if revoked != self.revoked_written {
+            self.write_crl(now)?;
+            self.revoked_written = revoked;
+            self.crl_changed = true;
         }
-        self.write_crl(now)?;
-        self.revoked_at_open = revoked;
-        Ok(true)
+        Ok(())
+    }
+
+    /// Whether the revocation list was rewritten since the PKI was opened: the broker must reload.
+    pub fn crl_changed(&self) -> bool {
+        self.crl_changed
     }
 
     /// Revokes the retiring certificates whose grace period has ended. Returns how many.
@@ -500,7 +506,9 @@ mod tests {
         rotate(&mut pki, "s001-d02", 0, 30).unwrap();
         assert_eq!(pki.retire_due(), 1);
         assert_eq!(pki.register().accepted("s001-d02").count(), 2);
-        assert!(pki.save().unwrap(), "the list changed");
+        assert!(!pki.crl_changed());
+        pki.save().unwrap();
+        assert!(pki.crl_changed(), "the list changed");
         assert_ne!(
             std::fs::read_to_string(pki_dir.join("crl.pem")).unwrap(),
             crl0
