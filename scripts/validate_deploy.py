@@ -26,7 +26,7 @@ SERVICES = {
     "finance-export": ("tillstream-finance-export", "TILLSTREAM_FINANCE_EXPORT__"),
 }
 SHORTCUTS = {"TILLSTREAM_KAFKA_BROKERS", "TILLSTREAM_REGISTRY_URL", "TILLSTREAM_PG_URL",
-             "TILLSTREAM_MQTT_URL", "TILLSTREAM_LOG_FORMAT", "TILLSTREAM_LOG"}
+             "TILLSTREAM_MQTT_URL", "TILLSTREAM_MQTT_TLS_DIR", "TILLSTREAM_LOG_FORMAT", "TILLSTREAM_LOG"}
 
 failures = []
 
@@ -206,7 +206,8 @@ def main():
             out.setdefault(k, []).append(v)
         return out
     ignore = {"listener", "password_file", "acl_file", "persistence_location", "log_dest", "user",
-              "max_inflight_messages", "max_packet_size", "log_timestamp", "log_timestamp_format"}
+              "max_inflight_messages", "max_packet_size", "log_timestamp", "log_timestamp_format",
+              "cafile", "certfile", "keyfile", "crlfile"}
     # The template's placeholders take scripts/stack's defaults (`NAME=${TILLSTREAM_..:-default}`).
     stack_script = open(os.path.join(ROOT, "scripts/stack")).read()
     defaults = {"AUTOSAVE_INTERVAL": re.search(
@@ -215,6 +216,9 @@ def main():
     template = open(os.path.join(ROOT, "config/stack/mosquitto.conf.tmpl")).read()
     for name, value in defaults.items():
         template = template.replace(f"@{name}@", value)
+    # scripts/stack's default listener authentication (TILLSTREAM_MQTT_TLS=1), as it writes it.
+    auth = re.search(r'auth="(# TLS only.*?)"\n', stack_script, re.S).group(1)
+    template = template.replace("@AUTH@", auth)
     stack = settings(template)
     for where, text in [
         ("compose", open(os.path.join(ROOT, "config/compose/mosquitto.conf")).read()),
@@ -227,18 +231,26 @@ def main():
                 continue
             if other.get(k) != v:
                 fail(f"{where}: mosquitto {k} is {other.get(k)}, the local stack has {v}")
+        if (other.get("require_certificate") == ["true"] and other.get("use_identity_as_username") == ["true"]
+                and "password_file" not in other and other.get("crlfile")):
+            ok(f"{where}: mosquitto is TLS only, a client certificate names each user, a CRL is read")
+        else:
+            fail(f"{where}: mosquitto does not require a client certificate per user (or has no CRL)")
         if other.get("max_inflight_messages") == ["0"] and other.get("max_queued_messages") == ["0"]:
             ok(f"{where}: mosquitto drops nothing (max_queued_messages 0, max_inflight_messages 0)")
         else:
             fail(f"{where}: mosquitto may drop or stall (max_queued/inflight not 0)")
 
-    # The ACL generator of compose/k8s equals scripts/stack's for the dev fleet.
+    # The ACL generator of compose/k8s equals scripts/stack's for the dev fleet (both end in
+    # `tillctl fleet acl`; validate-deploy runs after the build).
+    tillctl = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug", "tillctl")
+    gen_acl = ["sh", os.path.join(ROOT, "config/compose/gen-acl.sh")]
+    acl_env = dict(os.environ, TILLCTL=tillctl,
+                   ACL_TEMPLATE=os.path.join(ROOT, "config/stack/mosquitto.acl.tmpl"))
     with tempfile.TemporaryDirectory() as d:
-        env = dict(os.environ, AUTH_DIR=os.path.join(d, "auth"),
-                   FLEET_FILE=os.path.join(ROOT, "config/fleet/devices.csv"),
-                   MQTT_ADMIN_PASSWORD="a", MQTT_BRIDGE_PASSWORD="b", MQTT_DEVICE_PASSWORD="c")
-        subprocess.run(["sh", os.path.join(ROOT, "config/compose/gen-auth.sh")], env=env,
-                       check=True, capture_output=True)
+        env = dict(acl_env, AUTH_DIR=os.path.join(d, "auth"),
+                   FLEET_FILE=os.path.join(ROOT, "config/fleet/devices.csv"))
+        subprocess.run(gen_acl, env=env, check=True, capture_output=True)
         senv = dict(os.environ, TILLSTREAM_STACK_DIR=os.path.join(d, "stack"))
         subprocess.run([os.path.join(ROOT, "scripts/stack"), "devices",
                         os.path.join(ROOT, "config/fleet/devices.csv")], env=senv, check=True,
@@ -247,9 +259,9 @@ def main():
         def acl(p):
             return sorted(l.strip() for l in open(p) if l.strip() and not l.startswith("#"))
         if acl(os.path.join(d, "auth", "acl")) == acl(os.path.join(d, "stack", "mosquitto", "acl")):
-            ok("mosquitto ACL: config/compose/gen-auth.sh == scripts/stack devices")
+            ok("mosquitto ACL: config/compose/gen-acl.sh == scripts/stack devices")
         else:
-            fail("mosquitto ACL: config/compose/gen-auth.sh and scripts/stack devices differ")
+            fail("mosquitto ACL: config/compose/gen-acl.sh and scripts/stack devices differ")
 
     # Secrets: compose gives none a default (a `${VAR:?...}` stops compose when it is unset), and
     # .env.example names each one.
@@ -264,42 +276,26 @@ def main():
     if secret_refs and all(op == ":?" for _, op in secret_refs):
         ok(f"compose: {len(set(v for v, _ in secret_refs))} secrets required, none defaulted, all in .env.example")
 
-    # gen-auth.sh refuses what scripts/stack refuses, needs every password, and keeps the password
-    # file to its owner.
+    # gen-acl.sh refuses what scripts/stack refuses (ids that would be wildcards, levels or
+    # another user's name in the ACL).
     with tempfile.TemporaryDirectory() as d:
-        base = dict(os.environ, AUTH_DIR=os.path.join(d, "auth"), MQTT_ADMIN_PASSWORD="a",
-                    MQTT_BRIDGE_PASSWORD="b", MQTT_DEVICE_PASSWORD="c")
-        gen = ["sh", os.path.join(ROOT, "config/compose/gen-auth.sh")]
         bad_cases = {
             "a '+' store id": "device_id,store_id\npos-1,+\n",
-            "a '#' device id": "device_id,store_id\n#,s001\n",
+            "a '#' in a device id": "device_id,store_id\npos#1,s001\n",
             "a '/' in an id": "device_id,store_id\npos/1,s001\n",
             "a reserved name": "device_id,store_id\nbridge,s001\n",
-            "no header": "pos-1,s001\n",
+            "the catalog level as a device": "device_id,store_id\ncatalog,s001\n",
         }
         for what, text in bad_cases.items():
             fleet = os.path.join(d, "fleet.csv")
             with open(fleet, "w") as f:
                 f.write(text)
-            r = subprocess.run(gen, env=dict(base, FLEET_FILE=fleet), capture_output=True, text=True)
-            if r.returncode != 0 and "gen-auth:" in r.stderr:
-                ok(f"gen-auth.sh refuses {what}")
+            r = subprocess.run(gen_acl, env=dict(acl_env, AUTH_DIR=os.path.join(d, "auth"), FLEET_FILE=fleet),
+                               capture_output=True, text=True)
+            if r.returncode != 0 and "gen-acl:" in r.stderr:
+                ok(f"gen-acl.sh refuses {what}")
             else:
-                fail(f"gen-auth.sh accepted {what} (exit {r.returncode}: {r.stderr.strip()[:200]})")
-        good = os.path.join(ROOT, "config/fleet/devices.csv")
-        # Empty, not only unset: `set -u` alone would let an empty password through.
-        r = subprocess.run(gen, env=dict(base, FLEET_FILE=good, MQTT_DEVICE_PASSWORD=""),
-                           capture_output=True, text=True)
-        if r.returncode != 0 and "MQTT_DEVICE_PASSWORD" in r.stderr:
-            ok("gen-auth.sh stops when a password is empty")
-        else:
-            fail(f"gen-auth.sh ran with an empty MQTT_DEVICE_PASSWORD (exit {r.returncode})")
-        subprocess.run(gen, env=dict(base, FLEET_FILE=good), check=True, capture_output=True)
-        mode = os.stat(os.path.join(d, "auth", "passwd")).st_mode & 0o777
-        if mode == 0o600:
-            ok("gen-auth.sh: the password file is 0600")
-        else:
-            fail(f"gen-auth.sh: the password file is {oct(mode)}, not 0600")
+                fail(f"gen-acl.sh accepted {what} (exit {r.returncode}: {r.stderr.strip()[:200]})")
 
     # Monitoring in compose: Prometheus loads deploy/prometheus/*.rules.yml, Grafana is provisioned
     # from deploy/grafana/ and its dashboard provider reads the folder the dashboards are mounted at.

@@ -41,6 +41,9 @@ pub struct AppState {
     registry: Arc<Mutex<Registry>>,
     /// Whether the DELETE routes are served (`allow_deletes`).
     allow_deletes: bool,
+    /// The `Authorization` header value every request must carry (`Basic base64(user:password)`),
+    /// when the registry is behind basic auth.
+    authorization: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -55,7 +58,22 @@ impl AppState {
         AppState {
             registry: Arc::new(Mutex::new(registry)),
             allow_deletes,
+            authorization: None,
         }
+    }
+
+    /// Requires HTTP basic auth with `auth` on every request.
+    pub fn with_basic_auth(mut self, auth: Option<&crate::config::BasicAuth>) -> Self {
+        use base64::Engine;
+        self.authorization = auth.map(|a| {
+            let pair = format!("{}:{}", a.username, a.password.expose());
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
+            .into()
+        });
+        self
     }
 
     /// Runs a read-only query (in memory, never blocks on I/O).
@@ -137,6 +155,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             refuse_deletes,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), require_auth))
         .layer(middleware::from_fn(track))
         .with_state(state)
 }
@@ -183,6 +202,27 @@ async fn track(req: Request, next: Next) -> Response {
 
 async fn route_not_found() -> RegistryError {
     RegistryError::RouteNotFound
+}
+
+/// Answers 401 to a request without the configured credentials (compared in constant time).
+async fn require_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(expected) = &state.authorization {
+        let given = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        let same = given.len() == expected.len()
+            && given
+                .iter()
+                .zip(expected.as_bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same {
+            return RegistryError::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// Answers every DELETE with 405 `DeletesDisabled` unless the registry allows deletes.

@@ -29,6 +29,18 @@ pub struct Config {
     /// real traffic turns them on only for a planned clean-up (tests and the schema gate's
     /// scratch registries turn them on).
     pub allow_deletes: bool,
+    /// HTTP basic auth every API request must carry (Confluent's `authentication.method=BASIC`);
+    /// absent: none. The ops endpoints stay open. Clients set `registry.basic_auth_user` and
+    /// `registry.basic_auth_password`.
+    pub basic_auth: Option<BasicAuth>,
+}
+
+/// The one account of a registry behind basic auth.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BasicAuth {
+    pub username: String,
+    /// Printed as `<redacted>`.
+    pub password: tillstream_runtime::config::Secret,
 }
 
 impl Default for Config {
@@ -39,6 +51,7 @@ impl Default for Config {
             default_compatibility: Level::Backward,
             ops: OpsConfig::default(),
             allow_deletes: false,
+            basic_auth: None,
         }
     }
 }

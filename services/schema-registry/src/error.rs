@@ -12,6 +12,7 @@ pub mod codes {
     pub const BAD_REQUEST: u32 = 400;
     pub const NOT_FOUND: u32 = 404;
     pub const METHOD_NOT_ALLOWED: u32 = 405;
+    pub const UNAUTHORIZED: u32 = 401;
     pub const SUBJECT_NOT_FOUND: u32 = 40401;
     pub const VERSION_NOT_FOUND: u32 = 40402;
     pub const SCHEMA_NOT_FOUND: u32 = 40403;
@@ -78,6 +79,9 @@ pub enum RegistryError {
     RouteNotFound,
     #[error("HTTP 405 Method Not Allowed")]
     MethodNotAllowed,
+    /// A request without the configured basic auth credentials.
+    #[error("Unauthorized: this registry requires HTTP basic auth")]
+    Unauthorized,
     /// A DELETE on a registry configured without `allow_deletes`.
     #[error("Deletes are disabled on this registry (allow_deletes = false)")]
     DeletesDisabled,
@@ -110,6 +114,7 @@ impl RegistryError {
             E::BadRequest(_) => BAD_REQUEST,
             E::RouteNotFound => NOT_FOUND,
             E::MethodNotAllowed | E::DeletesDisabled => METHOD_NOT_ALLOWED,
+            E::Unauthorized => UNAUTHORIZED,
             E::Store(_) | E::Internal(_) => STORE_ERROR,
         }
     }

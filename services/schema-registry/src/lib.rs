@@ -119,7 +119,10 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
         addr: config.listen,
         source,
     })?;
-    let app = api::router(api::AppState::new(registry, config.allow_deletes));
+    let app = api::router(
+        api::AppState::new(registry, config.allow_deletes)
+            .with_basic_auth(config.basic_auth.as_ref()),
+    );
     health.ready(READY_CHECK, format!("serving on {addr}"));
     tracing::info!(%addr, %ops_addr, data_dir = %config.data_dir.display(), "schema registry listening");
 

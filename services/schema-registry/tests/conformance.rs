@@ -1040,3 +1040,58 @@ async fn deletes_are_refused_unless_allowed() {
     token.cancel();
     running.wait().await.unwrap();
 }
+
+/// Behind basic auth every request without the credentials is refused (401), and the project's
+/// registry client, configured with them, registers and reads.
+#[tokio::test]
+async fn basic_auth_refuses_requests_without_the_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = CancellationToken::new();
+    let cfg = Config {
+        basic_auth: Some(tillstream_schema_registry::config::BasicAuth {
+            username: "gate".into(),
+            password: "s3cret".into(),
+        }),
+        ..config(dir.path())
+    };
+    let running = tillstream_schema_registry::start(cfg, token.clone())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    for auth in [None, Some(("gate", "wrong")), Some(("other", "s3cret"))] {
+        let mut req = http.get(format!("{}/subjects", running.url()));
+        if let Some((u, p)) = auth {
+            req = req.basic_auth(u, Some(p));
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{auth:?}");
+        let b: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(b["error_code"], 401, "{b}");
+    }
+    let client = tillstream_contracts::Registry::new(tillstream_contracts::RegistryConfig {
+        url: running.url(),
+        auto_register: true,
+        basic_auth_user: Some("gate".into()),
+        basic_auth_password: Some("s3cret".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    client
+        .warm_up(&[tillstream_contracts::EventKind::OrderCreated])
+        .await
+        .unwrap();
+    let r = http
+        .get(format!("{}/subjects", running.url()))
+        .basic_auth("gate", Some("s3cret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let subjects: Vec<String> = r.json().await.unwrap();
+    assert!(
+        !subjects.is_empty(),
+        "the client registered through the auth"
+    );
+    token.cancel();
+    running.wait().await.unwrap();
+}

@@ -254,6 +254,36 @@ mod tests {
         assert_eq!(k.properties["sasl.password"], "hunter2");
     }
 
+    /// A production cluster behind SASL over TLS: the properties reach librdkafka, which was built
+    /// with TLS and SCRAM support (the `ssl` feature) and takes them; a misspelt one is refused at
+    /// creation, so the properties are not silently dropped on the way.
+    #[tokio::test]
+    async fn sasl_over_tls_properties_make_a_client_librdkafka_accepts() {
+        let mut k = KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            ..KafkaConfig::default()
+        };
+        for (key, value) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "dedup"),
+            ("sasl.password", "hunter2"),
+            ("ssl.endpoint.identification.algorithm", "https"),
+        ] {
+            k.properties.insert(key.into(), value.into());
+        }
+        let _accepted =
+            crate::kafka::producer(&k, "sasl-ssl-test").expect("SASL_SSL with SCRAM accepted");
+        k.properties
+            .insert("security.protocol".into(), "SSL".into());
+        k.properties
+            .insert("ssl.key.password".into(), "keypass".into());
+        let _accepted = crate::kafka::producer(&k, "ssl-test").expect("SSL accepted");
+        k.properties
+            .insert("sasl.mechanismz".into(), "PLAIN".into());
+        assert!(crate::kafka::producer(&k, "misspelt").is_err());
+    }
+
     #[test]
     fn static_shares_cover_every_partition_exactly_once() {
         for count in 1..=5u32 {

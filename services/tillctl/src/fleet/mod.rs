@@ -393,6 +393,10 @@ pub fn revoke(
 pub fn write_acl(acl_file: &Path, fleet_file: &Path) -> Result<bool> {
     let fleet = Fleet::parse(&read(fleet_file)?)
         .map_err(|e| FleetCmdError::Refused(format!("{}: {e}", fleet_file.display())))?;
+    for (device, _) in fleet.devices() {
+        check_device_id(device)
+            .map_err(|e| FleetCmdError::Refused(format!("{}: {e}", fleet_file.display())))?;
+    }
     let old = std::fs::read_to_string(acl_file).unwrap_or_default();
     let new = acl::render(acl::head(&old), &fleet);
     if new == old {
