@@ -3,7 +3,9 @@
 # Run:   docker run tillstream:dev tillstream-dedup --config /etc/tillstream/dedup.toml
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
+# cmake for librdkafka; libssl-dev and pkg-config for its TLS and SASL (SCRAM) support.
+RUN apt-get update && apt-get install -y --no-install-recommends cmake libssl-dev pkg-config \
+ && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cargo build --release --locked \
       -p tillstream-store-bridge -p tillstream-dedup -p tillstream-inventory-projection \
@@ -16,7 +18,7 @@ RUN cargo build --release --locked \
        target/release/tillstream-conflict-detector target/release/tillstream-finance-export /out/
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home /var/lib/tillstream --create-home tillstream
 COPY --from=build /out/ /usr/local/bin/

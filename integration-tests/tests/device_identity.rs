@@ -211,37 +211,17 @@ async fn a_device_cannot_log_in_with_another_devices_certificate_or_without_one(
     // A certificate for s001-d02 from a CA of its own: refused.
     let dir = tempfile::tempdir().unwrap();
     let rogue = dir.path().join("rogue");
-    let tillctl_bin = std::env::var_os("TILLSTREAM_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| tillstream_integration_tests::repo().join("target/debug"))
-        .join("tillctl");
-    let out = std::process::Command::new(&tillctl_bin)
-        .args(["fleet", "--pki"])
-        .arg(&rogue)
-        .arg("init")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = std::process::Command::new(
-        std::env::var_os("TILLSTREAM_BIN_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| tillstream_integration_tests::repo().join("target/debug"))
-            .join("tillctl"),
-    )
-    .args(["fleet", "--pki"])
-    .arg(&rogue)
-    .args(["sync", "--service", "s001-d02"])
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // A CA of its own, with the stack's tillctl: the same kind of certificate, another issuer.
+    for args in [&["init"][..], &["sync", "--service", "s001-d02"][..]] {
+        let out = stack
+            .tillctl(&[&["fleet", "--pki", &rogue.display().to_string()][..], args].concat())
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let forged = TlsFiles {
         ca_file: d1.ca_file.clone(),
         ..TlsFiles::in_pki_dir(&rogue, "s001-d02")
@@ -372,6 +352,16 @@ async fn rotation_keeps_a_device_online_and_a_revoked_one_is_refused() {
     o.set_transport(tls(&files(&first)))
         .set_keep_alive(Duration::from_secs(10));
     let (held, mut held_el) = AsyncClient::new(o, 10);
+    let publish_held = || async {
+        held.publish(
+            own_topic("s001-d09"),
+            QoS::AtLeastOnce,
+            false,
+            b"{}".to_vec(),
+        )
+        .await
+        .unwrap()
+    };
     loop {
         if let Event::Incoming(Packet::ConnAck(_)) = held_el.poll().await.unwrap() {
             break;
@@ -388,14 +378,7 @@ async fn rotation_keeps_a_device_online_and_a_revoked_one_is_refused() {
         }
         acks
     });
-    held.publish(
-        own_topic("s001-d09"),
-        QoS::AtLeastOnce,
-        false,
-        b"{}".to_vec(),
-    )
-    .await
-    .unwrap();
+    publish_held().await;
 
     let rotated = tillctl(
         &stack,
@@ -419,14 +402,7 @@ async fn rotation_keeps_a_device_online_and_a_revoked_one_is_refused() {
             d.display()
         );
     }
-    held.publish(
-        own_topic("s001-d09"),
-        QoS::AtLeastOnce,
-        false,
-        b"{}".to_vec(),
-    )
-    .await
-    .unwrap();
+    publish_held().await;
     let acks = tokio::time::timeout(Duration::from_secs(10), held_task)
         .await
         .unwrap()

@@ -224,18 +224,7 @@ impl Pki {
 
     /// Keeps `issued`'s key and certificate in `clients/` (local stack and simulator only).
     fn keep(&self, name: &str, issued: &Issued) -> Result<()> {
-        let clients = self.dir.join("clients");
-        std::fs::create_dir_all(&clients).map_err(io(&clients))?;
-        write_atomic(
-            &clients.join(format!("{name}.key")),
-            issued.key_pem.as_bytes(),
-            0o600,
-        )?;
-        write_atomic(
-            &clients.join(format!("{name}.crt")),
-            issued.cert_pem.as_bytes(),
-            0o644,
-        )
+        write_pair(&self.dir.join("clients"), name, issued)
     }
 
     /// Issues a kept certificate for every device of `fleet_file` and every service of `services`
@@ -424,19 +413,24 @@ pub fn reload_broker(pid_file: &Path) -> Result<u32> {
     Ok(pid)
 }
 
-/// Writes `issued` as `<name>.crt` and `<name>.key` (0600) plus the CA's certificate into `out`.
-pub fn write_credentials(pki_dir: &Path, out: &Path, name: &str, issued: &Issued) -> Result<()> {
-    std::fs::create_dir_all(out).map_err(io(out))?;
+/// Writes `issued` as `<name>.key` (0600) and `<name>.crt` into `dir` (created if missing).
+fn write_pair(dir: &Path, name: &str, issued: &Issued) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
     write_atomic(
-        &out.join(format!("{name}.key")),
+        &dir.join(format!("{name}.key")),
         issued.key_pem.as_bytes(),
         0o600,
     )?;
     write_atomic(
-        &out.join(format!("{name}.crt")),
+        &dir.join(format!("{name}.crt")),
         issued.cert_pem.as_bytes(),
         0o644,
-    )?;
+    )
+}
+
+/// Writes `issued` as `<name>.crt` and `<name>.key` (0600) plus the CA's certificate into `out`.
+pub fn write_credentials(pki_dir: &Path, out: &Path, name: &str, issued: &Issued) -> Result<()> {
+    write_pair(out, name, issued)?;
     let ca = read(&Pki::ca_file(pki_dir))?;
     write_atomic(&out.join("ca.crt"), ca.as_bytes(), 0o644)
 }
