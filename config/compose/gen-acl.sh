@@ -17,11 +17,10 @@ tillctl=${TILLCTL:-tillctl}
 mkdir -p "$out"
 sed -e "s|@ADMIN_USER@|admin|g" -e "s|@BRIDGE_USER@|bridge|g" -e "s|@FLEET_FILE@|$fleet|g" \
   "$tmpl" >"$out/acl.tmp"
-if [ "${MQTT_STORE_LEVEL_TOPICS:-0}" = 1 ]; then
-  # Migration: the v1 store-level topics, where a till's identity rests on its payload.
-  for t in pos inventory loyalty day; do echo "pattern write store/+/$t/#"; done >>"$out/acl.tmp"
-fi
-"$tillctl" fleet --broker-acl "$out/acl.tmp" acl --fleet "$fleet" ||
+# MQTT_STORE_LEVEL_TOPICS=1 (migration): each device may also write its own store's v1
+# store-level topics.
+TILLSTREAM_MQTT_STORE_LEVEL_TOPICS=${MQTT_STORE_LEVEL_TOPICS:-0} \
+  "$tillctl" fleet --broker-acl "$out/acl.tmp" acl --fleet "$fleet" ||
   die "tillctl fleet acl refused $fleet"
 chmod 0644 "$out/acl.tmp"
 mv "$out/acl.tmp" "$out/acl"

@@ -12,6 +12,11 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tillstream_integration_tests::{MqttSecurity, Stack, Svc};
 use tillstream_runtime::mqtt::TlsFiles;
 
+/// Whether an attempt was refused by the broker (not merely unanswered).
+fn refused_by_broker(o: &Outcome) -> bool {
+    matches!(o, Outcome::Refused(e) if !e.contains("no answer"))
+}
+
 /// What became of one connection attempt that publishes one QoS 1 message on `topic`.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -168,16 +173,17 @@ fn fleet_file(dir: &Path) -> PathBuf {
     f
 }
 
-/// A client proves it holds the key of the certificate it presents, so no device can log in as
-/// another: not with another device's certificate (it lacks that key), not with a certificate of
-/// its own making (another CA), not without one, and not in plaintext.
+/// The broker takes a client's identity from a certificate of the fleet's CA, whose key the client
+/// proves it holds in the handshake: no device can log in as another, not with a certificate of
+/// its own making (another CA), not without one, and not in plaintext; a user name naming another
+/// device changes nothing. (Presenting another device's certificate without its key fails in the
+/// client's own TLS library before it reaches the broker, so there is nothing to test there.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_cannot_log_in_with_another_devices_certificate_or_without_one() {
     let stack = Stack::start(&[Svc::Mosquitto], None).unwrap();
     let pki = stack.mqtt_tls_dir().unwrap();
     let port = stack.mqtt_port();
     let d1 = TlsFiles::in_pki_dir(&pki, "s001-d01");
-    let d2 = TlsFiles::in_pki_dir(&pki, "s001-d02");
     let observer = observe(&stack).await;
     let (mine, victim) = (own_topic("s001-d01"), own_topic("s001-d02"));
 
@@ -194,20 +200,6 @@ async fn a_device_cannot_log_in_with_another_devices_certificate_or_without_one(
     // Under its own name it may not write another device's topic either.
     let o = attempt(port, tls(&d1), "s001-d01", &victim).await;
     assert!(not_published(&o), "{o:?}");
-    // s001-d02's certificate with s001-d01's key: the handshake fails.
-    let stolen_cert = TlsFiles {
-        cert_file: d2.cert_file.clone(),
-        ..d1.clone()
-    };
-    let refused = attempt(
-        port,
-        stolen_cert.transport().unwrap(),
-        "s001-d02",
-        &own_topic("s001-d02"),
-    )
-    .await;
-    assert!(matches!(refused, Outcome::Refused(_)), "{refused:?}");
-
     // A certificate for s001-d02 from a CA of its own: refused.
     let dir = tempfile::tempdir().unwrap();
     let rogue = dir.path().join("rogue");
@@ -227,7 +219,7 @@ async fn a_device_cannot_log_in_with_another_devices_certificate_or_without_one(
         ..TlsFiles::in_pki_dir(&rogue, "s001-d02")
     };
     let refused = attempt(port, tls(&forged), "s001-d02", &own_topic("s001-d02")).await;
-    assert!(matches!(refused, Outcome::Refused(_)), "{refused:?}");
+    assert!(refused_by_broker(&refused), "{refused:?}");
 
     // TLS without a client certificate: refused.
     let no_cert = rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
@@ -236,7 +228,7 @@ async fn a_device_cannot_log_in_with_another_devices_certificate_or_without_one(
         client_auth: None,
     });
     let refused = attempt(port, no_cert, "s001-d02", &own_topic("s001-d02")).await;
-    assert!(matches!(refused, Outcome::Refused(_)), "{refused:?}");
+    assert!(refused_by_broker(&refused), "{refused:?}");
 
     // Plaintext, with the password that works on a plaintext stack: refused.
     let refused = attempt(
@@ -246,7 +238,7 @@ async fn a_device_cannot_log_in_with_another_devices_certificate_or_without_one(
         &own_topic("s001-d02"),
     )
     .await;
-    assert!(matches!(refused, Outcome::Refused(_)), "{refused:?}");
+    assert!(refused_by_broker(&refused), "{refused:?}");
     // Nothing reached s001-d02's topic: after a second control message has arrived, none of the
     // refused publishes (which all ended before it started) can still be on its way.
     assert_eq!(
@@ -430,7 +422,7 @@ async fn rotation_keeps_a_device_online_and_a_revoked_one_is_refused() {
         ],
     );
     let refused = until_refused(port, &files(&first), "s001-d09").await;
-    assert!(matches!(refused, Outcome::Refused(_)), "{refused:?}");
+    assert!(refused_by_broker(&refused), "{refused:?}");
     assert_eq!(
         attempt(
             port,
@@ -454,7 +446,7 @@ async fn rotation_keeps_a_device_online_and_a_revoked_one_is_refused() {
         &["fleet", "revoke", "s001-d09", "--fleet", &fleet_arg],
     );
     let refused = until_refused(port, &files(&second), "s001-d09").await;
-    assert!(matches!(refused, Outcome::Refused(_)), "{refused:?}");
+    assert!(refused_by_broker(&refused), "{refused:?}");
     assert!(
         !std::fs::read_to_string(&fleet)
             .unwrap()

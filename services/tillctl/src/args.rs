@@ -83,6 +83,17 @@ pub(crate) struct FleetArgs {
     /// `add` and `revoke` (each device writes only its own device level, reads its store's catalog).
     #[arg(long, env = "TILLSTREAM_MQTT_ACL_FILE", global = true)]
     pub(crate) broker_acl: Option<PathBuf>,
+    /// Migration to the contract's device-level topics (`1`): the ACL also lets each device write
+    /// its own store's v1 store-level topics.
+    #[arg(
+        long,
+        env = "TILLSTREAM_MQTT_STORE_LEVEL_TOPICS",
+        global = true,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::Set,
+        default_value = "0"
+    )]
+    pub(crate) store_level_topics: bool,
     /// Validity of the certificates issued, in days.
     #[arg(long, default_value_t = 730, global = true)]
     pub(crate) days: u32,

@@ -65,11 +65,16 @@ fn run_fleet(args: FleetArgs) -> anyhow::Result<ExitCode> {
         }
         anyhow::Ok(())
     };
+    let acl_levels = if args.store_level_topics {
+        fleet::acl::TopicLevels::DeviceAndStore
+    } else {
+        fleet::acl::TopicLevels::Device
+    };
     if let FleetCmd::Acl { fleet } = &args.command {
         let acl_file = args.broker_acl.as_deref().ok_or_else(|| {
             anyhow::anyhow!("fleet acl needs --broker-acl (TILLSTREAM_MQTT_ACL_FILE)")
         })?;
-        if fleet::write_acl(acl_file, &fleet.path)? {
+        if fleet::write_acl(acl_file, &fleet.path, acl_levels)? {
             match &args.broker_pid_file {
                 Some(pid_file) if pid_file.exists() => {
                     fleet::reload_broker(pid_file)?;
@@ -78,6 +83,14 @@ fn run_fleet(args: FleetArgs) -> anyhow::Result<ExitCode> {
             }
         }
         return Ok(ExitCode::SUCCESS);
+    }
+    // Where a new key is to be written must exist before it is issued: a key lost after its
+    // certificate was registered would lock the till out when the old one's grace ends.
+    if let FleetCmd::Add { out: Some(dir), .. } | FleetCmd::Rotate { out: Some(dir), .. } =
+        &args.command
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("--out {}: {e}", dir.display()))?;
     }
     let mut pki = match &args.command {
         FleetCmd::Init { broker_names } => Pki::init(&args.pki, broker_names, validity)?,
@@ -168,7 +181,7 @@ fn run_fleet(args: FleetArgs) -> anyhow::Result<ExitCode> {
         changed.push("revocation list");
     }
     if let (Some(acl_file), Some(fleet_file)) = (&args.broker_acl, &acl_from)
-        && fleet::write_acl(acl_file, fleet_file)?
+        && fleet::write_acl(acl_file, fleet_file, acl_levels)?
     {
         changed.push("ACL");
     }

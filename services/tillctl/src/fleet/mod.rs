@@ -54,16 +54,23 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FleetCmdError + '_ {
     }
 }
 
-/// Writes `path` whole or not at all (temp file, fsync, rename), with `mode`.
+/// Writes `path` whole or not at all (a temp file of its own beside it, fsync, rename), with
+/// `mode` set on the file itself (a key must never be readable by others, not even for a moment).
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(io(&tmp))?;
     f.write_all(bytes).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
@@ -98,9 +105,24 @@ impl Default for Validity {
     }
 }
 
-/// The PKI folder, opened.
+/// Takes the PKI folder's lock (blocking): two commands at once would each write the register
+/// from their own copy, and a certificate issued by one could vanish from it.
+fn lock(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    f.lock().map_err(io(&path))?;
+    Ok(f)
+}
+
+/// The PKI folder, opened (and locked until dropped).
 pub struct Pki {
     dir: PathBuf,
+    _lock: std::fs::File,
     ca: Ca,
     register: Register,
     /// What the revocation list on disk lists: it is rewritten only when that changes.
@@ -118,6 +140,7 @@ impl Pki {
     /// Idempotent: an existing CA is kept (every certificate it issued stays valid).
     pub fn init(dir: &Path, broker_names: &[String], validity: Validity) -> Result<Pki> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let held = lock(dir)?;
         let now = now_s();
         let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
         if !ca_crt.exists() {
@@ -130,7 +153,7 @@ impl Pki {
                 0o644,
             )?;
         }
-        let mut pki = Pki::open(dir)?;
+        let mut pki = Pki::open_locked(dir, held)?;
         if !dir.join("broker.crt").exists() {
             let issued = pki.issue("broker", Role::Broker, validity.cert_days, broker_names)?;
             write_atomic(&dir.join("broker.key"), issued.key_pem.as_bytes(), 0o600)?;
@@ -144,11 +167,17 @@ impl Pki {
     }
 
     pub fn open(dir: &Path) -> Result<Pki> {
+        let held = lock(dir)?;
+        Pki::open_locked(dir, held)
+    }
+
+    fn open_locked(dir: &Path, held: std::fs::File) -> Result<Pki> {
         let ca = Ca::from_pem(&read(&dir.join("ca.crt"))?, &read(&dir.join("ca.key"))?)?;
         let register = Register::parse(&read(&dir.join("issued.csv"))?)?;
         let revoked_written = register.revoked(now_s());
         Ok(Pki {
             dir: dir.to_path_buf(),
+            _lock: held,
             ca,
             register,
             revoked_written,
@@ -196,20 +225,23 @@ impl Pki {
     }
 
     /// Writes the register, and the revocation list when what it lists changed.
+    ///
+    /// The list first: a revocation the register holds must be on the list, and a command that
+    /// fails between the two writes leaves a revocation that is listed but not registered (the
+    /// command run again revokes it again), never the other way round.
     pub fn save(&mut self) -> Result<()> {
         let now = now_s();
-        write_atomic(
-            &self.dir.join("issued.csv"),
-            self.register.to_csv().as_bytes(),
-            0o644,
-        )?;
         let revoked = self.register.revoked(now);
         if revoked != self.revoked_written {
             self.write_crl(now)?;
             self.revoked_written = revoked;
             self.crl_changed = true;
         }
-        Ok(())
+        write_atomic(
+            &self.dir.join("issued.csv"),
+            self.register.to_csv().as_bytes(),
+            0o644,
+        )
     }
 
     /// Whether the revocation list was rewritten since the PKI was opened: the broker must reload.
@@ -254,6 +286,8 @@ impl Pki {
             if self.register.has_active(&name, now) && kept.exists() {
                 continue;
             }
+            // A kept key that is gone: its certificate must not stay valid without it.
+            self.register.revoke(&name, None, now);
             let issued = self.issue(&name, role, validity.cert_days, &[])?;
             self.keep(&name, &issued)?;
             issued_names.push(name);
@@ -295,6 +329,8 @@ pub fn add(
     }
     next.push_str(&format!("{device},{store}\n"));
     Fleet::parse(&next).map_err(|e| FleetCmdError::Refused(format!("{device},{store}: {e}")))?;
+    // A device added again after leaving the fleet file by hand: what it had is revoked.
+    pki.register.revoke(device, None, now_s());
     let issued = pki.issue(device, Role::Device, days, &[])?;
     // The certificate first: a device in the fleet file without one could never connect, one
     // with a certificate and no fleet entry is dead-lettered `unknown_device` until it is added.
@@ -379,7 +415,7 @@ pub fn revoke(
 
 /// Rewrites the devices' part of the broker's ACL from the fleet file. Returns whether it changed
 /// (the broker must then reload).
-pub fn write_acl(acl_file: &Path, fleet_file: &Path) -> Result<bool> {
+pub fn write_acl(acl_file: &Path, fleet_file: &Path, levels: acl::TopicLevels) -> Result<bool> {
     let fleet = Fleet::parse(&read(fleet_file)?)
         .map_err(|e| FleetCmdError::Refused(format!("{}: {e}", fleet_file.display())))?;
     for (device, _) in fleet.devices() {
@@ -387,7 +423,7 @@ pub fn write_acl(acl_file: &Path, fleet_file: &Path) -> Result<bool> {
             .map_err(|e| FleetCmdError::Refused(format!("{}: {e}", fleet_file.display())))?;
     }
     let old = std::fs::read_to_string(acl_file).unwrap_or_default();
-    let new = acl::render(acl::head(&old), &fleet);
+    let new = acl::render(acl::head(&old), &fleet, levels);
     if new == old {
         return Ok(false);
     }
@@ -462,11 +498,20 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let crl0 = std::fs::read_to_string(pki_dir.join("crl.pem")).unwrap();
 
         let kept = pki
             .sync_kept(Some(&fleet), &["bridge".into()], Validity::default())
             .unwrap();
+        // A kept key lost: a new certificate, and the old one revoked (not left valid without it).
+        std::fs::remove_file(pki_dir.join("clients/bridge.key")).unwrap();
+        let again = pki
+            .sync_kept(None, &["bridge".into()], Validity::default())
+            .unwrap();
+        assert_eq!(again, ["bridge"]);
+        assert_eq!(pki.register().accepted("bridge").count(), 1);
+        pki.save().unwrap();
+        assert!(pki.crl_changed());
+        let crl0 = std::fs::read_to_string(pki_dir.join("crl.pem")).unwrap();
         assert_eq!(kept, ["bridge", "s001-d01"]);
         assert!(
             pki.sync_kept(Some(&fleet), &["bridge".into()], Validity::default())
@@ -504,9 +549,7 @@ mod tests {
         rotate(&mut pki, "s001-d02", 0, 30).unwrap();
         assert_eq!(pki.retire_due(), 1);
         assert_eq!(pki.register().accepted("s001-d02").count(), 2);
-        assert!(!pki.crl_changed());
         pki.save().unwrap();
-        assert!(pki.crl_changed(), "the list changed");
         assert_ne!(
             std::fs::read_to_string(pki_dir.join("crl.pem")).unwrap(),
             crl0
@@ -527,8 +570,10 @@ mod tests {
         );
         assert!(revoke(&mut pki, Some(&fleet), "s001-d02", None).is_err());
 
-        // Reopened from disk: the same register.
+        // Reopened from disk (once this command's lock is released): the same register.
+        let register = pki.register().clone();
+        drop(pki);
         let again = Pki::open(&pki_dir).unwrap();
-        assert_eq!(again.register(), pki.register());
+        assert_eq!(again.register(), &register);
     }
 }
