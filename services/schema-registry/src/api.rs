@@ -219,7 +219,12 @@ async fn require_auth(State(state): State<AppState>, req: Request, next: Next) -
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0;
         if !same {
-            return RegistryError::Unauthorized.into_response();
+            let mut refused = RegistryError::Unauthorized.into_response();
+            refused.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Basic realm=\"tillstream-registry\""),
+            );
+            return refused;
         }
     }
     next.run(req).await

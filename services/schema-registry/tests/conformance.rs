@@ -1065,6 +1065,11 @@ async fn basic_auth_refuses_requests_without_the_credentials() {
         }
         let r = req.send().await.unwrap();
         assert_eq!(r.status().as_u16(), 401, "{auth:?}");
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            "Basic realm=\"tillstream-registry\"",
+            "a client is told to authenticate"
+        );
         let b: serde_json::Value = r.json().await.unwrap();
         assert_eq!(b["error_code"], 401, "{b}");
     }

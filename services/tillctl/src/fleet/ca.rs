@@ -18,6 +18,8 @@ pub enum CaError {
     Crypto(#[from] rcgen::Error),
     #[error("certificate authority: time {0} out of range")]
     Time(i64),
+    #[error("certificate authority: cannot read a certificate: {0}")]
+    Certificate(String),
 }
 
 /// A certificate's serial number (positive, 63 bits), shown as 16 hex digits.
@@ -50,6 +52,37 @@ pub enum Role {
     Service,
     /// The MQTT broker: server authentication for the given names (DNS names or IP addresses).
     Broker,
+}
+
+/// Whether the certificate `cert_pem` names every one of `names` (DNS names or IP addresses) among
+/// its subject alternative names.
+pub fn names_cover(cert_pem: &str, names: &[String]) -> Result<bool, CaError> {
+    use x509_parser::extensions::GeneralName;
+    let bad = |e: String| CaError::Certificate(e);
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
+    let cert = pem.parse_x509().map_err(|e| bad(e.to_string()))?;
+    let mut has: Vec<String> = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                GeneralName::DNSName(d) => has.push(d.to_string()),
+                GeneralName::IPAddress(ip) => match ip.len() {
+                    4 => has.push(
+                        std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*ip).unwrap_or_default())
+                            .to_string(),
+                    ),
+                    16 => has.push(
+                        std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*ip).unwrap_or_default())
+                            .to_string(),
+                    ),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    Ok(names.iter().all(|n| has.iter().any(|h| h == n)))
 }
 
 /// A certificate just issued, with its private key (shown or stored once, then never again).
@@ -230,6 +263,9 @@ mod tests {
             )
             .unwrap();
         assert_ne!(b.key_pem, d.key_pem);
+        assert!(names_cover(&b.cert_pem, &["localhost".into()]).unwrap());
+        assert!(names_cover(&b.cert_pem, &["127.0.0.1".into(), "localhost".into()]).unwrap());
+        assert!(!names_cover(&b.cert_pem, &["mosquitto".into()]).unwrap());
         let crl = ca.crl(&[(Serial(42), NOW)], 7, NOW).unwrap();
         assert!(crl.starts_with("-----BEGIN X509 CRL-----"));
     }

@@ -154,7 +154,23 @@ impl Pki {
             )?;
         }
         let mut pki = Pki::open_locked(dir, held)?;
-        if !dir.join("broker.crt").exists() {
+        let broker_crt = dir.join("broker.crt");
+        // A broker certificate without every name asked for (an init for compose after one with
+        // the defaults) would fail the clients' TLS checks: it is issued again (the CA is the
+        // same, so every client still trusts it; the broker reads it at its next start).
+        let names_missing =
+            broker_crt.exists() && !ca::names_cover(&read(&broker_crt)?, broker_names)?;
+        if !broker_crt.exists() || names_missing {
+            if let Some(old) = pki
+                .register
+                .entries
+                .iter()
+                .rev()
+                .find(|e| e.role == Role::Broker && e.state == CertState::Active)
+                .map(|e| e.serial)
+            {
+                pki.register.revoke("broker", Some(old), now);
+            }
             let issued = pki.issue("broker", Role::Broker, validity.cert_days, broker_names)?;
             write_atomic(&dir.join("broker.key"), issued.key_pem.as_bytes(), 0o600)?;
             write_atomic(&dir.join("broker.crt"), issued.cert_pem.as_bytes(), 0o644)?;
@@ -474,6 +490,40 @@ pub fn write_credentials(pki_dir: &Path, out: &Path, name: &str, issued: &Issued
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn init_issues_the_broker_certificate_again_when_a_name_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        drop(
+            Pki::init(
+                dir.path(),
+                &names(&["127.0.0.1", "localhost"]),
+                Validity::default(),
+            )
+            .unwrap(),
+        );
+        let first = std::fs::read_to_string(dir.path().join("broker.crt")).unwrap();
+        // The same names again: kept.
+        drop(Pki::init(dir.path(), &names(&["localhost"]), Validity::default()).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("broker.crt")).unwrap(),
+            first
+        );
+        // The name compose's clients use: issued again, by the same CA.
+        let pki = Pki::init(dir.path(), &names(&["mosquitto"]), Validity::default()).unwrap();
+        let second = std::fs::read_to_string(dir.path().join("broker.crt")).unwrap();
+        assert_ne!(second, first);
+        assert!(ca::names_cover(&second, &names(&["mosquitto"])).unwrap());
+        assert_eq!(
+            pki.register()
+                .entries
+                .iter()
+                .filter(|e| e.role == Role::Broker && e.state == CertState::Active)
+                .count(),
+            1
+        );
+    }
 
     #[test]
     fn add_rotate_revoke_keep_the_fleet_file_and_the_revocation_list_in_step() {
