@@ -86,12 +86,8 @@ impl MqttEndpoint {
             "bridge" => "bridge-dev",
             _ => "device-dev",
         };
-        let transport = match &self.tls_dir {
-            Some(dir) => tillstream_runtime::mqtt::TlsFiles::in_pki_dir(dir, user)
-                .transport()
-                .expect("the stack's certificate for a test client"),
-            None => rumqttc::Transport::Tcp,
-        };
+        let transport = tillstream_runtime::mqtt::transport_in(self.tls_dir.as_deref(), user)
+            .expect("the stack's certificate for a test client");
         (transport, password.to_string())
     }
 }
@@ -258,10 +254,7 @@ impl Stack {
     /// Runs `tillctl` with this stack's PKI folder, broker pid file and `fleet` file, returning its
     /// output (for tests of device onboarding, rotation and revocation).
     pub fn tillctl(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
-        let bin = std::env::var_os("TILLSTREAM_BIN_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join("target/debug"))
-            .join("tillctl");
+        let bin = pipeline::binary_path("tillctl");
         Command::new(&bin)
             .args(args)
             .env("TILLSTREAM_PKI_DIR", self.dir().join("pki"))

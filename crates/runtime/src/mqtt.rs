@@ -92,6 +92,18 @@ impl TlsFiles {
     }
 }
 
+/// The transport of a client logging in as `identity`: TLS with its certificate from the PKI
+/// folder `pki_dir`, or plaintext when there is none (the simulator, the oracle, test clients).
+pub fn transport_in(
+    pki_dir: Option<&Path>,
+    identity: &str,
+) -> Result<rumqttc::Transport, MqttTlsError> {
+    match pki_dir {
+        Some(dir) => TlsFiles::in_pki_dir(dir, identity).transport(),
+        None => Ok(rumqttc::Transport::Tcp),
+    }
+}
+
 impl MqttTlsConfig {
     /// The files for a client logging in as `identity`: each configured one, else the PKI folder's.
     pub fn files(&self, url: &str, identity: &str) -> Result<TlsFiles, MqttTlsError> {
@@ -192,7 +204,15 @@ mod tests {
         for plain in ["mqtt://h:1883", "tcp://h:1883", "h:1883"] {
             assert!(!BrokerAddress::parse(plain).unwrap().tls, "{plain}");
         }
-        for bad in ["http://h:1", "mqtts://h", "mqtt://:1", "mqtt://h:x"] {
+        let a = BrokerAddress::parse("127.0.0.1:99").unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("127.0.0.1", 99));
+        for bad in [
+            "http://h:1",
+            "mqtts://h",
+            "mqtt://nohost",
+            "mqtt://:1",
+            "mqtt://h:x",
+        ] {
             assert!(BrokerAddress::parse(bad).is_err(), "{bad}");
         }
     }

@@ -396,11 +396,11 @@ impl Connection<'_> {
             cfg.host.clone(),
             cfg.port,
         );
-        if let Some(dir) = &cfg.tls_dir {
-            let files = tillstream_runtime::mqtt::TlsFiles::in_pki_dir(dir, self.device_id);
-            opts.set_transport(files.transport().map_err(|e| err(e.to_string()))?);
-        }
-        opts.set_credentials(self.device_id.to_string(), cfg.device_password.clone())
+        let transport =
+            tillstream_runtime::mqtt::transport_in(cfg.tls_dir.as_deref(), self.device_id)
+                .map_err(|e| err(e.to_string()))?;
+        opts.set_transport(transport)
+            .set_credentials(self.device_id.to_string(), cfg.device_password.clone())
             .set_keep_alive(Duration::from_secs(15))
             .set_clean_session(true)
             .set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024)

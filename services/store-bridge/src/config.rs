@@ -90,13 +90,6 @@ impl Default for MqttConfig {
 }
 
 impl MqttConfig {
-    /// (host, port) from `url` (`mqtt://`, `tcp://`, `mqtts://`, `ssl://` or none).
-    pub fn host_port(&self) -> Result<(String, u16), String> {
-        let a =
-            tillstream_runtime::mqtt::BrokerAddress::parse(&self.url).map_err(|e| e.to_string())?;
-        Ok((a.host, a.port))
-    }
-
     /// Options of one MQTT connection of the bridge (`client_id`: the uplink's or the downlink's
     /// session): address, TLS with the bridge's certificate for `mqtts://`, credentials.
     pub fn connection_options(&self, client_id: &str) -> Result<rumqttc::v5::MqttOptions, String> {
@@ -387,16 +380,14 @@ mod tests {
     }
 
     #[test]
-    fn url_forms() {
+    fn a_bad_url_is_refused_before_connecting() {
         let mut m = MqttConfig {
-            url: "mqtt://127.0.0.1:1883".into(),
+            url: "mqtt://nohost".into(),
             ..Default::default()
         };
-        assert_eq!(m.host_port().unwrap(), ("127.0.0.1".into(), 1883));
-        m.url = "127.0.0.1:99".into();
-        assert_eq!(m.host_port().unwrap(), ("127.0.0.1".into(), 99));
-        m.url = "mqtt://nohost".into();
-        assert!(m.host_port().is_err());
+        assert!(m.connection_options("x").is_err());
+        m.url = "mqtt://127.0.0.1:1883".into();
+        assert!(m.connection_options("x").is_ok());
     }
 
     #[test]

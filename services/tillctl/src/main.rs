@@ -75,12 +75,7 @@ fn run_fleet(args: FleetArgs) -> anyhow::Result<ExitCode> {
             anyhow::anyhow!("fleet acl needs --broker-acl (TILLSTREAM_MQTT_ACL_FILE)")
         })?;
         if fleet::write_acl(acl_file, &fleet.path, acl_levels)? {
-            match &args.broker_pid_file {
-                Some(pid_file) if pid_file.exists() => {
-                    fleet::reload_broker(pid_file)?;
-                }
-                _ => {}
-            }
+            fleet::reload_broker(args.broker_pid_file.as_deref())?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -167,7 +162,7 @@ fn run_fleet(args: FleetArgs) -> anyhow::Result<ExitCode> {
                     "{:<16} {:<24} {:<8} {:>12} {:>12}  {:?}",
                     e.serial.to_string(),
                     e.name,
-                    format!("{:?}", e.role).to_lowercase(),
+                    e.role.as_str(),
                     e.issued_at,
                     e.not_after,
                     e.state
@@ -187,12 +182,11 @@ fn run_fleet(args: FleetArgs) -> anyhow::Result<ExitCode> {
     }
     if !changed.is_empty() {
         let what = changed.join(" and ");
-        match &args.broker_pid_file {
-            Some(pid_file) if pid_file.exists() => {
-                let pid = fleet::reload_broker(pid_file)?;
-                eprintln!("{what} updated; broker (pid {pid}) reloaded");
+        match fleet::reload_broker(args.broker_pid_file.as_deref())? {
+            Some(pid) => eprintln!("{what} updated; broker (pid {pid}) reloaded"),
+            None => {
+                eprintln!("{what} updated: reload the broker (SIGHUP) or pass --broker-pid-file")
             }
-            _ => eprintln!("{what} updated: reload the broker (SIGHUP) or pass --broker-pid-file"),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -39,15 +39,10 @@ pub async fn observe_catalog(
         mqtt.host.clone(),
         mqtt.port,
     );
-    if let Some(dir) = &mqtt.tls_dir {
-        let files = tillstream_runtime::mqtt::TlsFiles::in_pki_dir(dir, &mqtt.user);
-        opts.set_transport(
-            files
-                .transport()
-                .map_err(|e| OracleError::Mqtt(e.to_string()))?,
-        );
-    }
-    opts.set_credentials(mqtt.user.clone(), mqtt.password.clone())
+    let transport = tillstream_runtime::mqtt::transport_in(mqtt.tls_dir.as_deref(), &mqtt.user)
+        .map_err(|e| OracleError::Mqtt(e.to_string()))?;
+    opts.set_transport(transport)
+        .set_credentials(mqtt.user.clone(), mqtt.password.clone())
         .set_clean_session(true)
         .set_keep_alive(Duration::from_secs(15));
     let (client, mut eventloop) = AsyncClient::new(opts, 64);

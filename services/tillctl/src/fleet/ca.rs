@@ -54,6 +54,23 @@ pub enum Role {
     Broker,
 }
 
+impl Role {
+    /// Its name in a certificate's OU and in the register.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Device => "device",
+            Role::Service => "service",
+            Role::Broker => "broker",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Role> {
+        [Role::Device, Role::Service, Role::Broker]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+    }
+}
+
 /// Whether the certificate `cert_pem` names every one of `names` (DNS names or IP addresses) among
 /// its subject alternative names.
 pub fn names_cover(cert_pem: &str, names: &[String]) -> Result<bool, CaError> {
@@ -182,14 +199,8 @@ impl Ca {
         };
         let mut p = CertificateParams::new(sans)?;
         p.distinguished_name.push(DnType::CommonName, name);
-        p.distinguished_name.push(
-            DnType::OrganizationalUnitName,
-            match role {
-                Role::Device => "device",
-                Role::Service => "service",
-                Role::Broker => "broker",
-            },
-        );
+        p.distinguished_name
+            .push(DnType::OrganizationalUnitName, role.as_str());
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = vec![match role {
             Role::Broker => ExtendedKeyUsagePurpose::ServerAuth,

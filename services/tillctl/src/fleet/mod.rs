@@ -357,17 +357,11 @@ pub fn add(
 
 /// `fleet rotate`: a new certificate for `device`; the ones it had stay valid for `grace_s`.
 pub fn rotate(pki: &mut Pki, device: &str, grace_s: i64, days: u32) -> Result<Issued> {
-    if pki.register.accepted(device).next().is_none() {
+    let Some(role) = pki.register.accepted(device).map(|e| e.role).next() else {
         return Err(FleetCmdError::Refused(format!(
             "{device} has no certificate in use (add it first)"
         )));
-    }
-    let role = pki
-        .register
-        .accepted(device)
-        .map(|e| e.role)
-        .next()
-        .unwrap_or(Role::Device);
+    };
     pki.register.retire_active(device, now_s() + grace_s.max(0));
     let issued = pki.issue(device, role, days, &[])?;
     // A kept identity (local stack) keeps its new key where its clients read it.
@@ -447,8 +441,12 @@ pub fn write_acl(acl_file: &Path, fleet_file: &Path, levels: acl::TopicLevels) -
     Ok(true)
 }
 
-/// Makes the broker re-read its revocation list (SIGHUP to the pid in `pid_file`). Returns the pid.
-pub fn reload_broker(pid_file: &Path) -> Result<u32> {
+/// Makes the broker re-read its revocation list and ACL (SIGHUP to the pid in `pid_file`). Returns
+/// the pid; `None` when there is no pid file (no broker of ours is running, or none was named).
+pub fn reload_broker(pid_file: Option<&Path>) -> Result<Option<u32>> {
+    let Some(pid_file) = pid_file.filter(|f| f.exists()) else {
+        return Ok(None);
+    };
     let pid: u32 = read(pid_file)?
         .trim()
         .parse()
@@ -462,7 +460,7 @@ pub fn reload_broker(pid_file: &Path) -> Result<u32> {
             "kill -HUP {pid} failed (is the broker running?)"
         )));
     }
-    Ok(pid)
+    Ok(Some(pid))
 }
 
 /// Writes `issued` as `<name>.key` (0600) and `<name>.crt` into `dir` (created if missing).

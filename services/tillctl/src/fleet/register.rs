@@ -43,14 +43,6 @@ pub struct Register {
     pub entries: Vec<Entry>,
 }
 
-fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Device => "device",
-        Role::Service => "service",
-        Role::Broker => "broker",
-    }
-}
-
 impl Register {
     pub fn parse(text: &str) -> Result<Register, RegisterError> {
         let mut entries = Vec::new();
@@ -79,12 +71,7 @@ impl Register {
             entries.push(Entry {
                 serial: Serial::parse(serial).ok_or_else(|| err("bad serial"))?,
                 name: name.to_string(),
-                role: match role {
-                    "device" => Role::Device,
-                    "service" => Role::Service,
-                    "broker" => Role::Broker,
-                    _ => return Err(err("bad role")),
-                },
+                role: Role::parse(role).ok_or_else(|| err("bad role"))?,
                 issued_at: num(issued_at)?,
                 not_after: num(not_after)?,
                 state,
@@ -105,7 +92,7 @@ impl Register {
                 "{},{},{},{},{},{state},{at}\n",
                 e.serial,
                 e.name,
-                role_name(e.role),
+                e.role.as_str(),
                 e.issued_at,
                 e.not_after
             ));
