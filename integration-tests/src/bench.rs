@@ -1,9 +1,13 @@
-//! What the benchmarks share: process CPU time from /proc, and a throw-away tansu with `memory://`
-//! storage (the fast broker some figures are measured against). Measurement helpers only: nothing
+//! What the benchmarks share: process CPU time from /proc, one measured phase ([`Sample`]) and its
+//! printed line, the plain-consumer baseline, and a throw-away tansu with `memory://` storage (the
+//! fast broker some figures are measured against). Measurement helpers only: nothing
 //! here asserts, and the broker holds nothing durable.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use tillstream_runtime::kafka::{BrokerProfile, KafkaConfig};
 
@@ -36,6 +40,69 @@ pub fn machine_busy_seconds() -> f64 {
     let total: f64 = f.iter().take(8).sum();
     let idle = f.get(3).copied().unwrap_or(0.0) + f.get(4).copied().unwrap_or(0.0);
     (total - idle) / 100.0
+}
+
+/// One measured phase of a bench.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Wall-clock time of the phase.
+    pub wall: Duration,
+    /// CPU seconds this process used in it.
+    pub cpu: f64,
+    /// CPU seconds the broker process used in it (0 when it runs in this process or is unknown).
+    pub broker_cpu: f64,
+}
+
+impl Sample {
+    /// Prints one aligned line: `n` `unit`s (e.g. "ev", "rec") over this phase, per second of wall
+    /// time and per core-second of this process's CPU.
+    pub fn print(&self, name: &str, n: usize, unit: &str) {
+        println!(
+            "{name:<46} {n:>8} {unit}  wall {:>7.2}s  {:>9.0} {unit}/s  cpu {:>6.2}s  {:>9.0} {unit}/s/core  {:>6.2} us/{unit}  broker cpu {:>6.2}s",
+            self.wall.as_secs_f64(),
+            n as f64 / self.wall.as_secs_f64(),
+            self.cpu,
+            n as f64 / self.cpu.max(1e-9),
+            self.cpu * 1e6 / n as f64,
+            self.broker_cpu
+        );
+    }
+}
+
+/// Runs `f` (blocking), measuring its wall time, this process's CPU and the broker's.
+pub fn measure<R>(broker_pid: Option<u32>, f: impl FnOnce() -> R) -> (R, Sample) {
+    let me = std::process::id();
+    let (c0, b0) = (cpu_seconds(me), broker_pid.map(cpu_seconds).unwrap_or(0.0));
+    let t = Instant::now();
+    let r = f();
+    let s = Sample {
+        wall: t.elapsed(),
+        cpu: cpu_seconds(me) - c0,
+        broker_cpu: broker_pid.map(cpu_seconds).unwrap_or(0.0) - b0,
+    };
+    (r, s)
+}
+
+/// The baseline a consuming service is compared with: a plain group consumer that reads `n`
+/// records of `topic` from the start and touches each payload, nothing else. Returns how many it
+/// read (fewer than `n` when 600 s were not enough).
+pub fn consume_all(kafka: &KafkaConfig, topic: &str, n: usize) -> usize {
+    let mut cfg = kafka.client_config("bench-baseline");
+    cfg.set("group.id", "bench-baseline")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false");
+    let c: BaseConsumer = cfg.create().expect("baseline consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let (mut got, mut bytes) = (0usize, 0usize);
+    while got < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            bytes += m.payload().map_or(0, <[u8]>::len);
+            got += 1;
+        }
+    }
+    std::hint::black_box(bytes);
+    got
 }
 
 /// A tansu broker with `memory://` storage on a free loopback port, with the project's topics,

@@ -7,8 +7,8 @@
 //!
 //! # Layout
 //! - this file: [`Stack`] (private servers; stop, kill, pause/resume for fault injection),
-//!   [`TestRegistry`], [`apply_topology`], [`read_all`], [`decode_event`], [`SmallDisk`] (a full
-//!   disk on purpose), [`eventually`], [`free_port`].
+//!   [`TestRegistry`], [`apply_topology`], [`stack_with_topics`], [`read_all`], [`decode_event`], [`SmallDisk`] (a full
+//!   disk on purpose), [`eventually`], [`wait_for_file`], [`ExitOnPanic`], [`free_port`].
 //! - [`pipeline`]: the services as real processes (kill -9, SIGTERM, SIGSTOP, restart with another
 //!   configuration, a second instance, their metrics).
 //! - [`bench`]: CPU readers and a tansu `memory://` broker for benches.
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tillstream_runtime::CancellationToken;
-use tillstream_runtime::kafka::{BrokerProfile, KafkaConfig};
+use tillstream_runtime::kafka::{Assignment, BrokerProfile, KafkaConfig};
 
 pub mod bench;
 pub mod pipeline;
@@ -440,6 +440,18 @@ pub struct Record {
 }
 
 impl Record {
+    /// A copy of a consumed message.
+    pub fn of<M: rdkafka::Message>(m: &M) -> Record {
+        Record {
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp: m.timestamp().to_millis(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            headers: tillstream_runtime::kafka::header_map(m),
+        }
+    }
+
     pub fn key_str(&self) -> String {
         self.key
             .as_deref()
@@ -452,24 +464,28 @@ impl Record {
     }
 }
 
+/// A private stack with the project's topics created, and the client settings of its tansu with
+/// `assignment` (what a service test starts from).
+pub async fn stack_with_topics(services: &[Svc], assignment: Assignment) -> (Stack, KafkaConfig) {
+    let stack = Stack::start(services, None).expect("stack");
+    let kafka = KafkaConfig {
+        assignment,
+        ..stack.kafka()
+    };
+    apply_topology(&kafka).await.expect("topology");
+    (stack, kafka)
+}
+
 /// Reads every record currently in `topic` (see `tillstream_runtime::kafka::read_topic_to_end`).
 pub fn read_all(
     kafka: &KafkaConfig,
     topic: &str,
     timeout: Duration,
 ) -> anyhow::Result<Vec<Record>> {
-    use rdkafka::Message;
     Ok(
         tillstream_runtime::kafka::read_topic_to_end(kafka, topic, timeout)?
-            .into_iter()
-            .map(|m| Record {
-                partition: m.partition(),
-                offset: m.offset(),
-                timestamp: m.timestamp().to_millis(),
-                key: m.key().map(<[u8]>::to_vec),
-                payload: m.payload().map(<[u8]>::to_vec),
-                headers: tillstream_runtime::kafka::header_map(&m),
-            })
+            .iter()
+            .map(Record::of)
             .collect(),
     )
 }
@@ -517,6 +533,34 @@ impl SmallDisk {
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Waits until `path` exists (a service's fault-injection marker), panicking after `timeout`.
+pub async fn wait_for_file(path: &Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Ends the test process when a test panics while a live consumer still runs in it. Without this
+/// the failure would hang: the runtime's shutdown drops the consumer after the test's servers are
+/// gone, and librdkafka's close (with the shared commit-on-revoke) waits for a broker that never
+/// answers. Declare it before the [`Stack`], so the servers are stopped first.
+pub struct ExitOnPanic;
+
+impl Drop for ExitOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test failed with a live consumer running: exiting the test process");
+            std::process::exit(101);
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! tillstream event contracts: the Avro schemas (embedded from `schemas/avro/`), the Rust types that
 //! serialize to exactly those schemas, the Confluent wire format, and the schema registry client.
 //!
+//! `review` is the conflict detector's review API (what a list of its queue selects).
+//!
 //! Everything here is pure except `registry`, which talks HTTP to a Confluent-compatible registry.
 
 pub mod catalog;
@@ -8,6 +10,7 @@ pub mod codec;
 pub mod compat;
 pub mod events;
 pub mod registry;
+pub mod review;
 pub mod samples;
 pub mod secret;
 

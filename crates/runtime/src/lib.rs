@@ -8,6 +8,7 @@
 //! - `service`: the shape of a started service ([`service::Running`]) and the staged
 //!   [`service::ShutdownGuard`] that owns its tasks.
 //! - `error`: [`ErrorClass`] (retryable / fatal / poison) and [`Classify`].
+//! - `fault`: fault-injection holds that tests kill a service in.
 //! - `retry`: the one back-off every retry loop uses; running blocking work from async code.
 //! - `framed`: a framed Kafka value up to its writer schema, with the dead-letter reasons every
 //!   consumer shares for what can go wrong there.
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod fault;
 pub mod framed;
 pub mod ids;
 pub mod kafka;

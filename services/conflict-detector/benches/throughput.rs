@@ -21,15 +21,15 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use tillstream_conflict_detector::core::{Change, CoreConfig, Detector, Mode};
 use tillstream_conflict_detector::db::{Db, EventRow};
 use tillstream_conflict_detector::decode::store_event_with;
 use tillstream_conflict_detector::fixtures;
 use tillstream_contracts::{DeviceEvent, EventKind, Registry, codec};
 use tillstream_integration_tests::TestRegistry;
-use tillstream_integration_tests::bench::{MockBroker, TansuMemory, cpu_seconds};
+use tillstream_integration_tests::bench::{
+    MockBroker, Sample, TansuMemory, consume_all, cpu_seconds, measure,
+};
 use tillstream_runtime::CancellationToken;
 use tillstream_runtime::kafka::{self, Assignment, KafkaConfig, headers};
 
@@ -42,35 +42,8 @@ const TOPICS: [&str; 5] = [
     "tillstream.dead-letter",
 ];
 
-struct Sample {
-    wall: Duration,
-    cpu: f64,
-    broker_cpu: f64,
-}
-
 fn line(name: &str, n: usize, s: &Sample) {
-    println!(
-        "{name:<46} {n:>8} ev  wall {:>7.2}s  {:>9.0} ev/s  cpu {:>6.2}s  {:>9.0} ev/s/core  {:>6.2} us/ev  broker cpu {:>6.2}s",
-        s.wall.as_secs_f64(),
-        n as f64 / s.wall.as_secs_f64(),
-        s.cpu,
-        n as f64 / s.cpu.max(1e-9),
-        s.cpu * 1e6 / n as f64,
-        s.broker_cpu
-    );
-}
-
-fn measure<R>(broker_pid: Option<u32>, f: impl FnOnce() -> R) -> (R, Sample) {
-    let me = std::process::id();
-    let (c0, b0) = (cpu_seconds(me), broker_pid.map(cpu_seconds).unwrap_or(0.0));
-    let t = Instant::now();
-    let r = f();
-    let s = Sample {
-        wall: t.elapsed(),
-        cpu: cpu_seconds(me) - c0,
-        broker_cpu: broker_pid.map(cpu_seconds).unwrap_or(0.0) - b0,
-    };
-    (r, s)
+    s.print(name, n, "ev");
 }
 
 /// Framed records of the workload, in stream order.
@@ -195,25 +168,6 @@ async fn produce(kafka_cfg: &KafkaConfig, topic: &str, records: &[(String, Vec<u
     }
 }
 
-fn consume_all(kafka: &KafkaConfig, n: usize) -> usize {
-    let mut cfg = kafka.client_config("bench-baseline");
-    cfg.set("group.id", "bench-baseline")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false");
-    let c: BaseConsumer = cfg.create().unwrap();
-    c.subscribe(&[EVENTS]).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let (mut got, mut bytes) = (0usize, 0usize);
-    while got < n && Instant::now() < deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-            bytes += m.payload().map_or(0, <[u8]>::len);
-            got += 1;
-        }
-    }
-    std::hint::black_box(bytes);
-    got
-}
-
 /// Records consumed per partition = next offsets (dense from 0) summed.
 async fn wait_done(db: &Db, total: i64, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
@@ -265,9 +219,10 @@ async fn on_broker(
         t.elapsed().as_secs_f64()
     );
     let kc = kafka_cfg.clone();
-    let (got, s) = tokio::task::spawn_blocking(move || measure(broker_pid, || consume_all(&kc, n)))
-        .await
-        .unwrap();
+    let (got, s) =
+        tokio::task::spawn_blocking(move || measure(broker_pid, || consume_all(&kc, EVENTS, n)))
+            .await
+            .unwrap();
     line(&format!("{label}: baseline plain consumer"), got, &s);
 
     let dir = tempfile::tempdir().unwrap();

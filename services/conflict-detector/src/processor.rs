@@ -23,6 +23,7 @@ use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use tillstream_contracts::PriceListApproved;
+use tillstream_runtime::fault::Hold;
 use tillstream_runtime::kafka::{self, BatchOffsets, DeadLetters, InputConsumer, Rejected};
 use tillstream_runtime::retry::Backoff;
 use tillstream_runtime::{CancellationToken, Classify, ErrorClass, Health};
@@ -721,16 +722,11 @@ impl Processor {
     /// Fault injection: hold a deciding batch's transaction open (a test kills the process then).
     async fn fault_hold(&self, work: &Work<'_>) {
         let f = &self.cfg.fault;
-        if f.hold_batch_open_ms == 0 || work.decided.is_empty() {
+        if work.decided.is_empty() {
             return;
         }
-        if let Some(marker) = &f.marker_file {
-            let _ = std::fs::write(marker, b"");
-        }
-        tracing::warn!(
-            ms = f.hold_batch_open_ms,
-            "fault injection: holding the batch transaction open"
-        );
-        tokio::time::sleep(Duration::from_millis(f.hold_batch_open_ms)).await;
+        Hold::new(f.hold_batch_open_ms, f.marker_file.as_ref())
+            .hold("holding the batch transaction open")
+            .await;
     }
 }

@@ -18,6 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rustc_hash::FxHashSet as HashSet;
 use tillstream_runtime::CancellationToken;
+use tillstream_runtime::fault::Hold;
 use tillstream_runtime::kafka::{KafkaConfig, headers, make_headers};
 use tokio::sync::Notify;
 
@@ -198,17 +199,10 @@ impl Publisher {
 
     /// Fault injection: records delivered, not yet deleted (a test kills the process now).
     async fn fault_hold(&self) {
-        if self.fault.hold_after_publish_ms == 0 {
-            return;
-        }
-        if let Some(marker) = &self.fault.publish_marker_file {
-            let _ = std::fs::write(marker, b"");
-        }
-        tracing::warn!(
-            ms = self.fault.hold_after_publish_ms,
-            "fault injection: holding delivered outbox records"
-        );
-        tokio::time::sleep(Duration::from_millis(self.fault.hold_after_publish_ms)).await;
+        let f = &self.fault;
+        Hold::new(f.hold_after_publish_ms, f.publish_marker_file.as_ref())
+            .hold("holding delivered outbox records")
+            .await;
     }
 
     /// Deletes pending records of `p` that the output topics already hold.

@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,7 @@ use tillstream_conflict_detector::core::{Change, CoreConfig, Detector, Mode, rec
 use tillstream_conflict_detector::db::{DatabaseConfig, Db};
 use tillstream_conflict_detector::fixtures::{self, H};
 use tillstream_contracts::{EventKind, codec};
-use tillstream_integration_tests::{Record, Svc, read_all};
+use tillstream_integration_tests::{Record, Svc, read_all, wait_for_file};
 use tillstream_runtime::kafka::{Assignment, headers};
 
 const DONE: Duration = Duration::from_secs(180);
@@ -35,18 +34,6 @@ type ByPartition = BTreeMap<(bool, i32), Vec<(String, Vec<u8>, String)>>;
 fn base() -> i64 {
     let now = tillstream_runtime::clock::now_ms();
     (now / 86_400_000 - 2) * 86_400_000 + 6 * H
-}
-
-async fn wait_for_file(path: &Path, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Prints the detector's log when the test fails (its folder is removed with the test).

@@ -27,66 +27,17 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use tillstream_dedup::core::{CoreConfig, Input, PartitionDedup};
 use tillstream_dedup::decode::{Decoded, decode_with};
-use tillstream_integration_tests::bench::{MockBroker, TansuMemory, cpu_seconds};
+use tillstream_integration_tests::bench::{
+    MockBroker, Sample, TansuMemory, consume_all, cpu_seconds, measure,
+};
 use tillstream_integration_tests::{Stack, Svc, TestRegistry, apply_topology};
 use tillstream_runtime::CancellationToken;
 use tillstream_runtime::kafka::KafkaConfig;
 
-struct Sample {
-    wall: Duration,
-    cpu: f64,
-    broker_cpu: f64,
-}
-
 fn line(name: &str, n: usize, s: &Sample) {
-    let per_core = n as f64 / s.cpu.max(1e-9);
-    println!(
-        "{name:<44} {n:>8} rec  wall {:>7.2}s  {:>9.0} rec/s  cpu {:>6.2}s  {:>9.0} rec/s/core  {:>6.2} us/rec  broker cpu {:>6.2}s",
-        s.wall.as_secs_f64(),
-        n as f64 / s.wall.as_secs_f64(),
-        s.cpu,
-        per_core,
-        s.cpu * 1e6 / n as f64,
-        s.broker_cpu
-    );
-}
-
-fn measure<R>(broker_pid: Option<u32>, f: impl FnOnce() -> R) -> (R, Sample) {
-    let me = std::process::id();
-    let (c0, b0) = (cpu_seconds(me), broker_pid.map(cpu_seconds).unwrap_or(0.0));
-    let t = Instant::now();
-    let r = f();
-    let wall = t.elapsed();
-    let s = Sample {
-        wall,
-        cpu: cpu_seconds(me) - c0,
-        broker_cpu: broker_pid.map(cpu_seconds).unwrap_or(0.0) - b0,
-    };
-    (r, s)
-}
-
-fn consume_all(kafka: &KafkaConfig, n: usize) -> usize {
-    let mut cfg = kafka.client_config("bench-baseline");
-    cfg.set("group.id", "bench-baseline")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false");
-    let c: BaseConsumer = cfg.create().unwrap();
-    c.subscribe(&[RAW]).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let mut got = 0usize;
-    let mut bytes = 0usize;
-    while got < n && Instant::now() < deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-            bytes += m.payload().map_or(0, <[u8]>::len);
-            got += 1;
-        }
-    }
-    std::hint::black_box(bytes);
-    got
+    s.print(name, n, "rec");
 }
 
 fn spec(n: usize) -> Spec {
@@ -190,9 +141,10 @@ async fn on_broker(
         t.elapsed().as_secs_f64()
     );
     let kc = kafka.clone();
-    let (got, s) = tokio::task::spawn_blocking(move || measure(broker_pid, || consume_all(&kc, n)))
-        .await
-        .unwrap();
+    let (got, s) =
+        tokio::task::spawn_blocking(move || measure(broker_pid, || consume_all(&kc, RAW, n)))
+            .await
+            .unwrap();
     line(&format!("{label}: baseline plain consumer"), got, &s);
 
     // Sync receipts' cost: the same service without them first, on its own output topics and

@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tillstream_contracts::{ConflictDetected, EventKind, SequenceGap, codec};
@@ -74,24 +74,12 @@ pub async fn deliver_all(
             if let Some(ts) = r.timestamp {
                 rec = rec.timestamp(ts);
             }
-            loop {
-                match producer.send_result(rec) {
-                    Ok(f) => {
-                        futures.push(f);
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        rec = back;
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                    Err((e, _)) => {
-                        failed = Some(e);
-                        break;
-                    }
+            match kafka::enqueue(producer, rec).await {
+                Ok(f) => futures.push(f),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
                 }
-            }
-            if failed.is_some() {
-                break;
             }
         }
         let mut out = Vec::with_capacity(futures.len());

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tillstream_runtime::fault::Hold;
 use tillstream_runtime::retry::Backoff;
 use tillstream_runtime::{CancellationToken, Classify, ErrorClass, clock};
 
@@ -22,7 +23,7 @@ use crate::core::{
     close_decision, cutoff_ms, iso_date, reconcile,
 };
 use crate::db::{Db, ExportMeta, NewExport};
-use crate::export::{Delivery, Hold, Rendered, Sink, render};
+use crate::export::{Delivery, Rendered, Sink, render};
 use crate::{Error, metrics as m};
 
 /// How far back (days) a new export looks for earlier device-days whose reconciliation changed.
@@ -279,23 +280,19 @@ impl Exporter {
     /// Renders an assigned export from the ledger and delivers it.
     pub async fn deliver(&self, meta: &ExportMeta) -> Result<(), Error> {
         let rendered = render_export(&self.db, &self.chart, &self.stores, meta).await?;
-        let mid_write = (self.fault.hold_mid_write_ms > 0).then(|| Hold {
-            ms: self.fault.hold_mid_write_ms,
-            marker: self.fault.marker_file.clone(),
-        });
+        let mid_write = Hold::new(
+            self.fault.hold_mid_write_ms,
+            self.fault.marker_file.as_ref(),
+        );
         let written = self
             .sink
             .deliver_holding(&meta.store_id, &meta.name, rendered, mid_write)
             .await?;
-        if written == Delivery::Written && self.fault.hold_after_delivery_ms > 0 {
-            if let Some(marker) = &self.fault.delivered_marker_file {
-                let _ = std::fs::write(marker, b"");
-            }
-            tracing::warn!(
-                ms = self.fault.hold_after_delivery_ms,
-                "fault injection: holding after a delivery, before recording it"
-            );
-            tokio::time::sleep(Duration::from_millis(self.fault.hold_after_delivery_ms)).await;
+        if written == Delivery::Written {
+            let f = &self.fault;
+            Hold::new(f.hold_after_delivery_ms, f.delivered_marker_file.as_ref())
+                .hold("holding after a delivery, before recording it")
+                .await;
         }
         self.db
             .mark_delivered(&meta.store_id, meta.export_seq)

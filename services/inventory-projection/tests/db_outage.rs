@@ -81,7 +81,7 @@ async fn wait_for_database_check(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_database_down_on_partition_assignment_is_waited_for_and_every_event_applied_once() {
-    let _guard = common::ExitOnPanic;
+    let _guard = ExitOnPanic;
     tillstream_runtime::telemetry::init_tracing("projection-test");
     let stack = Stack::start(&[Svc::Tansu, Svc::Postgres], None).unwrap();
     let work = tempfile::tempdir().unwrap();

@@ -83,18 +83,6 @@ fn cli(stack: &Stack, registry_url: &str, db_url: &str, args: &[&str]) -> String
     stdout
 }
 
-async fn wait_for_file(path: &Path, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits for a child to exit (bounded), returning its status.
 async fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + timeout;
@@ -390,7 +378,7 @@ async fn scenario(stack: &Stack, url_for: impl Fn(&str) -> String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exactly_once_on_sqlite() {
-    let _guard = common::ExitOnPanic;
+    let _guard = ExitOnPanic;
     let stack = Stack::start(&[Svc::Tansu], None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().to_path_buf();
@@ -402,7 +390,7 @@ async fn exactly_once_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exactly_once_on_postgres() {
-    let _guard = common::ExitOnPanic;
+    let _guard = ExitOnPanic;
     let stack = Stack::start(&[Svc::Tansu, Svc::Postgres], None).unwrap();
     let base = stack.pg_url();
     let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();

@@ -6,9 +6,9 @@
 //! that compares the pipeline's outputs with the truth (`oracle`).
 
 pub mod device;
-pub mod history;
 pub mod late;
 pub mod oracle;
 pub mod plan;
+pub mod pricing;
 pub mod publish;
 pub mod truth;

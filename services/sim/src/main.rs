@@ -14,6 +14,7 @@ use tillstream_contracts::{Registry, RegistryConfig};
 use tillstream_runtime::cli::{BrokersArg, RegistryArg};
 use tillstream_runtime::kafka::KafkaConfig;
 use tillstream_sim::plan::{FleetSpec, Plan, generate};
+use tillstream_sim::pricing::{PriceListTopic, publish_price_lists};
 use tillstream_sim::truth::Truth;
 use tillstream_sim::{late, oracle, publish};
 
@@ -320,17 +321,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ..Default::default()
                 };
                 if !cloud.history_topic.is_empty() {
-                    tillstream_sim::history::publish_price_history(
+                    publish_price_lists(
                         &plan,
                         &kafka,
                         &registry,
                         &cloud.history_topic,
+                        PriceListTopic::History,
                     )
                     .await?;
                 }
-                let n =
-                    publish::publish_price_lists(&plan, &kafka, &registry, &cloud.downlink_topic)
-                        .await?;
+                let n = publish_price_lists(
+                    &plan,
+                    &kafka,
+                    &registry,
+                    &cloud.downlink_topic,
+                    PriceListTopic::Downlink,
+                )
+                .await?;
                 println!(
                     "cloud: {n} approved price lists for {} stores produced to {}",
                     plan.truth.price_lists.len(),

@@ -148,54 +148,6 @@ pub enum PublishError {
     PriceLists(String),
 }
 
-/// Plays the cloud's pricing service: produces the plan's approved price lists, in approval order,
-/// to the downlink topic (key `{store}/price-list`, Confluent-framed `PriceListApproved` v1), and
-/// waits for every delivery report. The store bridge's downlink delivers the latest list of each
-/// store as a retained MQTT message. Returns how many lists were produced.
-pub async fn publish_price_lists(
-    plan: &Plan,
-    kafka: &tillstream_runtime::kafka::KafkaConfig,
-    registry: &tillstream_contracts::Registry,
-    topic: &str,
-) -> Result<usize, PublishError> {
-    use tillstream_contracts::{DeviceEvent, EventKind, codec};
-    use tillstream_runtime::kafka;
-    if plan.price_lists.is_empty() {
-        return Ok(0);
-    }
-    let err = |e: &dyn std::fmt::Display| PublishError::PriceLists(e.to_string());
-    let id = registry
-        .schema_id(EventKind::PriceListApproved, 1)
-        .await
-        .map_err(|e| err(&e))?;
-    let producer = kafka::producer(kafka, "tillstream-sim-pricing").map_err(|e| err(&e))?;
-    let token = tokio_util::sync::CancellationToken::new();
-    for list in &plan.price_lists {
-        let event = DeviceEvent::from(list.clone());
-        let payload = codec::frame(id, event.encode().map_err(|e| err(&e))?);
-        let headers = kafka::make_headers(&[
-            ("tillstream-event-type", "PriceListApproved"),
-            ("tillstream-event-id", &list.event_id),
-        ]);
-        let key = crate::plan::price_list_key(&list.store_id);
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            kafka::send_with_retry(
-                &producer,
-                topic,
-                key.as_bytes(),
-                &payload,
-                Some(headers),
-                &token,
-            ),
-        )
-        .await
-        .map_err(|_| err(&format!("{topic} did not take the price lists within 60 s")))?
-        .map_err(|e| err(&e))?;
-    }
-    Ok(plan.price_lists.len())
-}
-
 /// Publishes every device's plan concurrently and waits until the broker acknowledged everything.
 pub async fn publish(plan: &Plan, cfg: &PublishConfig) -> Result<PublishReport, PublishError> {
     let started = Instant::now();

@@ -24,18 +24,7 @@ pub struct Api {
 }
 
 /// What `list` selects (the API's query parameters).
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    pub store: Option<String>,
-    pub rule: Option<String>,
-    /// info | auto-resolved | needs-review
-    pub severity: Option<String>,
-    /// open (default) | closed | resolved | superseded | all
-    pub status: Option<String>,
-    /// Only conflicts waiting at least this long (ms).
-    pub min_age_ms: Option<i64>,
-    pub limit: Option<i64>,
-}
+pub use tillstream_contracts::review::ConflictFilter as ListFilter;
 
 impl Api {
     fn client() -> Result<reqwest::Client, ConflictsError> {
@@ -78,23 +67,7 @@ impl Api {
 
     /// The queue, oldest first.
     pub async fn list(&self, f: &ListFilter) -> Result<Vec<Value>, ConflictsError> {
-        let mut q: Vec<(&str, String)> = Vec::new();
-        for (k, v) in [
-            ("store", &f.store),
-            ("rule", &f.rule),
-            ("severity", &f.severity),
-            ("status", &f.status),
-        ] {
-            if let Some(v) = v {
-                q.push((k, v.clone()));
-            }
-        }
-        if let Some(a) = f.min_age_ms {
-            q.push(("min_age_ms", a.to_string()));
-        }
-        if let Some(l) = f.limit {
-            q.push(("limit", l.to_string()));
-        }
+        let q = f.query_pairs();
         let query: Vec<String> = q
             .iter()
             .map(|(k, v)| format!("{k}={}", encode(v)))

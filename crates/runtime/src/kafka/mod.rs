@@ -26,7 +26,7 @@ pub use consumer::{ConsumerSettings, InputConsumer, PartitionContext, PartitionH
 pub use dead_letter::{DeadLetterError, DeadLetters, Rejected, Source};
 pub use lag::{LagGauge, read_lag};
 pub use offsets::BatchOffsets;
-pub use produce::{flush, headers, make_headers, producer, send_with_retry};
+pub use produce::{enqueue, flush, headers, make_headers, producer, send_with_retry};
 pub use read::{
     ReadError, TopicCheckError, Watermarks, check_topics, header_map, partition_count,
     read_topic_to_end, watermarks,

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders, ToBytes};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use super::KafkaConfig;
 use crate::retry::Backoff;
@@ -56,6 +56,30 @@ pub fn make_headers(pairs: &[(&str, &str)]) -> OwnedHeaders {
             value: Some(v.as_bytes()),
         })
     })
+}
+
+/// Puts one record in the producer's local queue, waiting while the queue is full (so records
+/// enqueued one after another keep their order), and returns its delivery report to await. Any
+/// other refusal is returned as it is.
+pub async fn enqueue<'a, K, P>(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'a, K, P>,
+) -> Result<DeliveryFuture, KafkaError>
+where
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                // librdkafka frees room as the broker acknowledges; 2 ms is a few batches' worth.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
 }
 
 /// Sends one record and waits for its delivery report, retrying transient failures with backoff

@@ -72,20 +72,8 @@ pub fn initial_status(triage: Triage) -> &'static str {
     }
 }
 
-/// What `list` selects.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Filter {
-    pub store: Option<String>,
-    pub rule: Option<String>,
-    /// info | auto-resolved | needs-review
-    pub severity: Option<String>,
-    /// open (default) | closed | resolved | superseded | all
-    pub status: Option<String>,
-    /// Only conflicts queued at least this long ago.
-    pub min_age_ms: Option<i64>,
-    pub limit: Option<i64>,
-}
+/// What `list` selects: the review API's query (one type for the detector and `tillctl`).
+pub use tillstream_contracts::review::ConflictFilter as Filter;
 
 /// A reviewer's decision on one conflict, ready to store.
 #[derive(Debug, Clone)]

@@ -17,7 +17,7 @@ use tillstream_contracts::{
     Compensation, ConflictDetected, ConflictResolved, DeviceEvent, EventKind, PriceListApproved,
     Registry, codec,
 };
-use tillstream_integration_tests::{Record, Stack, Svc, TestRegistry, apply_topology, read_all};
+use tillstream_integration_tests::{Record, Stack, Svc, TestRegistry, read_all, stack_with_topics};
 use tillstream_runtime::CancellationToken;
 use tillstream_runtime::kafka::{self, Assignment, KafkaConfig, headers};
 
@@ -41,12 +41,7 @@ pub struct Env {
 impl Env {
     pub async fn start(services: &[Svc]) -> Env {
         tillstream_runtime::telemetry::init_tracing("conflict-detector-test");
-        let stack = Stack::start(services, None).expect("stack");
-        let kafka = KafkaConfig {
-            assignment: Assignment::Static,
-            ..stack.kafka()
-        };
-        apply_topology(&kafka).await.expect("topology");
+        let (stack, kafka) = stack_with_topics(services, Assignment::Static).await;
         let registry = TestRegistry::start().await.expect("registry");
         let client = registry.client();
         Env {
@@ -371,15 +366,4 @@ pub async fn start(cfg: Config) -> (tillstream_conflict_detector::Running, Cance
     (running, token)
 }
 
-/// Ends the test process when a test panics while a consumer still runs in it (the runtime's
-/// shutdown would wait for librdkafka to close against servers already gone).
-pub struct ExitOnPanic;
-
-impl Drop for ExitOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("test failed with a live consumer running: exiting the test process");
-            std::process::exit(101);
-        }
-    }
-}
+pub use tillstream_integration_tests::ExitOnPanic;

@@ -11,15 +11,14 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tillstream_contracts::{
     ConflictDetected, DeviceEvent, EventKind, GapStatus, Registry, SequenceGap, codec, samples,
 };
 use tillstream_dedup::{Config, DedupConfig};
-use tillstream_integration_tests::{Record, Stack, Svc, TestRegistry, apply_topology, read_all};
-use tillstream_runtime::kafka::{self, KafkaConfig, headers};
+use tillstream_integration_tests::{Record, Stack, Svc, TestRegistry, read_all, stack_with_topics};
+use tillstream_runtime::kafka::{self, Assignment, KafkaConfig, headers};
 
 pub const RAW: &str = "tillstream.store-events.raw";
 pub const OUT: &str = "tillstream.store-events";
@@ -40,11 +39,7 @@ pub struct Env {
 
 impl Env {
     pub async fn start() -> Env {
-        let stack = Stack::start(&[Svc::Tansu], None).expect("tansu");
-        let kafka = stack.kafka();
-        // scripts/stack indexes tansu's header table (tansu 0.6 scans every header row per record
-        // served without it, and a consumer stalls after ~1.5k records).
-        apply_topology(&kafka).await.expect("topology");
+        let (stack, kafka) = stack_with_topics(&[Svc::Tansu], Assignment::Group).await;
         let registry = TestRegistry::start().await.expect("registry");
         let client = registry.client();
         Env {
@@ -293,23 +288,11 @@ pub async fn produce(kafka_cfg: &KafkaConfig, records: &[Raw]) {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let mut rec = FutureRecord::to(RAW)
+        let rec = FutureRecord::to(RAW)
             .key(r.key.as_bytes())
             .payload(r.payload.as_slice())
             .headers(kafka::make_headers(&pairs));
-        loop {
-            match producer.send_result(rec) {
-                Ok(f) => {
-                    futures.push(f);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    rec = back;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => panic!("produce: {e}"),
-            }
-        }
+        futures.push(kafka::enqueue(&producer, rec).await.expect("produce"));
     }
     for f in futures {
         f.await.expect("delivery").expect("delivered");

@@ -67,6 +67,22 @@ fn ledger_line(r: &AnyRow) -> Result<LedgerLine, DbError> {
 }
 
 impl Db {
+    /// The rows of `sql` over one device-day (`$1` store, `$2` business date, `$3` device).
+    async fn device_day_rows(
+        &self,
+        sql: String,
+        store: &str,
+        date: i32,
+        device: &str,
+    ) -> Result<Vec<AnyRow>, DbError> {
+        Ok(sqlx::query(AssertSqlSafe(sql))
+            .bind(store.to_string())
+            .bind(i64::from(date))
+            .bind(device.to_string())
+            .fetch_all(self.pool())
+            .await?)
+    }
+
     pub(crate) fn sql(&self, template: &str) -> String {
         // Templates number their placeholders $1..$n; SQLite takes them positionally as `?`.
         let mut s = template.to_string();
@@ -215,13 +231,7 @@ impl Db {
         );
         let mut f = Figures::default();
         let mut any = false;
-        for r in sqlx::query(AssertSqlSafe(counts))
-            .bind(store.to_string())
-            .bind(i64::from(date))
-            .bind(device.to_string())
-            .fetch_all(self.pool())
-            .await?
-        {
+        for r in self.device_day_rows(counts, store, date, device).await? {
             any = true;
             let kind: String = r.try_get(0)?;
             let n: i64 = r.try_get(1)?;
@@ -241,13 +251,7 @@ impl Db {
         );
         let overflow =
             || DbError::Invalid(format!("{store}/{date}/{device}: a day total overflows"));
-        for r in sqlx::query(AssertSqlSafe(lines))
-            .bind(store.to_string())
-            .bind(i64::from(date))
-            .bind(device.to_string())
-            .fetch_all(self.pool())
-            .await?
-        {
+        for r in self.device_day_rows(lines, store, date, device).await? {
             let source: String = r.try_get(0)?;
             let role: String = r.try_get(1)?;
             let tender: String = r.try_get(2)?;
@@ -288,12 +292,7 @@ impl Db {
             "SELECT event_id, seq, first_seq, last_seq, figures FROM fe_day_close \
              WHERE store_id = $1 AND business_date = $2 AND device_id = $3 ORDER BY seq, event_id",
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(store.to_string())
-            .bind(i64::from(date))
-            .bind(device.to_string())
-            .fetch_all(self.pool())
-            .await?;
+        let rows = self.device_day_rows(sql, store, date, device).await?;
         rows.iter()
             .map(|r| {
                 Ok(CloseFigures {
@@ -318,12 +317,7 @@ impl Db {
             "SELECT seq, event_id FROM fe_event WHERE store_id = $1 AND business_date = $2 \
              AND device_id = $3 AND kind IN ('sale', 'refund') AND refused = '' ORDER BY seq",
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(store.to_string())
-            .bind(i64::from(date))
-            .bind(device.to_string())
-            .fetch_all(self.pool())
-            .await?;
+        let rows = self.device_day_rows(sql, store, date, device).await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect()
@@ -360,13 +354,7 @@ impl Db {
              AND business_date = $2 AND device_id = $3 AND refused <> '' ORDER BY seq",
         );
         let mut notes = Vec::new();
-        for r in sqlx::query(AssertSqlSafe(refused))
-            .bind(store.to_string())
-            .bind(i64::from(date))
-            .bind(device.to_string())
-            .fetch_all(self.pool())
-            .await?
-        {
+        for r in self.device_day_rows(refused, store, date, device).await? {
             let (id, seq, kind, reason): (String, i64, String, String) =
                 (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
             notes.push(format!("{kind} {id} (seq {seq}) not booked: {reason}"));
@@ -377,13 +365,7 @@ impl Db {
              AND NOT EXISTS (SELECT 1 FROM fe_event o WHERE o.store_id = r.store_id \
              AND o.order_ref = r.order_ref AND o.kind = 'sale') ORDER BY r.seq",
         );
-        for r in sqlx::query(AssertSqlSafe(unknown))
-            .bind(store.to_string())
-            .bind(i64::from(date))
-            .bind(device.to_string())
-            .fetch_all(self.pool())
-            .await?
-        {
+        for r in self.device_day_rows(unknown, store, date, device).await? {
             let (id, seq, order): (String, i64, String) =
                 (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
             notes.push(format!(

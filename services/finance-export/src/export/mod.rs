@@ -20,7 +20,7 @@ mod sink;
 use tillstream_runtime::{Classify, ErrorClass};
 
 pub use self::render::{LEDGER_COLUMNS, Rendered, SCHEMA_VERSION, render};
-pub use self::sink::{Delivery, Hold, Sink};
+pub use self::sink::{Delivery, Sink};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {

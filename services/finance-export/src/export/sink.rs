@@ -9,6 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tillstream_runtime::fault::Hold;
+
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
@@ -21,13 +23,6 @@ pub enum Delivery {
     Written,
     /// The same bytes were already in place (a delivery repeated after a crash).
     AlreadyThere,
-}
-
-/// Fault injection: hold a local delivery mid-write (after its first file), creating `marker`.
-#[derive(Debug, Clone)]
-pub struct Hold {
-    pub ms: u64,
-    pub marker: Option<PathBuf>,
 }
 
 /// A destination for exports.
@@ -132,7 +127,8 @@ impl Sink {
         name: &str,
         rendered: Rendered,
     ) -> Result<Delivery, ExportError> {
-        self.deliver_holding(store, name, rendered, None).await
+        self.deliver_holding(store, name, rendered, Hold::default())
+            .await
     }
 
     /// [`Sink::deliver`], holding a local delivery mid-write when `hold` says so (tests kill the
@@ -142,14 +138,14 @@ impl Sink {
         store: &str,
         name: &str,
         rendered: Rendered,
-        hold: Option<Hold>,
+        hold: Hold,
     ) -> Result<Delivery, ExportError> {
         match self {
             Sink::Local(dir) => {
                 let dir = dir.clone();
                 let (store, name) = (store.to_string(), name.to_string());
                 tokio::task::spawn_blocking(move || {
-                    deliver_local(&dir, &store, &name, &rendered, hold.as_ref())
+                    deliver_local(&dir, &store, &name, &rendered, &hold)
                 })
                 .await
                 .map_err(|e| ExportError::Invalid(format!("delivery task: {e}")))?
@@ -190,7 +186,7 @@ fn deliver_local(
     store: &str,
     name: &str,
     rendered: &Rendered,
-    hold: Option<&Hold>,
+    hold: &Hold,
 ) -> Result<Delivery, ExportError> {
     let target = dir.join(store).join(name);
     if target.exists() {
@@ -213,12 +209,8 @@ fn deliver_local(
         let mut f = std::fs::File::create(&path).map_err(io(&path))?;
         std::io::Write::write_all(&mut f, bytes).map_err(io(&path))?;
         f.sync_all().map_err(io(&path))?;
-        if let (0, Some(h)) = (i, hold) {
-            if let Some(marker) = &h.marker {
-                let _ = std::fs::write(marker, b"");
-            }
-            tracing::warn!(ms = h.ms, "fault injection: holding a delivery mid-write");
-            std::thread::sleep(std::time::Duration::from_millis(h.ms));
+        if i == 0 {
+            hold.hold_blocking("holding a delivery mid-write");
         }
     }
     fsync_dir(&tmp)?;

@@ -12,7 +12,7 @@ use tillstream_contracts::{
     Registry, StoreDayClosed, Tender, TenderMethod, TenderTotal, codec,
 };
 use tillstream_finance_export::Config;
-use tillstream_integration_tests::{Stack, Svc, TestRegistry, apply_topology};
+use tillstream_integration_tests::{Stack, Svc, TestRegistry, stack_with_topics};
 use tillstream_runtime::kafka::{self, Assignment, KafkaConfig};
 
 pub const EVENTS: &str = "tillstream.store-events";
@@ -33,12 +33,7 @@ pub struct Env {
 impl Env {
     pub async fn start() -> Env {
         tillstream_runtime::telemetry::init_tracing("finance-export-test");
-        let stack = Stack::start(&[Svc::Tansu], None).expect("stack");
-        let kafka = KafkaConfig {
-            assignment: Assignment::Static,
-            ..stack.kafka()
-        };
-        apply_topology(&kafka).await.expect("topology");
+        let (stack, kafka) = stack_with_topics(&[Svc::Tansu], Assignment::Static).await;
         let registry = TestRegistry::start().await.expect("registry");
         let client = registry.client();
         let dir = tempfile::tempdir().unwrap();

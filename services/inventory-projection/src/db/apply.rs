@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashSet as HashSet;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
+use tillstream_runtime::fault::Hold;
 use tillstream_runtime::sql::AnyQuery;
 
 use super::multirow::upsert;
@@ -289,14 +290,9 @@ impl Db {
 
 /// Fault injection: keeps the batch transaction open (every row written, before COMMIT).
 async fn hold_open(fault: &FaultConfig) {
-    if let Some(marker) = &fault.marker_file {
-        let _ = std::fs::write(marker, b"");
-    }
-    tracing::warn!(
-        ms = fault.hold_batch_open_ms,
-        "fault injection: holding the batch transaction open"
-    );
-    tokio::time::sleep(Duration::from_millis(fault.hold_batch_open_ms)).await;
+    Hold::new(fault.hold_batch_open_ms, fault.marker_file.as_ref())
+        .hold("holding the batch transaction open")
+        .await;
 }
 
 /// Admitted events per event type, in first-seen order.

@@ -239,21 +239,6 @@ pub async fn live_dump(db: &Db) -> String {
     db.dump(color).await.unwrap()
 }
 
-/// Ends the test process when a test panics while a live consumer still runs in it. Without this
-/// the failure would hang: the runtime's shutdown drops the consumer after the test's servers are
-/// gone, and librdkafka's close (with the shared commit-on-revoke) waits for a broker that never
-/// answers. Declare it before the `Stack`, so the servers are stopped first.
-pub struct ExitOnPanic;
-
-impl Drop for ExitOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("test failed with a live consumer running: exiting the test process");
-            std::process::exit(101);
-        }
-    }
-}
-
 /// `GET path` on the ops endpoint: (status code, body). Plain HTTP/1.0 over a TCP socket: no HTTP
 /// client dependency needed. Panics when the endpoint does not answer.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {

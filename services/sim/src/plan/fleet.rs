@@ -71,6 +71,31 @@ pub(super) struct PlannedDevice {
     pub(super) late: bool,
 }
 
+impl PlannedDevice {
+    /// Device number `n` (from 1) of `store`, before it has recorded anything.
+    pub(super) fn new(
+        store: String,
+        n: u32,
+        order_schema_version: i32,
+        clock_skew_ms: i64,
+        late: bool,
+    ) -> Self {
+        PlannedDevice {
+            id: format!("{store}-d{n:02}"),
+            store,
+            order_schema_version,
+            clock_skew_ms,
+            seq: 0,
+            health_seq: 0,
+            events: Vec::new(),
+            heartbeats: Vec::new(),
+            day_books: BTreeMap::new(),
+            sales: Vec::new(),
+            late,
+        }
+    }
+}
+
 /// The state every phase of [`super::generate`] reads and extends.
 pub(super) struct FleetGenerator {
     pub(super) spec: FleetSpec,
@@ -140,20 +165,13 @@ impl FleetGenerator {
                 } else {
                     0
                 };
-                let store = store_name(s);
-                devices.push(PlannedDevice {
-                    id: format!("{store}-d{:02}", d + 1),
-                    store,
+                devices.push(PlannedDevice::new(
+                    store_name(s),
+                    d + 1,
                     order_schema_version,
                     clock_skew_ms,
-                    seq: 0,
-                    health_seq: 0,
-                    events: Vec::new(),
-                    heartbeats: Vec::new(),
-                    day_books: BTreeMap::new(),
-                    sales: Vec::new(),
-                    late: false,
-                });
+                    false,
+                ));
             }
         }
         FleetGenerator {

@@ -4,8 +4,6 @@
 //! its day close are what the finance export must deliver as adjustment lines of a later export;
 //! its own sku keeps it out of every other till's stock and conflict verdicts. Pure.
 
-use std::collections::BTreeMap;
-
 use super::fleet::{FleetGenerator, PlannedDevice, sku_name, store_name};
 use super::timeline::Timeline;
 
@@ -17,20 +15,9 @@ impl FleetGenerator {
         let date = timeline.first_business_date();
         let close = timeline.close_time(date);
         for s in 0..self.spec.late_tills.min(self.spec.stores) {
-            let store = store_name(s);
-            self.devices.push(PlannedDevice {
-                id: format!("{store}-d{:02}", self.spec.devices_per_store + 1),
-                store,
-                order_schema_version: 2,
-                clock_skew_ms: 0,
-                seq: 0,
-                health_seq: 0,
-                events: Vec::new(),
-                heartbeats: Vec::new(),
-                day_books: BTreeMap::new(),
-                sales: Vec::new(),
-                late: true,
-            });
+            let n = self.spec.devices_per_store + 1;
+            self.devices
+                .push(PlannedDevice::new(store_name(s), n, 2, 0, true));
             let d = self.devices.len() - 1;
             let sku = self.spec.skus + s;
             let receipt = self.receipt(d, close - 40 * MINUTE_MS, vec![(sku_name(sku), 10)]);

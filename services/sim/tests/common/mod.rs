@@ -15,9 +15,8 @@ use tillstream_runtime::kafka::KafkaConfig;
 use tillstream_sim::late;
 use tillstream_sim::oracle::{self, Report, Topics};
 use tillstream_sim::plan::{FleetSpec, Plan, PoisonSpec, generate};
-use tillstream_sim::publish::{
-    PublishConfig, PublishReport, Untracked, publish, publish_price_lists,
-};
+use tillstream_sim::pricing::{PriceListTopic, publish_price_lists};
+use tillstream_sim::publish::{PublishConfig, PublishReport, Untracked, publish};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -223,11 +222,12 @@ impl E2e {
     /// The cloud side: the plan's approved price lists onto the history topic (the conflict
     /// detector replays it), then the downlink topic.
     pub async fn publish_price_lists(&self) {
-        let history = tillstream_sim::history::publish_price_history(
+        let history = publish_price_lists(
             &self.plan,
             &self.kafka,
             &self.registry.client(),
             "tillstream.price-lists.history",
+            PriceListTopic::History,
         )
         .await
         .unwrap();
@@ -237,6 +237,7 @@ impl E2e {
             &self.kafka,
             &self.registry.client(),
             &Topics::default().downlink,
+            PriceListTopic::Downlink,
         )
         .await
         .unwrap();

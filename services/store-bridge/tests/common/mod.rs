@@ -575,14 +575,7 @@ pub fn read_topic(kafka: &tillstream_runtime::kafka::KafkaConfig, topic: &str) -
         {
             remaining.remove(&m.partition());
         }
-        out.push(Record {
-            partition: m.partition(),
-            offset: m.offset(),
-            timestamp: m.timestamp().to_millis(),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().map(<[u8]>::to_vec),
-            headers: tillstream_runtime::kafka::header_map(&m),
-        });
+        out.push(Record::of(&m));
     }
     if !remaining.is_empty() {
         eprintln!("read_topic {topic}: stopped short of the high watermark on {remaining:?}");
