@@ -389,7 +389,7 @@ impl TestRegistry {
         };
         let running = tillstream_schema_registry::start(cfg, token.clone()).await?;
         Ok(TestRegistry {
-            url: running.url(),
+            url: running.state.url(),
             token,
             _dir: dir,
         })

@@ -264,6 +264,31 @@ pub fn sample(kind: EventKind, store: &str, device: &str, seq: i64) -> Option<De
 }
 
 /// Sample pipeline records (they are not `DeviceEvent`s).
+/// An `InventoryAdjusted` of one line: `qty` of `sku`, with the count the device expected (for a
+/// cycle count).
+pub fn adjustment(
+    store: &str,
+    device: &str,
+    seq: i64,
+    kind: AdjustmentKind,
+    sku: &str,
+    qty: i32,
+    expected: Option<i32>,
+) -> DeviceEvent {
+    let Some(DeviceEvent::InventoryAdjusted(mut a)) =
+        sample(EventKind::InventoryAdjusted, store, device, seq)
+    else {
+        unreachable!("sample always gives the kind asked for")
+    };
+    a.kind = kind;
+    a.lines = vec![AdjustmentLine {
+        sku: sku.into(),
+        quantity: qty,
+        expected_on_hand: expected,
+    }];
+    a.into()
+}
+
 pub fn dead_letter() -> DeadLetter {
     DeadLetter {
         dead_letter_id: event_uuid("dlq", 1),

@@ -5,6 +5,14 @@
 //! Guarantee: a mutation (register, config change, delete) is acknowledged only after it has been
 //! fsynced to the data directory; on restart subjects, versions, ids and configs are as they were
 //! acknowledged, and a schema id is never reused.
+//!
+//! # Layout
+//! - [`start`] opens the store, binds the API and the ops endpoint and returns a [`Running`];
+//!   [`run`] serves until stopped.
+//! - `config`, `error`, `metrics`: the service skeleton's files (docs/DEVELOPING.md).
+//! - `store` (subjects, versions, ids; the pure core) and `persist` (its fsynced append-only log).
+//! - `schema` (Avro parsing and canonical form) and `compat` (compatibility levels and checks).
+//! - `api`: the Confluent REST API over the store.
 
 pub mod api;
 pub mod compat;
@@ -18,8 +26,8 @@ pub mod store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use tillstream_runtime::service::{ShutdownGuard, TaskFailure};
 use tillstream_runtime::{CancellationToken, Classify, ErrorClass, Health};
-use tokio::task::JoinHandle;
 
 pub use crate::compat::Level;
 pub use crate::config::Config;
@@ -46,8 +54,10 @@ pub enum ServiceError {
     },
     #[error("the API server failed: {0}")]
     Serve(#[source] std::io::Error),
-    #[error("a registry task failed: {0}")]
-    Task(String),
+    #[error("opening the store: {0}")]
+    Open(String),
+    #[error(transparent)]
+    Task(#[from] TaskFailure),
 }
 
 impl Classify for ServiceError {
@@ -57,30 +67,21 @@ impl Classify for ServiceError {
     }
 }
 
-/// A started registry.
-#[derive(Debug)]
-pub struct Running {
+/// A started registry; `wait` returns once the server has stopped (after the token is cancelled)
+/// and every connection has closed, so the data directory is released.
+pub type Running = tillstream_runtime::service::Running<ServiceError, Api>;
+
+/// Where a started registry's REST API listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Api {
     /// The address the REST API is bound to (useful with port 0).
     pub addr: SocketAddr,
-    /// The address of the ops endpoint (`/metrics`, `/healthz`, `/readyz`).
-    pub ops_addr: SocketAddr,
-    /// Readiness as reported on `/readyz`.
-    pub health: Health,
-    handle: JoinHandle<Result<(), ServiceError>>,
 }
 
-impl Running {
+impl Api {
     /// The base URL of the REST API, e.g. `http://127.0.0.1:18081`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
-    }
-
-    /// Waits until the server has stopped (after the token is cancelled) and every connection has
-    /// closed, so the data directory is released.
-    pub async fn wait(self) -> Result<(), ServiceError> {
-        self.handle
-            .await
-            .map_err(|e| ServiceError::Task(e.to_string()))?
     }
 }
 
@@ -101,7 +102,7 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
     let level = config.default_compatibility;
     let registry = tokio::task::spawn_blocking(move || Registry::open(&dir, level))
         .await
-        .map_err(|e| ServiceError::Task(e.to_string()))?
+        .map_err(|e| ServiceError::Open(e.to_string()))?
         .map_err(|source| ServiceError::Store {
             dir: config.data_dir.clone(),
             source,
@@ -127,20 +128,17 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
     tracing::info!(%addr, %ops_addr, data_dir = %config.data_dir.display(), "schema registry listening");
 
     let task_health = health.clone();
-    let handle = tokio::spawn(async move {
+    let mut guard = ShutdownGuard::new("schema-registry", token);
+    let serving = guard.stage("api");
+    guard.spawn_task("api", async move {
         let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { token.cancelled().await })
+            .with_graceful_shutdown(async move { serving.cancelled().await })
             .await;
         task_health.not_ready(READY_CHECK, "stopped");
         tracing::info!("schema registry stopped");
         result.map_err(ServiceError::Serve)
     });
-    Ok(Running {
-        addr,
-        ops_addr,
-        health,
-        handle,
-    })
+    Ok(Running::new(ops_addr, health, Api { addr }, guard))
 }
 
 /// Serves the registry until `token` is cancelled.

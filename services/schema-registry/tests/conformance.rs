@@ -63,7 +63,7 @@ impl Reg {
             .await
             .unwrap();
         Reg {
-            url: running.url(),
+            url: running.state.url(),
             http,
             server: Some((running, token)),
             dir: Some(dir),
@@ -84,7 +84,7 @@ impl Reg {
         let running = tillstream_schema_registry::start(config(&dir), token.clone())
             .await
             .unwrap();
-        self.url = running.url();
+        self.url = running.state.url();
         self.server = Some((running, token));
         // A fresh client: the old one's pooled connections point at the stopped server.
         self.http = reqwest::Client::new();
@@ -1008,7 +1008,7 @@ async fn deletes_are_refused_unless_allowed() {
         .await
         .unwrap();
     let reg = Reg {
-        url: running.url(),
+        url: running.state.url(),
         http: reqwest::Client::new(),
         server: None,
         dir: None,
@@ -1059,7 +1059,7 @@ async fn basic_auth_refuses_requests_without_the_credentials() {
         .unwrap();
     let http = reqwest::Client::new();
     for auth in [None, Some(("gate", "wrong")), Some(("other", "s3cret"))] {
-        let mut req = http.get(format!("{}/subjects", running.url()));
+        let mut req = http.get(format!("{}/subjects", running.state.url()));
         if let Some((u, p)) = auth {
             req = req.basic_auth(u, Some(p));
         }
@@ -1074,7 +1074,7 @@ async fn basic_auth_refuses_requests_without_the_credentials() {
         assert_eq!(b["error_code"], 401, "{b}");
     }
     let client = tillstream_contracts::Registry::new(tillstream_contracts::RegistryConfig {
-        url: running.url(),
+        url: running.state.url(),
         auto_register: true,
         basic_auth_user: Some("gate".into()),
         basic_auth_password: Some("s3cret".into()),
@@ -1086,7 +1086,7 @@ async fn basic_auth_refuses_requests_without_the_credentials() {
         .await
         .unwrap();
     let r = http
-        .get(format!("{}/subjects", running.url()))
+        .get(format!("{}/subjects", running.state.url()))
         .basic_auth("gate", Some("s3cret"))
         .send()
         .await

@@ -1,9 +1,13 @@
-//! tillstream-sim: a seeded, deterministic fleet of POS devices (`plan`), the ground truth of what it
-//! sold and moved (`truth`, an independent reference implementation of the event semantics), the MQTT
-//! publisher that plays a plan against a real broker like POS apps would (`publish`; the cloud's
-//! price-list history: `history`; the late tills held back until their store-days are exported:
-//! `late`), and the oracle
-//! that compares the pipeline's outputs with the truth (`oracle`).
+//! tillstream-sim: a seeded, deterministic fleet of POS devices and the oracle that checks the
+//! pipeline against it.
+//!
+//! # Layout
+//! - `plan`: the fleet plan (pure, seeded) and `truth`, the ground truth of what it sold and moved
+//!   (an independent reference implementation of the event semantics).
+//! - `device`: a device's local event store, kept until a sync receipt covers it (pure).
+//! - `publish`: plays a plan against a real MQTT broker like POS apps would; `late`: the late tills
+//!   held back until their store-days are exported; `pricing`: the cloud's pricing service.
+//! - `oracle`: reads the pipeline's outputs and compares them with the truth.
 
 pub mod device;
 pub mod late;

@@ -220,7 +220,7 @@ async fn unknown_subject_and_unreachable_registry_are_one_clear_line() {
     let running = tillstream_schema_registry::start(cfg, token.clone())
         .await
         .unwrap();
-    let url = running.url();
+    let url = running.state.url();
     let o = tokio::task::spawn_blocking({
         let url = url.clone();
         move || tillctl(&["schemas", "show", "com.example.Nope", "--registry", &url])

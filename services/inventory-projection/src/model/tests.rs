@@ -18,18 +18,7 @@ fn env(event: impl Into<DeviceEvent>, offset: i64, lag: i64) -> Envelope {
 }
 
 fn adjust(seq: i64, kind: AdjustmentKind, qty: i32, expected: Option<i32>) -> DeviceEvent {
-    let Some(DeviceEvent::InventoryAdjusted(mut a)) =
-        samples::sample(EventKind::InventoryAdjusted, "s1", "s1-d1", seq)
-    else {
-        unreachable!()
-    };
-    a.kind = kind;
-    a.lines = vec![AdjustmentLine {
-        sku: "SKU-A".into(),
-        quantity: qty,
-        expected_on_hand: expected,
-    }];
-    a.into()
+    samples::adjustment("s1", "s1-d1", seq, kind, "SKU-A", qty, expected)
 }
 
 fn sale(seq: i64, sku: &str, qty: i32) -> DeviceEvent {

@@ -17,6 +17,11 @@
 //! `crl.pem`, and `clients/<name>.crt|key` only for identities whose keys are kept there (the
 //! local stack's services and simulated tills; a real till's key is printed once and never
 //! stored). Every command first revokes the certificates whose grace period has ended.
+//!
+//! Why one file (~630 lines, ~140 of them tests): every command is a short sequence over the one
+//! locked [`Pki`] (retire what is due, change the register, write the CRL and the ACL, reload the
+//! broker), and the tests check those sequences against the folder; the pure parts already live in
+//! `acl`, `ca` and `register`.
 
 pub mod acl;
 pub mod ca;
