@@ -156,6 +156,20 @@ fn overflow(what: &str) -> Refusal {
     )
 }
 
+/// Adds `v` to `total`, refusing the event when the sum leaves 64 bits (`what` names the total).
+fn add_to(total: &mut i64, v: i64, what: &str) -> Result<(), Refusal> {
+    *total = total.checked_add(v).ok_or_else(|| overflow(what))?;
+    Ok(())
+}
+
+/// A line's quantity must be positive (`what` names the line: "order o1 line 2").
+fn positive_qty(qty: i32, what: impl FnOnce() -> String) -> Result<(), Refusal> {
+    if qty <= 0 {
+        return Err(refuse("invalid_amount", format!("{}: qty {qty}", what())));
+    }
+    Ok(())
+}
+
 /// What a sale or refund adds to its device-day's ledger figures (for reconciliation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DayFacts {
@@ -225,15 +239,9 @@ impl<'a> Builder<'a> {
             (debit, amount)
         };
         if debit {
-            self.debits = self
-                .debits
-                .checked_add(abs)
-                .ok_or_else(|| overflow("debits"))?;
+            add_to(&mut self.debits, abs, "debits")?;
         } else {
-            self.credits = self
-                .credits
-                .checked_add(abs)
-                .ok_or_else(|| overflow("credits"))?;
+            add_to(&mut self.credits, abs, "credits")?;
         }
         let account = self.chart.account(role);
         let tender = match role {
@@ -336,10 +344,11 @@ fn tenders(
     for t in tenders {
         let amount = b.amount(&t.amount, "a tender")?;
         b.post(Role::TenderClearing(t.method), debit, amount, "")?;
-        let slot = &mut figures.tenders[tender_index(t.method)];
-        *slot = slot
-            .checked_add(amount)
-            .ok_or_else(|| overflow("tender total"))?;
+        add_to(
+            &mut figures.tenders[tender_index(t.method)],
+            amount,
+            "tender total",
+        )?;
     }
     Ok(())
 }
@@ -361,15 +370,9 @@ fn post_sale(o: &OrderCreated, store: &Store, chart: &Chart) -> Result<Posting, 
         ..Figures::default()
     };
     for line in &o.lines {
-        if line.qty <= 0 {
-            return Err(refuse(
-                "invalid_amount",
-                format!(
-                    "order {} line {}: qty {}",
-                    o.order_id, line.line_no, line.qty
-                ),
-            ));
-        }
+        positive_qty(line.qty, || {
+            format!("order {} line {}", o.order_id, line.line_no)
+        })?;
         let unit = b.amount(&line.unit_price, "a unit price")?;
         let amount = unit
             .checked_mul(i64::from(line.qty))
@@ -379,22 +382,18 @@ fn post_sale(o: &OrderCreated, store: &Store, chart: &Chart) -> Result<Posting, 
             tax_basis(ORDER_UNIT_PRICE_BASIS, amount, tax).ok_or_else(|| overflow("line total"))?;
         let mut discount = 0i64;
         for d in &line.discounts {
-            discount = discount
-                .checked_add(b.amount(&d.amount, "a discount")?)
-                .ok_or_else(|| overflow("discounts"))?;
+            add_to(
+                &mut discount,
+                b.amount(&d.amount, "a discount")?,
+                "discounts",
+            )?;
         }
         b.post(Role::Revenue, false, gross, &line.sku)?;
         b.post(Role::Discounts, true, discount, &line.sku)?;
         b.post(Role::TaxPayable, false, tax, &line.sku)?;
-        f.gross = f
-            .gross
-            .checked_add(gross)
-            .ok_or_else(|| overflow("gross"))?;
-        f.discounts = f
-            .discounts
-            .checked_add(discount)
-            .ok_or_else(|| overflow("discounts"))?;
-        f.tax = f.tax.checked_add(tax).ok_or_else(|| overflow("tax"))?;
+        add_to(&mut f.gross, gross, "gross")?;
+        add_to(&mut f.discounts, discount, "discounts")?;
+        add_to(&mut f.tax, tax, "tax")?;
     }
     tenders(&mut b, &o.tenders, true, &mut f)?;
     f.net = f
@@ -432,25 +431,16 @@ fn post_refund(r: &OrderRefunded, store: &Store, chart: &Chart) -> Result<Postin
         ..Figures::default()
     };
     for line in &r.lines {
-        if line.qty <= 0 {
-            return Err(refuse(
-                "invalid_amount",
-                format!(
-                    "refund {} line {}: qty {}",
-                    r.refund_id, line.line_no, line.qty
-                ),
-            ));
-        }
+        positive_qty(line.qty, || {
+            format!("refund {} line {}", r.refund_id, line.line_no)
+        })?;
         let amount = b.amount(&line.amount, "a refund line")?;
         let tax = b.amount(&line.tax, "a refund line tax")?;
         let (excluding, including) = tax_basis(REFUND_LINE_AMOUNT_BASIS, amount, tax)
             .ok_or_else(|| overflow("refund line"))?;
         b.post(Role::Refunds, true, excluding, &line.sku)?;
         b.post(Role::TaxPayable, true, tax, &line.sku)?;
-        f.refunds = f
-            .refunds
-            .checked_add(including)
-            .ok_or_else(|| overflow("refunds"))?;
+        add_to(&mut f.refunds, including, "refunds")?;
     }
     // Refund tenders are money going back: they are not the day close's (sales) tender totals.
     let mut refund_tenders = Figures::default();
