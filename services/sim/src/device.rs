@@ -16,7 +16,7 @@
 //!   oldest make sure the cloud's first sight of a device it never heard from is its first held
 //!   event. Only a probe, not everything held: a pipeline that is only slow (a fleet-wide backlog,
 //!   its receipts minutes away) holds the whole backlog already, and re-sending all of it on every
-//!   quiet spell put ~0.57 extra records per event through the pipeline at a million events.
+//!   quiet spell made a fleet-wide backlog carry much of itself twice (BENCHMARKS.md, "Scale").
 //!   Waiting for quiet, not merely for age, keeps a device whose receipts are advancing through a
 //!   backlog from probing at all. Each probe doubles the quiet wait (up to [`MAX_QUIET_WAIT`])
 //!   until a receipt arrives.
