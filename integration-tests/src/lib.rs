@@ -7,8 +7,9 @@
 //!
 //! # Layout
 //! - this file: [`Stack`] (private servers; stop, kill, pause/resume for fault injection),
-//!   [`TestRegistry`], [`apply_topology`], [`stack_with_topics`], [`read_all`], [`decode_event`], [`SmallDisk`] (a full
-//!   disk on purpose), [`eventually`], [`wait_for_file`], [`ExitOnPanic`], [`free_port`].
+//!   [`TestRegistry`], [`apply_topology`], [`stack_with_topics`], [`read_all`], [`decode_event`],
+//!   [`SmallDisk`] (a full disk on purpose), [`eventually`], [`wait_for_file`], [`ExitOnPanic`],
+//!   [`free_port`].
 //! - [`pipeline`]: the services as real processes (kill -9, SIGTERM, SIGSTOP, restart with another
 //!   configuration, a second instance, their metrics).
 //! - [`bench`]: CPU readers and a tansu `memory://` broker for benches.

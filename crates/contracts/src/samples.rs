@@ -263,7 +263,6 @@ pub fn sample(kind: EventKind, store: &str, device: &str, seq: i64) -> Option<De
     })
 }
 
-/// Sample pipeline records (they are not `DeviceEvent`s).
 /// An `InventoryAdjusted` of one line: `qty` of `sku`, with the count the device expected (for a
 /// cycle count).
 pub fn adjustment(
@@ -289,6 +288,7 @@ pub fn adjustment(
     a.into()
 }
 
+/// Sample pipeline records (they are not `DeviceEvent`s).
 pub fn dead_letter() -> DeadLetter {
     DeadLetter {
         dead_letter_id: event_uuid("dlq", 1),

@@ -9,10 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tillstream_runtime::fault::Hold;
-
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
+use tillstream_runtime::fault::Hold;
 
 use super::{ExportError, Rendered};
 use crate::config::{DestinationConfig, DestinationKind};
