@@ -9,7 +9,7 @@
 //! - this file: [`Stack`] (private servers; stop, kill, pause/resume for fault injection),
 //!   [`TestRegistry`], [`apply_topology`], [`stack_with_topics`], [`read_all`], [`decode_event`],
 //!   [`SmallDisk`] (a full disk on purpose), [`eventually`], [`wait_for_file`], [`ExitOnPanic`],
-//!   [`free_port`].
+//!   [`free_port`], [`test_logs`].
 //! - [`pipeline`]: the services as real processes (kill -9, SIGTERM, SIGSTOP, restart with another
 //!   configuration, a second instance, their metrics).
 //! - [`bench`]: CPU readers and a tansu `memory://` broker for benches.
@@ -28,6 +28,18 @@ pub mod bench;
 pub mod pipeline;
 
 pub use tillstream_contracts as contracts;
+
+/// Sends the in-process services' `tracing` logs (and librdkafka's, through `log`) to the test's
+/// captured output, so a failing component test shows what the service did; a passing one prints
+/// nothing. `RUST_LOG` chooses the level (default `info`). Safe to call from every test.
+pub fn test_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
 
 /// Repository root.
 pub fn repo() -> PathBuf {

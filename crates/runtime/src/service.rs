@@ -204,6 +204,13 @@ where
         }
     }
 
+    /// True once the service has stopped (a task failed, or the stop token was cancelled and the
+    /// stages have run down); lets a caller that waits for progress fail at once instead of at its
+    /// deadline.
+    pub fn is_stopped(&self) -> bool {
+        self.done.is_finished()
+    }
+
     /// Waits until the service has stopped (after its stop token was cancelled, or a task failed).
     pub async fn wait(self) -> Result<(), E> {
         match self.done.await {

@@ -94,6 +94,17 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
     producer_cfg
         .properties
         .extend(cfg.producer_properties.clone());
+    // Receipts are published by their own task at their own pace, after the batches they cover
+    // have committed; on a transactional producer they would land between a commit and the next
+    // begin ("Erroneous state") or inside another batch's transaction (and fail it when they time
+    // out), so in that mode they get a producer of their own without a transactional id.
+    let receipt_producer = match cfg.delivery {
+        DeliveryMode::Transactional => Some(kafka::producer(
+            &producer_cfg,
+            &format!("{}-receipts", cfg.client_id),
+        )?),
+        DeliveryMode::AtLeastOnce => None,
+    };
     if cfg.delivery == DeliveryMode::Transactional {
         let id = cfg
             .transactional_id
@@ -162,7 +173,7 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
             "receipt sender",
             receipt_sender::run(
                 receipts_rx,
-                producer.clone(),
+                receipt_producer.unwrap_or_else(|| producer.clone()),
                 cfg.receipts_topic.clone(),
                 schema_id,
                 cfg.receipt_interval_ms,

@@ -78,6 +78,7 @@ type Cluster = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
 impl MockEnv {
     /// A mock cluster with the dedup topics and a registry; keep the cluster alive for the test.
     async fn start() -> (Cluster, MockEnv) {
+        tillstream_integration_tests::test_logs();
         let cluster = MockCluster::new(1).unwrap();
         topics(&cluster);
         let kafka = KafkaConfig {
@@ -97,6 +98,10 @@ impl MockEnv {
 async fn wait_read(running: &tillstream_dedup::Running, n: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while running.state.counters.events_in.load(Ordering::Relaxed) < n {
+        assert!(
+            !running.is_stopped(),
+            "the service stopped before reading its input (its log above says why)"
+        );
         assert!(
             std::time::Instant::now() < deadline,
             "input not read in 120 s"
