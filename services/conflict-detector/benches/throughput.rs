@@ -173,7 +173,10 @@ async fn wait_done(db: &Db, total: i64, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         let sum: i64 = db.offsets(EVENTS).await.unwrap_or_default().values().sum();
-        if sum >= total && db.outbox_len().await.unwrap_or(1) == 0 {
+        if sum >= total
+            && db.held_len().await.unwrap_or(1) == 0
+            && db.outbox_len().await.unwrap_or(1) == 0
+        {
             return true;
         }
         if Instant::now() > deadline {

@@ -79,6 +79,12 @@ pub struct DetectorConfig {
     pub publish_poll_ms: u64,
     /// How often the queue gauges are refreshed.
     pub gauge_interval_ms: u64,
+    /// How long a raised verdict waits, in its store's record time, before it is written; one
+    /// that a later input supersedes meanwhile is withdrawn unwritten. Tills that deliver a
+    /// backlog side by side change each other's verdicts many times a second; this nets those
+    /// changes out. A store with no new event for this long (wall time) has its verdicts written.
+    /// 0 writes every change at once.
+    pub hold_ms: u64,
 }
 
 impl Default for DetectorConfig {
@@ -96,6 +102,7 @@ impl Default for DetectorConfig {
             publish_chunk: 500,
             publish_poll_ms: 500,
             gauge_interval_ms: 5_000,
+            hold_ms: 10_000,
         }
     }
 }

@@ -20,6 +20,8 @@
 //!   [`partitions`] (start offsets from the database, what to restore), [`processor`] (the batch
 //!   loop, restores, price lists), [`history`] (the price-list history tailer), [`output`]
 //!   (records out, framed), [`publish`] (the outbox publisher), [`api`] (the review queue).
+//! - [`settle`] (pure): raised verdicts wait for their store's stream to move on before they are
+//!   written; one superseded meanwhile is withdrawn unwritten.
 //! - [`start`] wires them and returns a [`Running`].
 
 pub mod api;
@@ -35,6 +37,7 @@ pub mod output;
 pub mod partitions;
 pub mod processor;
 pub mod publish;
+pub mod settle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -197,6 +200,7 @@ pub async fn start(config: Config, token: CancellationToken) -> Result<Running, 
         publish: publish_wake.clone(),
         seen: Default::default(),
         store_partition: Default::default(),
+        held: settle::HeldVerdicts::new(cfg.hold_ms),
     };
     let mut guard = ShutdownGuard::new(SERVICE, token.clone());
     let intake = guard.stage("intake");

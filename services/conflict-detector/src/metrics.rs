@@ -32,6 +32,10 @@ pub const QUEUE_OPEN: &str = "tillstream_conflict_detector_queue_open_conflicts"
 pub const QUEUE_OLDEST_AGE: &str = "tillstream_conflict_detector_queue_oldest_open_age_seconds";
 /// Reviewer resolutions, by `action` and `outcome` (resolved, noop, refused).
 pub const RESOLUTIONS: &str = "tillstream_conflict_detector_resolutions_total";
+/// Raised verdicts waiting for their store's stream to move on (`detector.hold_ms`).
+pub const HELD: &str = "tillstream_conflict_detector_verdicts_held";
+/// Held verdicts a later input superseded before they were written (never published).
+pub const WITHDRAWN: &str = "tillstream_conflict_detector_verdicts_withdrawn_total";
 /// Records waiting in the outbox.
 pub const OUTBOX_PENDING: &str = "tillstream_conflict_detector_outbox_pending_records";
 /// Records published from the outbox, and those skipped at start because the topic had them.
@@ -118,6 +122,16 @@ pub fn queue(by_owner: &BTreeMap<String, i64>, oldest_age_s: f64) {
 pub fn resolution(action: &str, outcome: &'static str) {
     metrics::counter!(RESOLUTIONS, "action" => action.to_string(), "outcome" => outcome)
         .increment(1);
+}
+
+pub fn held(n: usize) {
+    metrics::gauge!(HELD).set(n as f64);
+}
+
+pub fn withdrawn(n: usize) {
+    if n > 0 {
+        metrics::counter!(WITHDRAWN).increment(n as u64);
+    }
 }
 
 pub fn outbox(pending: i64) {

@@ -37,6 +37,7 @@ use crate::error::DetectorError;
 use crate::metrics as m;
 use crate::output::Encoder;
 use crate::partitions::{OffsetHook, Shared, lock};
+use crate::settle::{Decided, HeldVerdicts, Plan};
 
 /// Awaits a decode, retrying while the registry is unreachable (never skipping the record).
 macro_rules! retrying {
@@ -71,6 +72,8 @@ pub struct Counters {
     pub duplicates: AtomicU64,
     pub raised: AtomicU64,
     pub superseded: AtomicU64,
+    /// Held verdicts superseded before they were written.
+    pub withdrawn: AtomicU64,
     pub collisions: AtomicU64,
     pub dead_letters: AtomicU64,
     pub batches: AtomicU64,
@@ -83,12 +86,6 @@ impl Counters {
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
     }
-}
-
-/// One change decided, with the partition its records go to.
-struct Decided {
-    partition: i32,
-    change: Change,
 }
 
 /// A dead letter to publish before the batch commits.
@@ -105,7 +102,10 @@ struct Work<'a> {
     log: BTreeMap<i32, LogChunk>,
     /// (partition, event key) of each event taken in.
     ids: Vec<(i32, u128)>,
-    decided: Vec<Decided>,
+    /// What the batch's changes do, in stream order (held verdicts included).
+    plan: Plan,
+    /// Whether the rules changed anything (the fault-injection hold waits for such a batch).
+    decided_any: bool,
     collisions: Vec<(i32, Verdict)>,
     dead: Vec<Dead<'a>>,
     /// Next offset per (input topic?, partition): true = store events, false = conflicts.
@@ -135,6 +135,8 @@ pub struct Processor {
     pub seen: HashMap<i32, HashSet<u128>>,
     /// The partition each held store belongs to.
     pub store_partition: HashMap<String, i32>,
+    /// Raised verdicts waiting for their store's stream to move on (`detector.hold_ms`).
+    pub held: HeldVerdicts,
 }
 
 impl Processor {
@@ -151,11 +153,24 @@ impl Processor {
         loop {
             // A price list waiting wakes the wait for records (it may supersede verdicts of
             // stores that are quiet).
+            // So does the moment a quiet store's held verdicts are due.
             let wake = token.child_token();
+            let idle_release = self.held.next_idle_release().map(|at| {
+                Duration::from_millis(
+                    at.saturating_sub(tillstream_runtime::clock::now_ms())
+                        .max(0) as u64,
+                )
+            });
             let waker = {
                 let (w, n) = (wake.clone(), self.lists_waiting.clone());
                 tokio::spawn(async move {
-                    n.notified().await;
+                    match idle_release {
+                        Some(after) => tokio::select! {
+                            _ = n.notified() => {}
+                            _ = tokio::time::sleep(after) => {}
+                        },
+                        None => n.notified().await,
+                    }
                     w.cancel();
                 })
             };
@@ -170,6 +185,7 @@ impl Processor {
                 if let Some(batch) = &batch {
                     self.batch(&consumer, batch, &token).await?;
                 }
+                self.write_held(false).await?;
                 Ok::<_, DetectorError>(())
             };
             if let Err(e) = step.await {
@@ -201,6 +217,12 @@ impl Processor {
                 break;
             }
         }
+        if result.is_ok() && !self.held.is_empty() {
+            // A clean stop writes what waits (a restart would find it anyway, by reconciling).
+            if let Err(e) = self.write_held(true).await {
+                tracing::warn!(error = %e, held = self.held.len(), "held verdicts not written at shutdown; the next start's restore writes them");
+            }
+        }
         consumer.commit_on_shutdown();
         kafka::flush(self.dead_letters.producer(), Duration::from_secs(5));
         tracing::info!("conflict detector batch loop stopped");
@@ -221,6 +243,7 @@ impl Processor {
 
     fn drop_partition(&mut self, p: i32) {
         self.seen.remove(&p);
+        self.held.drop_partition(p);
         let stores: Vec<String> = self
             .store_partition
             .iter()
@@ -296,11 +319,16 @@ impl Processor {
             tracing::warn!(
                 partition = p,
                 changes,
-                "restore found verdicts that changed while nobody evaluated them"
+                "restore found verdicts that changed while nobody evaluated them (or waited unwritten)"
             );
-            let mut tx = self.db.begin().await?;
-            self.write_changes(&mut tx, &decided).await?;
-            tx.commit().await?;
+        }
+        // Written at once, with the partition's held count reset (what waited in a previous
+        // owner's memory is among these changes).
+        let mut tx = self.db.begin().await?;
+        self.write_changes(&mut tx, &decided).await?;
+        tx.held(&BTreeMap::from([(p, 0)])).await?;
+        tx.commit().await?;
+        if !decided.is_empty() {
             self.count_changes(&decided);
             self.publish.notify_one();
         }
@@ -340,11 +368,10 @@ impl Processor {
                     continue;
                 }
             };
-            let partition = self.store_partition.get(&list.store_id).copied();
-            let decided: Vec<Decided> = changes
-                .into_iter()
-                .filter_map(|change| partition.map(|partition| Decided { partition, change }))
-                .collect();
+            let mut plan = Plan::default();
+            if let Some(partition) = self.store_partition.get(&list.store_id).copied() {
+                self.held.offer(&mut plan, partition, None, changes);
+            }
             let body = serde_json::to_string(&list).map_err(crate::db::DbError::from)?;
             let mut tx = self.db.begin().await?;
             tx.price_lists(&[(
@@ -355,14 +382,12 @@ impl Processor {
                 body,
             )])
             .await?;
-            self.write_changes(&mut tx, &decided).await?;
+            self.write_changes(&mut tx, &plan.write).await?;
+            tx.held(&self.held.counts_after(&plan)).await?;
             tx.commit().await?;
-            self.count_changes(&decided);
             self.counters.price_lists.fetch_add(1, Ordering::Relaxed);
             m::price_lists(1);
-            if !decided.is_empty() {
-                self.publish.notify_one();
-            }
+            self.accept_plan(plan);
         }
         Ok(())
     }
@@ -532,7 +557,9 @@ impl Processor {
                 )),
             )));
         }
-        self.write_changes(&mut tx, &work.decided).await?;
+        let plan = std::mem::take(&mut work.plan);
+        self.write_changes(&mut tx, &plan.write).await?;
+        tx.held(&self.held.counts_after(&plan)).await?;
         let mut queued = 0;
         let now = tillstream_runtime::clock::now_ms();
         for (p, v) in &work.collisions {
@@ -555,7 +582,7 @@ impl Processor {
         for (t, next) in &by_topic {
             tx.offsets(t, next).await?;
         }
-        self.fault_hold(&work).await;
+        self.fault_hold(work.decided_any).await;
         tx.commit().await?;
         // Durable: the memory may now count on it.
         {
@@ -567,7 +594,7 @@ impl Processor {
         for (p, id) in work.ids {
             self.seen.entry(p).or_default().insert(id);
         }
-        self.count_changes(&work.decided);
+        self.accept_plan(plan);
         self.counters
             .collisions
             .fetch_add(queued, Ordering::Relaxed);
@@ -577,9 +604,6 @@ impl Processor {
         self.counters
             .duplicates
             .fetch_add(work.duplicates, Ordering::Relaxed);
-        if !work.decided.is_empty() {
-            self.publish.notify_one();
-        }
         Ok((work.events as u64, (work.late, work.duplicates)))
     }
 
@@ -609,6 +633,9 @@ impl Processor {
             Ok(applied) => {
                 if applied.ignored {
                     batch_ids.remove(&id);
+                    // Its record time still moves the partition on.
+                    self.held
+                        .offer(&mut work.plan, p, Some(record_time), Vec::new());
                     return Ok(());
                 }
                 if applied.beyond_horizon {
@@ -620,11 +647,9 @@ impl Processor {
                     self.store_partition
                         .insert(ev.event.store_id().to_string(), p);
                 }
-                work.decided
-                    .extend(applied.changes.into_iter().map(|change| Decided {
-                        partition: p,
-                        change,
-                    }));
+                work.decided_any |= !applied.changes.is_empty();
+                self.held
+                    .offer(&mut work.plan, p, Some(record_time), applied.changes);
                 let (_, datum) =
                     tillstream_contracts::codec::unframe(msg.payload().unwrap_or_default())?;
                 work.ids.push((p, id));
@@ -719,10 +744,53 @@ impl Processor {
         Ok(())
     }
 
+    /// Takes a committed plan in: its held verdicts start waiting, what it wrote is counted and
+    /// handed to the publisher.
+    fn accept_plan(&mut self, plan: Plan) {
+        let now = tillstream_runtime::clock::now_ms();
+        self.count_changes(&plan.write);
+        m::withdrawn(plan.withdrawn());
+        self.counters
+            .withdrawn
+            .fetch_add(plan.withdrawn() as u64, Ordering::Relaxed);
+        let wrote = !plan.write.is_empty();
+        self.held.accept(plan, now);
+        m::held(self.held.len());
+        if wrote {
+            self.publish.notify_one();
+        }
+    }
+
+    /// Writes the held verdicts of quiet partitions (`all`: every one, at shutdown) in one
+    /// transaction.
+    async fn write_held(&mut self, all: bool) -> Result<(), DetectorError> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let due = self.held.idle_due(tillstream_runtime::clock::now_ms(), all);
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin().await?;
+        self.write_changes(&mut tx, &due).await?;
+        let parts: BTreeSet<i32> = due.iter().map(|d| d.partition).collect();
+        let mut counts = self.held.counts(parts);
+        for d in &due {
+            *counts.entry(d.partition).or_default() -= 1;
+        }
+        tx.held(&counts).await?;
+        tx.commit().await?;
+        self.held.take(&due);
+        self.count_changes(&due);
+        m::held(self.held.len());
+        self.publish.notify_one();
+        Ok(())
+    }
+
     /// Fault injection: hold a deciding batch's transaction open (a test kills the process then).
-    async fn fault_hold(&self, work: &Work<'_>) {
+    async fn fault_hold(&self, decided_any: bool) {
         let f = &self.cfg.fault;
-        if work.decided.is_empty() {
+        if !decided_any {
             return;
         }
         Hold::new(f.hold_batch_open_ms, f.marker_file.as_ref())

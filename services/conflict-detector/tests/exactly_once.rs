@@ -218,6 +218,9 @@ async fn killed_mid_batch_and_mid_publish_nothing_missing_nothing_doubled() {
     let db_url = env.sqlite("detector.db");
     let dir = env.dir.path().to_path_buf();
     let log = dir.join("detector.log");
+    // The reference is every decision of the rules, in order: verdicts are written as decided
+    // (no hold; holding is covered by the scenario and the reprocessing test).
+    let no_hold = ("DETECTOR__HOLD_MS", "0".to_string());
 
     // 1. Killed while a batch that decided something holds its transaction open.
     produce(&env, first).await;
@@ -227,6 +230,7 @@ async fn killed_mid_batch_and_mid_publish_nothing_missing_nothing_doubled() {
         &[
             ("FAULT__HOLD_BATCH_OPEN_MS", "600000".into()),
             ("FAULT__MARKER_FILE", marker.display().to_string()),
+            no_hold.clone(),
         ],
         &log,
     );
@@ -240,6 +244,7 @@ async fn killed_mid_batch_and_mid_publish_nothing_missing_nothing_doubled() {
         &[
             ("FAULT__HOLD_AFTER_PUBLISH_MS", "600000".into()),
             ("FAULT__PUBLISH_MARKER_FILE", marker.display().to_string()),
+            no_hold.clone(),
         ],
         &log,
     );
@@ -261,7 +266,7 @@ async fn killed_mid_batch_and_mid_publish_nothing_missing_nothing_doubled() {
     );
 
     // 3. Restarted cleanly; the rest of the stream.
-    let mut child = env.spawn(&db_url, &[], &log);
+    let mut child = env.spawn(&db_url, &[no_hold], &log);
     produce(&env, &second[second.len() / 2..]).await;
     wait_done(&env, &db, DONE).await;
     kill(&mut child);
@@ -352,7 +357,8 @@ async fn reprocessing_from_scratch_gives_byte_identical_records() {
         running.push(start(cfg).await);
     }
     let db = running[0].0.state.db.clone();
-    // Done when every input partition's offsets are in the database and the outbox is empty.
+    // Done when every input partition's offsets are in the database, nothing waits unwritten and
+    // the outbox is empty.
     let deadline = Instant::now() + DONE;
     loop {
         let k = env.kafka.clone();
@@ -360,7 +366,10 @@ async fn reprocessing_from_scratch_gives_byte_identical_records() {
             .await
             .unwrap();
         let have = db.offsets(EVENTS).await.unwrap();
-        if want.iter().all(|(p, o)| have.get(p) == Some(o)) && db.outbox_len().await.unwrap() == 0 {
+        if want.iter().all(|(p, o)| have.get(p) == Some(o))
+            && db.outbox_len().await.unwrap() == 0
+            && db.held_len().await.unwrap() == 0
+        {
             break;
         }
         assert!(

@@ -60,7 +60,7 @@ async fn every_rule_on_postgres_beside_another_service() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(ours, 1);
+    assert_eq!(ours, 2, "the schema and the held-verdict counts");
 }
 
 async fn scenario(env: &Env, db_url: &str) {
@@ -320,6 +320,57 @@ async fn scenario(env: &Env, db_url: &str) {
         out.conflicts_of("ls1").len(),
         1,
         "nothing deleted, nothing re-raised"
+    );
+
+    // A verdict that a later input supersedes while it waits is withdrawn unwritten: the +6 h
+    // sale is oversold once the +1 h one arrives, then a +3 h receipt arrives within the hold
+    // (one produce call: well within a second of record time) and it holds no more. Nothing of
+    // it reaches the topics.
+    let withdrawn_before = running
+        .state
+        .counters
+        .withdrawn
+        .load(std::sync::atomic::Ordering::Relaxed);
+    produce(
+        env,
+        &[
+            receipt("wd1", "wd1-d0", 1, t0, "A", 1),
+            sale(
+                "wd1",
+                "wd1-d1",
+                1,
+                t0 + 6 * H,
+                "o-wd-late",
+                &[Line("A", 1, 100)],
+            ),
+            sale(
+                "wd1",
+                "wd1-d2",
+                1,
+                t0 + H,
+                "o-wd-early",
+                &[Line("A", 1, 100)],
+            ),
+            receipt("wd1", "wd1-d0", 2, t0 + 3 * H, "A", 4),
+        ],
+    )
+    .await;
+    wait_done(env, &db, DONE).await;
+    let out = outputs(env).await;
+    assert!(
+        out.conflicts_of("wd1").is_empty(),
+        "{:#?}",
+        out.conflicts_of("wd1")
+    );
+    assert!(out.compensations_of("wd1").is_empty());
+    assert_eq!(
+        running
+            .state
+            .counters
+            .withdrawn
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - withdrawn_before,
+        1
     );
 
     // Bad input never vanishes: garbage and an amount beyond the bound are dead-lettered.

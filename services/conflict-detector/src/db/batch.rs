@@ -69,6 +69,20 @@ impl Batch {
         self.log_chunks(&chunks).await
     }
 
+    /// Records how many verdicts wait unwritten per partition (`cd_held`).
+    pub async fn held(&mut self, counts: &BTreeMap<i32, i64>) -> Result<(), DbError> {
+        for (p, n) in counts {
+            sqlx::query(
+                "INSERT INTO cd_held (kafka_partition, verdicts) VALUES ($1, $2) ON CONFLICT (kafka_partition) DO UPDATE SET verdicts = excluded.verdicts",
+            )
+            .bind(i64::from(*p))
+            .bind(*n)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Stores a new conflict and its compensations. False if its id is already stored.
     pub async fn raise(
         &mut self,

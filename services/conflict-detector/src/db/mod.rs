@@ -39,6 +39,8 @@ use crate::core::{Rule, Verdict};
 
 /// The schema (with `{BLOB}` / `{AUTO_ID}` for the backend).
 const MIGRATION_0001: &str = include_str!("../../migrations/0001_conflict_detector.sql");
+/// The held-verdict counts (`cd_held`).
+const MIGRATION_0002: &str = include_str!("../../migrations/0002_held_verdicts.sql");
 /// Where sqlx records this service's migrations (not the default `_sqlx_migrations`, which another
 /// service on the same database may own).
 pub const MIGRATIONS_TABLE: &str = "_conflict_detector_migrations";
@@ -102,13 +104,22 @@ impl Db {
         let database = sql::connect(cfg).await?;
         let migrator = sql::migrator(
             MIGRATIONS_TABLE,
-            vec![Migration::new(
-                1,
-                "conflict detector".into(),
-                MigrationType::Simple,
-                AssertSqlSafe(migration_sql(database.backend())).into_sql_str(),
-                false,
-            )],
+            vec![
+                Migration::new(
+                    1,
+                    "conflict detector".into(),
+                    MigrationType::Simple,
+                    AssertSqlSafe(migration_sql(database.backend())).into_sql_str(),
+                    false,
+                ),
+                Migration::new(
+                    2,
+                    "held verdicts".into(),
+                    MigrationType::Simple,
+                    MIGRATION_0002.into_sql_str(),
+                    false,
+                ),
+            ],
         );
         sql::migrate(&database, &migrator).await?;
         Ok(Db {
@@ -178,15 +189,19 @@ impl Db {
         let mut generations: HashMap<String, u32> = HashMap::default();
         for r in &rows {
             let st: String = r.try_get(0)?;
-            if st == status::SUPERSEDED {
-                let base: String = r.try_get(1)?;
-                let g = r.try_get::<i64, _>(2)? as u32 + 1;
-                let e = generations.entry(base).or_insert(0);
-                *e = (*e).max(g);
+            let base: String = r.try_get(1)?;
+            let generation = r.try_get::<i64, _>(2)? as u32;
+            // The next generation follows the newest superseded one; a verdict that holds keeps
+            // its own (generations withdrawn unwritten leave gaps, see `settle`).
+            let g = if st == status::SUPERSEDED {
+                generation + 1
             } else {
                 let json: String = r.try_get(3)?;
                 live.push(serde_json::from_str(&json)?);
-            }
+                generation
+            };
+            let e = generations.entry(base).or_insert(0);
+            *e = (*e).max(g);
         }
         // Deterministic order for the diff.
         live.sort_by(|a: &Verdict, b: &Verdict| a.conflict_id.cmp(&b.conflict_id));
@@ -249,6 +264,16 @@ impl Db {
             sqlx::query(AssertSqlSafe(sql)).execute(self.pool()).await?;
         }
         Ok(())
+    }
+
+    /// Raised verdicts waiting unwritten in the instances' memory (`cd_held`).
+    pub async fn held_len(&self) -> Result<i64, DbError> {
+        Ok(
+            sqlx::query("SELECT CAST(COALESCE(SUM(verdicts), 0) AS BIGINT) FROM cd_held")
+                .fetch_one(self.pool())
+                .await?
+                .try_get(0)?,
+        )
     }
 
     /// Records waiting in the outbox.

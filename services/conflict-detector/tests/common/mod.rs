@@ -71,6 +71,8 @@ impl Env {
         c.detector.linger_ms = 10;
         c.detector.publish_poll_ms = 100;
         c.detector.gauge_interval_ms = 200;
+        // Verdicts still wait for their store's stream to move on, but briefly.
+        c.detector.hold_ms = HOLD_MS;
         c.api.token = Secret::new(TOKEN);
         c
     }
@@ -87,6 +89,7 @@ impl Env {
             ("DETECTOR__MAX_BATCH", "50".into()),
             ("DETECTOR__LINGER_MS", "10".into()),
             ("DETECTOR__PUBLISH_POLL_MS", "100".into()),
+            ("DETECTOR__HOLD_MS", HOLD_MS.to_string()),
             ("API__TOKEN", TOKEN.into()),
         ]
         .into_iter()
@@ -237,7 +240,11 @@ pub fn high_watermarks(kafka_cfg: &KafkaConfig, topic: &str) -> BTreeMap<i32, i6
     out
 }
 
-/// Waits until the database's offsets reach the topics' ends and the outbox is empty; panics after
+/// How long the tests' detectors hold a raised verdict (record time of its store).
+pub const HOLD_MS: u64 = 1_000;
+
+/// Waits until the database's offsets reach the topics' ends, no verdict waits unwritten and the
+/// outbox is empty; panics after
 /// `timeout` with what it has (a bound on a wait, not a performance assertion).
 pub async fn wait_done(env: &Env, db: &Db, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -252,13 +259,14 @@ pub async fn wait_done(env: &Env, db: &Db, timeout: Duration) {
         let have_events = db.offsets(EVENTS).await.unwrap_or_default();
         let have_conflicts = db.offsets(CONFLICTS).await.unwrap_or_default();
         let outbox = db.outbox_len().await.unwrap_or(-1);
+        let held = db.held_len().await.unwrap_or(-1);
         let caught = want_events
             .iter()
             .all(|(p, o)| have_events.get(p) == Some(o))
             && want_conflicts
                 .iter()
                 .all(|(p, o)| have_conflicts.get(p).is_some_and(|h| h >= o));
-        if caught && outbox == 0 {
+        if caught && outbox == 0 && held == 0 {
             // What it just published may have been read back from the conflicts topic meanwhile.
             let k = env.kafka.clone();
             let again = tokio::task::spawn_blocking(move || high_watermarks(&k, CONFLICTS))
@@ -270,7 +278,7 @@ pub async fn wait_done(env: &Env, db: &Db, timeout: Duration) {
         }
         if Instant::now() > deadline {
             panic!(
-                "detector not done after {timeout:?}: events {have_events:?} of {want_events:?}, conflicts {have_conflicts:?} of {want_conflicts:?}, outbox {outbox}"
+                "detector not done after {timeout:?}: events {have_events:?} of {want_events:?}, conflicts {have_conflicts:?} of {want_conflicts:?}, outbox {outbox}, held {held}"
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -131,6 +131,8 @@ pub struct ConflictsProgress {
     pub caught_up: usize,
     /// Records in the detector's outbox (decided, not yet published).
     pub outbox: i64,
+    /// Raised verdicts waiting unwritten in the detector's memory (`detector.hold_ms`).
+    pub held: i64,
     /// Records on the conflicts and compensations topics.
     pub records: i64,
 }
@@ -171,6 +173,10 @@ async fn progress(
         .fetch_one(&pool)
         .await?
         .try_get(0)?;
+    let held: i64 = sqlx::query("SELECT CAST(COALESCE(SUM(verdicts), 0) AS BIGINT) FROM cd_held")
+        .fetch_one(&pool)
+        .await?
+        .try_get(0)?;
     pool.close().await;
     Ok(ConflictsProgress {
         partitions: marks.iter().filter(|(_, _, hi)| *hi > 0).count(),
@@ -179,12 +185,14 @@ async fn progress(
             .filter(|(p, _, hi)| *hi > 0 && done.get(&i64::from(*p)) == Some(hi))
             .count(),
         outbox,
+        held,
         records: out_marks.iter().map(|(_, lo, hi)| hi - lo).sum(),
     })
 }
 
 /// Waits until the detector (database `db_url`) has taken in every partition of the deduplicated
-/// topic to its end, its outbox is empty and nothing moved for `settle`. Call it once the rest of
+/// topic to its end, its outbox is empty, no verdict waits unwritten and nothing moved for
+/// `settle`. Call it once the rest of
 /// the pipeline has drained.
 pub async fn wait_conflicts_drained(
     kafka_cfg: &KafkaConfig,
@@ -199,7 +207,8 @@ pub async fn wait_conflicts_drained(
     loop {
         let now = tokio::time::Instant::now();
         if let Ok(p) = progress(kafka_cfg, topics, db_url).await {
-            let complete = p.partitions > 0 && p.caught_up == p.partitions && p.outbox == 0;
+            let complete =
+                p.partitions > 0 && p.caught_up == p.partitions && p.outbox == 0 && p.held == 0;
             if p != last {
                 last = p;
                 stable_since = now;
