@@ -257,6 +257,65 @@ impl SkuTimeline {
         Ok(())
     }
 
+    /// Whether entry `i`'s verdicts as cached are exactly what [`entry_verdicts`] would decide
+    /// now (conservative: false when unsure). A verdict is a function of its entry and of the
+    /// figures its detail records; the cached one holds at its own generation (a superseded
+    /// verdict leaves the cache).
+    ///
+    /// [`entry_verdicts`]: Self::entry_verdicts
+    fn still_holds(&self, i: usize, cfg: &CoreConfig, sku: &str) -> bool {
+        let e = &self.entries[i];
+        let cached: &[Verdict] = self.verdicts.get(&e.key).map_or(&[], Vec::as_slice);
+        let detail_is = |v: &Verdict, k: &str, want: i64| {
+            v.detail.get(k).and_then(|s| s.parse::<i64>().ok()) == Some(want)
+        };
+        let flag_is = |v: &Verdict, k: &str, want: bool| {
+            v.detail.get(k).map(String::as_str) == Some(if want { "true" } else { "false" })
+        };
+        let tol = cfg.skew_tolerance_ms;
+        match &e.mv {
+            Move::Sale { qty, .. } => {
+                if !self.reservations.is_empty() {
+                    return false;
+                }
+                let shortfall = (*qty).min(e.after.checked_neg().unwrap_or(i64::MAX).max(0));
+                if shortfall == 0 {
+                    return cached.is_empty();
+                }
+                match cached {
+                    [v] => {
+                        v.rule == Rule::Oversell
+                            && detail_is(v, "shortfall", shortfall)
+                            && detail_is(v, "qty", *qty)
+                            && v.detail.get("policy").map(String::as_str)
+                                == Some(cfg.policy(sku).name())
+                            && flag_is(v, "skew_ambiguous", self.competing_winner(i, tol))
+                    }
+                    _ => false,
+                }
+            }
+            Move::CountDelta { counted, expected } => {
+                let Ok(difference) = money::sub_qty(self.before(i), *expected) else {
+                    return false;
+                };
+                if difference == 0 {
+                    return cached.is_empty();
+                }
+                match cached {
+                    [v] => {
+                        v.rule == Rule::StaleCount
+                            && detail_is(v, "event_time_on_hand", self.before(i))
+                            && detail_is(v, "counted", *counted)
+                            && detail_is(v, "expected_on_hand", *expected)
+                            && flag_is(v, "skew_ambiguous", self.stale_ambiguous(i, tol))
+                    }
+                    _ => false,
+                }
+            }
+            _ => cached.is_empty(),
+        }
+    }
+
     /// Rule 1. The earliest sales win: the entry's shortfall is what it sold beyond the event-time
     /// stock left by the sales before it.
     ///
@@ -345,6 +404,16 @@ impl SkuTimeline {
                 ),
             }],
         ))
+    }
+
+    /// Whether stock moves of other devices lie within `tol` of COUNT entry `i` (rule 6).
+    fn stale_ambiguous(&self, i: usize, tol: i64) -> bool {
+        let e = &self.entries[i];
+        let lo = self.position_at(e.key.at.saturating_sub(tol));
+        self.entries[lo..]
+            .iter()
+            .take_while(|n| n.key.at <= e.key.at.saturating_add(tol))
+            .any(|n| n.key.device != e.key.device && n.event_id != e.event_id)
     }
 
     /// Whether a sale of another device that still got stock lies within `tol` before entry `i`
@@ -450,11 +519,7 @@ impl SkuTimeline {
         // count is unknown, so the difference may be the clocks'. Like rule 1's, the verdict rests
         // on whether there are any, not on which: a late move that leaves the difference as it was
         // must not re-derive it.
-        let lo = self.position_at(e.key.at.saturating_sub(tol));
-        let ambiguous = self.entries[lo..]
-            .iter()
-            .take_while(|n| n.key.at <= e.key.at.saturating_add(tol))
-            .any(|n| n.key.device != e.key.device && n.event_id != e.event_id);
+        let ambiguous = self.stale_ambiguous(i, tol);
         let delta = money::sub_qty(counted, expected)?;
         let after = money::add_qty(before, delta)?;
         let big = difference.checked_abs().unwrap_or(i64::MAX) > ctx.cfg.stale_count_review_units;
@@ -512,7 +577,12 @@ impl SkuTimeline {
     }
 }
 
-/// Evaluates `timeline` from entry `from` and diffs with what held there.
+/// Evaluates `timeline` from entry `from` and diffs with what held there, entry by entry. An
+/// entry whose verdicts provably come out as they are ([`SkuTimeline::still_holds`]) is skipped:
+/// a late sale shifts the balance of every entry after it, but an entry deep in an oversold run
+/// stays fully short and most entries decide nothing, so building each verdict again (its
+/// explanation, compensations and id) only to find it equal was most of the detector's CPU in a
+/// backlog replay (issue 16).
 #[allow(clippy::too_many_arguments)]
 fn reevaluate(
     timeline: &mut SkuTimeline,
@@ -524,33 +594,28 @@ fn reevaluate(
     trigger: &Trigger,
     out: &mut Vec<Change>,
 ) -> Result<(), Rejected> {
-    let new = {
-        let ctx = Ctx {
-            cfg,
-            store,
-            generations,
-        };
-        timeline.evaluate(from, &ctx, sku)?
-    };
-    let old: Vec<Verdict> = match timeline.entries.get(from) {
-        Some(first) => {
-            let first = first.key.clone();
-            timeline
-                .verdicts
-                .split_off(&first)
-                .into_values()
-                .flatten()
-                .collect()
+    let mut new = Vec::new();
+    for i in from..timeline.entries.len() {
+        if timeline.still_holds(i, cfg, sku) {
+            continue;
         }
-        None => Vec::new(),
-    };
-    if old.is_empty() && new.is_empty() {
-        return Ok(());
-    }
-    let new_verdicts: Vec<Verdict> = new.iter().map(|(_, v)| v.clone()).collect();
-    diff(old, &new_verdicts, trigger, generations, out);
-    for (k, v) in new {
-        timeline.verdicts.entry(k).or_default().push(v);
+        {
+            let ctx = Ctx {
+                cfg,
+                store,
+                generations,
+            };
+            timeline.entry_verdicts(i, &ctx, sku, &mut new)?;
+        }
+        let key = timeline.entries[i].key.clone();
+        let old = timeline.verdicts.remove(&key).unwrap_or_default();
+        if old.is_empty() && new.is_empty() {
+            continue;
+        }
+        diff(old, &new, trigger, generations, out);
+        if !new.is_empty() {
+            timeline.verdicts.insert(key, std::mem::take(&mut new));
+        }
     }
     Ok(())
 }
