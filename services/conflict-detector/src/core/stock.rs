@@ -203,24 +203,6 @@ impl SkuTimeline {
         self.reservations.retain(|r| r.end() >= cutoff);
     }
 
-    /// The verdicts of entries `from..` as they hold now, with the key of the entry each is about.
-    fn evaluate(
-        &self,
-        from: usize,
-        ctx: &Ctx<'_>,
-        sku: &str,
-    ) -> Result<Vec<(EventKey, Verdict)>, Overflow> {
-        let mut out = Vec::new();
-        let mut one = Vec::new();
-        for i in from..self.entries.len() {
-            self.entry_verdicts(i, ctx, sku, &mut one)?;
-            for v in one.drain(..) {
-                out.push((self.entries[i].key.clone(), v));
-            }
-        }
-        Ok(out)
-    }
-
     fn entry_verdicts(
         &self,
         i: usize,
