@@ -180,10 +180,14 @@ impl Db {
     /// Stores with lines or closes for exported days waiting, and since when (ms). A store whose
     /// wait was not flagged (a batch that raced an export) is flagged now.
     pub async fn pending_stores(&self, now_ms: i64) -> Result<Vec<(String, i64)>, DbError> {
+        // Driven from the exported days, each probing `fe_event_pending` for an unexported line:
+        // driven from the events, it read every event of every day each `close.check_every_ms`
+        // (issue 16).
         let unflagged = sqlx::query(
-            "SELECT DISTINCT e.store_id FROM fe_event e JOIN fe_store_day d \
-             ON d.store_id = e.store_id AND d.business_date = e.business_date \
-             WHERE d.exported = 1 AND e.export_seq IS NULL AND e.n_lines > 0",
+            "SELECT d.store_id FROM fe_store_day d WHERE d.exported = 1 AND EXISTS \
+             (SELECT 1 FROM fe_event e WHERE e.store_id = d.store_id \
+             AND e.business_date = d.business_date AND e.export_seq IS NULL AND e.n_lines > 0) \
+             GROUP BY d.store_id",
         )
         .fetch_all(self.pool())
         .await?;
