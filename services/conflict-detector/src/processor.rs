@@ -768,14 +768,22 @@ impl Processor {
             return Ok(());
         }
         let due = self.held.idle_due(tillstream_runtime::clock::now_ms(), all);
-        if due.write.is_empty() {
+        if due.is_empty() {
             return Ok(());
         }
         let mut tx = self.db.begin().await?;
-        self.write_changes(&mut tx, &due.write).await?;
-        tx.held(&self.held.counts_after(&due)).await?;
+        self.write_changes(&mut tx, &due).await?;
+        let parts: BTreeSet<i32> = due.iter().map(|d| d.partition).collect();
+        let mut counts = self.held.counts(parts);
+        for d in &due {
+            *counts.entry(d.partition).or_default() -= 1;
+        }
+        tx.held(&counts).await?;
         tx.commit().await?;
-        self.accept_plan(due);
+        self.held.take(&due);
+        self.count_changes(&due);
+        m::held(self.held.len());
+        self.publish.notify_one();
         Ok(())
     }
 

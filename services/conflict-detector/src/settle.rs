@@ -230,25 +230,33 @@ impl HeldVerdicts {
     }
 
     /// The waiting verdicts of partitions that had no event for `hold_ms` of wall time (`all`:
-    /// every one, at shutdown), in (partition, due time, id) order, as a plan: nothing changes
-    /// until [`accept`](Self::accept) takes it in after the commit (the write may fail).
-    pub fn idle_due(&self, now: i64, all: bool) -> Plan {
-        let mut plan = Plan::default();
+    /// every one, at shutdown), in (partition, due time, id) order. Changes nothing (the write may
+    /// fail); [`take`](Self::take) removes them after the commit.
+    pub fn idle_due(&self, now: i64, all: bool) -> Vec<Decided> {
+        let mut out = Vec::new();
         for (p, part) in &self.partitions {
             if !all && now.saturating_sub(part.last_event_at) < self.hold_ms {
                 continue;
             }
             for (_, id) in &part.by_due {
                 if let Some(h) = self.held.get(id) {
-                    plan.released.insert(id.clone());
-                    plan.write.push(Decided {
+                    out.push(Decided {
                         partition: *p,
                         change: Change::Raised(h.verdict.clone()),
                     });
                 }
             }
         }
-        plan
+        out
+    }
+
+    /// Removes verdicts that were written.
+    pub fn take(&mut self, written: &[Decided]) {
+        for d in written {
+            if let Change::Raised(v) = &d.change {
+                self.remove(&v.conflict_id);
+            }
+        }
     }
 
     /// Forgets a partition: its waiting verdicts (it left, or is rebuilt: the restore writes what
@@ -436,14 +444,10 @@ mod tests {
         h.offer(&mut plan, 0, Some(5_000), vec![raised("a")]);
         h.accept(plan, 100);
         assert_eq!(h.next_idle_release(), Some(1_100));
-        assert!(
-            h.idle_due(1_099, false).write.is_empty(),
-            "stream quiet 999 ms"
-        );
+        assert!(h.idle_due(1_099, false).is_empty(), "stream quiet 999 ms");
         let due = h.idle_due(1_100, false);
-        assert_eq!(ids(&due.write), ["+a"]);
-        assert_eq!(h.counts_after(&due), BTreeMap::from([(0, 0)]));
-        h.accept(due, 2_000);
+        assert_eq!(ids(&due), ["+a"]);
+        h.take(&due);
         assert!(h.is_empty());
         assert_eq!(h.next_idle_release(), None);
     }
@@ -456,6 +460,6 @@ mod tests {
         h.offer(&mut plan, 1, Some(0), vec![raised("b")]);
         h.accept(plan, 0);
         h.drop_partition(0);
-        assert_eq!(ids(&h.idle_due(0, true).write), ["+b"]);
+        assert_eq!(ids(&h.idle_due(0, true)), ["+b"]);
     }
 }

@@ -218,7 +218,7 @@ impl SkuTimeline {
                 order_id,
                 unit_price,
             } => {
-                let shortfall = shortfall(*qty, e.after);
+                let shortfall = (*qty).min(e.after.checked_neg().unwrap_or(i64::MAX).max(0));
                 if shortfall > 0 {
                     out.push(self.oversell(i, shortfall, *qty, unit_price, ctx, sku)?);
                 }
@@ -260,7 +260,7 @@ impl SkuTimeline {
                 if !self.reservations.is_empty() {
                     return false;
                 }
-                let shortfall = shortfall(*qty, e.after);
+                let shortfall = (*qty).min(e.after.checked_neg().unwrap_or(i64::MAX).max(0));
                 if shortfall == 0 {
                     return cached.is_empty();
                 }
@@ -557,11 +557,6 @@ impl SkuTimeline {
             Vec::new(),
         ))
     }
-}
-
-/// What a sale of `qty` sold beyond the stock: the part of it below zero on hand after it.
-fn shortfall(qty: i64, after: i64) -> i64 {
-    qty.min(after.checked_neg().unwrap_or(i64::MAX).max(0))
 }
 
 /// Evaluates `timeline` from entry `from` and diffs with what held there, entry by entry. An

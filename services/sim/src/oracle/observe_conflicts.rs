@@ -192,7 +192,8 @@ async fn progress(
 
 /// Waits until the detector (database `db_url`) has taken in every partition of the deduplicated
 /// topic to its end, its outbox is empty, no verdict waits unwritten and nothing moved for
-/// `settle`. Call it once the rest of the pipeline has drained.
+/// `settle`. Call it once the rest of
+/// the pipeline has drained.
 pub async fn wait_conflicts_drained(
     kafka_cfg: &KafkaConfig,
     topics: &Topics,
